@@ -1,0 +1,221 @@
+"""One whole-sequence function per cell, weights passed in: validation, then dispatch.
+
+Each function runs one layer in one direction (the modules stack layers and
+directions). Shapes: ``input (T, B, I)``, ``weight_ih (4H, I)``, ``weight_hh (4H, H)``,
+``bias_ih``/``bias_hh (4H,)``, ``h0``/``c0 (B, H)``, ``lengths (B,)``. Each returns
+``output (T, B, H), (h_n (B, H), c_n (B, H))``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+
+from . import dispatch
+from .sweep import GATE_MODES, Sweep
+
+Tensor = torch.Tensor
+MogrifyWeight = Union[Tensor, Tuple[Tensor, Tensor]]
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check_tensor(name, tensor, shape, like):
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(tensor.shape)}")
+    if tensor.dtype != like.dtype:
+        raise TypeError(f"{name} must have the input's dtype {like.dtype}, got {tensor.dtype}")
+    if tensor.device != like.device:
+        raise ValueError(f"{name} must be on the input's device {like.device}, got {tensor.device}")
+
+
+def _check_lengths(lengths, seq_len, batch_size, device):
+    if lengths is None:
+        return None
+    if not isinstance(lengths, Tensor):
+        lengths = torch.as_tensor(lengths)
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must be an integer tensor, got {lengths.dtype}")
+    if tuple(lengths.shape) != (batch_size,):
+        raise ValueError(f"lengths must have shape ({batch_size},) (one per batch row), got {tuple(lengths.shape)}")
+    capturing = lengths.is_cuda and torch.cuda.is_current_stream_capturing()
+    if not capturing and batch_size > 0:  # reading the values would break a CUDA graph capture
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < 0 or high > seq_len:
+            raise ValueError(f"lengths must lie in [0, {seq_len}] (the sequence length), got [{low}, {high}]")
+    return lengths.to(device=device, dtype=torch.int64)
+
+
+def _sweep(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, **options):
+    if not isinstance(input, Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
+    if input.dim() != 3:
+        raise ValueError(f"input must have 3 dimensions (T, B, I), got shape {tuple(input.shape)}")
+    if input.dtype not in _FLOATS:
+        raise TypeError(f"input must be float16, bfloat16, float32 or float64, got {input.dtype}")
+    if not isinstance(weight_hh, Tensor) or weight_hh.dim() != 2 or weight_hh.shape[0] != 4 * weight_hh.shape[1]:
+        shape = tuple(weight_hh.shape) if isinstance(weight_hh, Tensor) else type(weight_hh).__name__
+        raise ValueError(f"weight_hh must have shape (4 * hidden_size, hidden_size), got {shape}")
+    seq_len, batch_size, input_size = input.shape
+    hidden_size = weight_hh.shape[1]
+    _check_tensor("weight_hh", weight_hh, (4 * hidden_size, hidden_size), input)
+    _check_tensor("weight_ih", weight_ih, (4 * hidden_size, input_size), input)
+    if (bias_ih is None) != (bias_hh is None):
+        raise ValueError("bias_ih and bias_hh must both be given or both be None")
+    if bias_ih is not None:
+        _check_tensor("bias_ih", bias_ih, (4 * hidden_size,), input)
+        _check_tensor("bias_hh", bias_hh, (4 * hidden_size,), input)
+    state_shape = (batch_size, hidden_size)
+    h0 = input.new_zeros(state_shape) if h0 is None else h0
+    c0 = input.new_zeros(state_shape) if c0 is None else c0
+    _check_tensor("h0", h0, state_shape, input)
+    _check_tensor("c0", c0, state_shape, input)
+    lengths = _check_lengths(lengths, seq_len, batch_size, input.device)
+    return Sweep(cell, input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, bool(reverse), **options)
+
+
+def _run(sweep: Sweep, backend: str):
+    output, h_n, c_n = dispatch.run(backend, sweep)
+    return output, (h_n, c_n)
+
+
+def lstm(
+    input: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Optional[Tensor] = None,
+    bias_hh: Optional[Tensor] = None,
+    h0: Optional[Tensor] = None,
+    c0: Optional[Tensor] = None,
+    *,
+    lengths: Optional[Tensor] = None,
+    reverse: bool = False,
+    backend: str = "auto",
+):
+    """LSTM (SPEC §2) over a whole sequence.
+
+    Example:
+        >>> x = torch.randn(50, 8, 32)                     # (T, B, I)
+        >>> w_ih, w_hh = torch.randn(256, 32), torch.randn(256, 64)
+        >>> out, (h_n, c_n) = fusedrnn.functional.lstm(x, w_ih, w_hh)
+        >>> out.shape, h_n.shape
+        (torch.Size([50, 8, 64]), torch.Size([8, 64]))
+    """
+    sweep = _sweep("lstm", input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse)
+    return _run(sweep, backend)
+
+
+def mogrifier_weight(weight: MogrifyWeight) -> Tensor:
+    """A round's matrix: the tensor itself, or ``left @ right`` for a low-rank ``(left, right)``."""
+    if isinstance(weight, (tuple, list)):
+        left, right = weight
+        return left @ right
+    return weight
+
+
+def mogrifier_lstm(
+    input: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Optional[Tensor] = None,
+    bias_hh: Optional[Tensor] = None,
+    h0: Optional[Tensor] = None,
+    c0: Optional[Tensor] = None,
+    *,
+    mogrify_weights: Sequence[MogrifyWeight] = (),
+    mogrify_biases: Optional[Sequence[Tensor]] = None,
+    lengths: Optional[Tensor] = None,
+    reverse: bool = False,
+    backend: str = "auto",
+):
+    """Mogrifier LSTM (SPEC §3) over a whole sequence.
+
+    Args:
+        mogrify_weights: one entry per round ``j = 1..r``: ``Q_j (I, H)`` for odd
+            ``j``, ``R_j (H, I)`` for even ``j``; or a low-rank pair ``(left (m, k),
+            right (k, n))`` whose product has that shape.
+        mogrify_biases: ``r`` round biases, ``(I,)`` for odd ``j`` and ``(H,)`` for even
+            ``j``, or ``None``.
+    Other arguments and the return value as :func:`lstm`.
+    """
+    if not isinstance(mogrify_weights, (list, tuple)):
+        raise TypeError(f"mogrify_weights must be a list of tensors, got {type(mogrify_weights).__name__}")
+    sweep = _sweep("lstm", input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse)
+    input_size, hidden_size = sweep.input_size, sweep.hidden_size
+    weights = []
+    for j, weight in enumerate(mogrify_weights, start=1):
+        shape = (input_size, hidden_size) if j % 2 == 1 else (hidden_size, input_size)
+        if isinstance(weight, (tuple, list)):
+            if len(weight) != 2:
+                raise ValueError(f"mogrify_weights[{j - 1}] must be a tensor or a (left, right) pair")
+            left, right = weight
+            _check_tensor(f"mogrify_weights[{j - 1}][0]", left, (shape[0], left.shape[-1]), input)
+            _check_tensor(f"mogrify_weights[{j - 1}][1]", right, (left.shape[-1], shape[1]), input)
+        weight = mogrifier_weight(weight)
+        _check_tensor(f"mogrify_weights[{j - 1}]", weight, shape, input)
+        weights.append(weight)
+    if mogrify_biases is not None:
+        if len(mogrify_biases) != len(weights):
+            raise ValueError(f"mogrify_biases must have one bias per round ({len(weights)}), got {len(mogrify_biases)}")
+        for j, bias in enumerate(mogrify_biases, start=1):
+            _check_tensor(f"mogrify_biases[{j - 1}]", bias, (input_size if j % 2 else hidden_size,), input)
+        mogrify_biases = tuple(mogrify_biases)
+    sweep = dataclasses.replace(sweep, cell="mogrifier", mogrify_weights=tuple(weights),
+                                mogrify_biases=mogrify_biases)
+    return _run(sweep, backend)
+
+
+def g2_lstm(
+    input: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Optional[Tensor] = None,
+    bias_hh: Optional[Tensor] = None,
+    h0: Optional[Tensor] = None,
+    c0: Optional[Tensor] = None,
+    *,
+    temperature: float = 1.0,
+    noise_prob: float = 1.0,
+    gate_mode: str = "noisy",
+    noise: Optional[Tensor] = None,
+    lengths: Optional[Tensor] = None,
+    reverse: bool = False,
+    backend: str = "auto",
+):
+    """G2-LSTM (SPEC §4) over a whole sequence.
+
+    Args:
+        temperature: ``τ > 0`` dividing the input and forget gate pre-activations.
+        noise_prob: probability in ``(0, 1]`` that an element gets noise.
+        gate_mode: ``"noisy"`` (training), ``"soft"`` ``σ(z/τ)`` or ``"hard"`` ``1[z ≥ 0]``.
+        noise: ``(T, B, 2, H)`` float32 ``m ⊙ ℓ`` for the i and f gates (see
+            :func:`fusedrnn.reference.sample_noise`); ``None`` lets the backend draw it
+            from the torch generator of the device.
+    Other arguments and the return value as :func:`lstm`.
+    """
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    if isinstance(noise_prob, bool) or not isinstance(noise_prob, (int, float)):
+        raise TypeError(f"noise_prob must be a number, got {type(noise_prob).__name__}")
+    if not 0 < noise_prob <= 1:
+        raise ValueError(f"noise_prob must lie in (0, 1], got {noise_prob}")
+    if gate_mode not in GATE_MODES:
+        raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
+    sweep = _sweep("g2", input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse,
+                   temperature=float(temperature), noise_prob=float(noise_prob), gate_mode=gate_mode)
+    if noise is not None:
+        if gate_mode != "noisy":
+            raise ValueError(f"noise is only used with gate_mode='noisy', got gate_mode={gate_mode!r}")
+        shape = (sweep.seq_len, sweep.batch_size, 2, sweep.hidden_size)
+        if not isinstance(noise, Tensor) or tuple(noise.shape) != shape:
+            got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+            raise ValueError(f"noise must have shape {shape} (T, B, 2, H), got {got}")
+        if noise.device != input.device or not noise.dtype.is_floating_point:
+            raise ValueError(f"noise must be a floating tensor on {input.device}, got {noise.dtype} on {noise.device}")
+        sweep = dataclasses.replace(sweep, noise=noise.float())
+    return _run(sweep, backend)

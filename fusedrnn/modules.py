@@ -1,0 +1,359 @@
+"""``torch.nn.Module``s with ``torch.nn.LSTM``'s constructor, call signature, shapes and
+parameter names: layers, directions, dropout, ``batch_first`` and packing live here,
+once, for the three cells.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from . import functional
+from .sweep import GATE_MODES
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
+class _RecurrentBase(nn.Module):
+    """Layers and directions of one cell; subclasses add their parameters and sweep."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        _check_positive_int("input_size", input_size)
+        _check_positive_int("hidden_size", hidden_size)
+        _check_positive_int("num_layers", num_layers)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        if proj_size:
+            raise ValueError(f"proj_size is not supported by fusedrnn yet (got proj_size={proj_size}); use 0")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = 0
+        self.backend = backend
+        factory = {"device": device, "dtype": dtype}
+        for layer in range(num_layers):
+            layer_input_size = input_size if layer == 0 else hidden_size * self.num_directions
+            for suffix in self._suffixes():
+                gates = 4 * hidden_size
+                self._add(f"weight_ih_l{layer}{suffix}", (gates, layer_input_size), factory)
+                self._add(f"weight_hh_l{layer}{suffix}", (gates, hidden_size), factory)
+                if bias:
+                    self._add(f"bias_ih_l{layer}{suffix}", (gates,), factory)
+                    self._add(f"bias_hh_l{layer}{suffix}", (gates,), factory)
+                self._add_cell_parameters(f"l{layer}{suffix}", layer_input_size, factory)
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _suffixes(self):
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    def _add(self, name, shape, factory):
+        self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+
+    def _add_cell_parameters(self, tag, layer_input_size, factory):
+        """Registers a subclass's extra parameters of one layer and direction."""
+
+    def reset_parameters(self):
+        """``Uniform(-1/√H, 1/√H)`` for every LSTM weight and bias, as ``nn.LSTM``."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for name, parameter in self.named_parameters():
+            if name.startswith(("weight_ih", "weight_hh", "bias_ih", "bias_hh")):
+                nn.init.uniform_(parameter, -bound, bound)
+
+    def _lstm_weights(self, tag):
+        get = lambda name: getattr(self, f"{name}_{tag}", None)  # noqa: E731
+        return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
+
+    def _sweep(self, x, h0, c0, lengths, tag, reverse):
+        """Runs one layer and direction; returns ``output, (h_n, c_n)``."""
+        raise NotImplementedError
+
+    def _check_hx(self, hx, batch_size, batched, input):
+        if hx is None:
+            shape = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
+            zeros = input.new_zeros(shape)
+            return zeros, zeros
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError("hx must be a tuple (h_0, c_0)")
+        expected = (self.num_layers * self.num_directions,) + ((batch_size,) if batched else ()) + (self.hidden_size,)
+        states = []
+        for name, state in zip(("h_0", "c_0"), hx):
+            if not isinstance(state, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(state).__name__}")
+            if tuple(state.shape) != expected:
+                raise ValueError(f"{name} must have shape {expected} (num_layers * num_directions, "
+                                 f"{'batch, ' if batched else ''}hidden_size), got {tuple(state.shape)}")
+            if state.dtype != input.dtype or state.device != input.device:
+                raise ValueError(f"{name} must match the input's dtype and device ({input.dtype}, {input.device}), "
+                                 f"got ({state.dtype}, {state.device})")
+            states.append(state if batched else state.unsqueeze(1))
+        return tuple(states)
+
+    def forward(self, input, hx: Optional[Tuple[torch.Tensor, torch.Tensor]] = None, lengths=None):
+        """Runs all layers and directions.
+
+        Args:
+            input: ``(T, B, I)``, ``(B, T, I)`` with ``batch_first``, ``(T, I)`` unbatched,
+                or a ``PackedSequence``.
+            hx: ``(h_0, c_0)``, each ``(num_layers * num_directions, B, H)``; zeros if omitted.
+            lengths: optional ``(B,)`` valid lengths of a padded ``input`` (SPEC §5);
+                a ``PackedSequence`` carries its own.
+        Returns:
+            ``output, (h_n, c_n)`` as ``torch.nn.LSTM``: output ``(T, B, D·H)`` (or packed),
+            ``h_n``, ``c_n`` ``(num_layers * D, B, H)``.
+        """
+        packed = isinstance(input, PackedSequence)
+        if packed:
+            if lengths is not None:
+                raise ValueError("lengths must not be given with a PackedSequence input (it carries its own)")
+            packed_input = input
+            input, lengths = pad_packed_sequence(packed_input)
+            batched = True
+        else:
+            if not isinstance(input, torch.Tensor):
+                raise TypeError(f"input must be a torch.Tensor or PackedSequence, got {type(input).__name__}")
+            if input.dim() not in (2, 3):
+                raise ValueError(f"input must have 3 dimensions (or 2 unbatched), got shape {tuple(input.shape)}")
+            batched = input.dim() == 3
+            if not batched:
+                input = input.unsqueeze(1)
+            elif self.batch_first:
+                input = input.transpose(0, 1)
+        if input.shape[-1] != self.input_size:
+            raise ValueError(f"input must have {self.input_size} features (input_size), got {input.shape[-1]}")
+        weight = self.weight_hh_l0
+        if input.dtype != weight.dtype or input.device != weight.device:
+            raise ValueError(f"input must match the module's dtype and device ({weight.dtype}, {weight.device}), "
+                             f"got ({input.dtype}, {input.device})")
+        h0, c0 = self._check_hx(hx, input.shape[1], batched, input)
+
+        layer_input, h_n, c_n = input, [], []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction, suffix in enumerate(self._suffixes()):
+                index = layer * self.num_directions + direction
+                output, (h, c) = self._sweep(layer_input, h0[index], c0[index], lengths,
+                                             f"l{layer}{suffix}", reverse=direction == 1)
+                outputs.append(output)
+                h_n.append(h)
+                c_n.append(c)
+            layer_input = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        output, h_n, c_n = layer_input, torch.stack(h_n), torch.stack(c_n)
+
+        if packed:
+            order = packed_input.sorted_indices
+            sorted_output = output if order is None else output.index_select(1, order)
+            sorted_lengths = lengths if order is None else lengths[order.cpu()]
+            data = pack_padded_sequence(sorted_output, sorted_lengths, enforce_sorted=True).data
+            output = PackedSequence(data, packed_input.batch_sizes, packed_input.sorted_indices,
+                                    packed_input.unsorted_indices)
+        elif not batched:
+            output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
+        elif self.batch_first:
+            output = output.transpose(0, 1)
+        return output, (h_n, c_n)
+
+    def extra_repr(self):
+        text = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            text += f", num_layers={self.num_layers}"
+        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0), ("bidirectional", False)):
+            if getattr(self, name) != default:
+                text += f", {name}={getattr(self, name)}"
+        return text + f", backend={self.backend!r}"
+
+    def _config(self):
+        return dict(input_size=self.input_size, hidden_size=self.hidden_size, num_layers=self.num_layers,
+                    bias=self.bias, batch_first=self.batch_first, dropout=self.dropout,
+                    bidirectional=self.bidirectional)
+
+
+class LSTM(_RecurrentBase):
+    """Drop-in ``torch.nn.LSTM`` (SPEC §2) running on a fused backend.
+
+    Same constructor, call, shapes and ``state_dict`` as ``torch.nn.LSTM``, plus
+    ``backend`` (``"auto"``, ``"triton"``, ``"cuda"``, ``"cpu"``, ``"reference"``).
+    ``proj_size`` is not supported.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reset_parameters()
+
+    def _sweep(self, x, h0, c0, lengths, tag, reverse):
+        return functional.lstm(x, *self._lstm_weights(tag), h0, c0, lengths=lengths, reverse=reverse,
+                               backend=self.backend)
+
+    @classmethod
+    def from_torch(cls, module: nn.LSTM, backend: str = "auto") -> "LSTM":
+        """A ``fusedrnn.LSTM`` with ``module``'s configuration, weights, device and dtype."""
+        if not isinstance(module, nn.LSTM):
+            raise TypeError(f"module must be a torch.nn.LSTM, got {type(module).__name__}")
+        if module.proj_size:
+            raise ValueError("proj_size is not supported by fusedrnn yet")
+        weight = module.weight_hh_l0
+        config = dict(input_size=module.input_size, hidden_size=module.hidden_size, num_layers=module.num_layers,
+                      bias=module.bias, batch_first=module.batch_first, dropout=module.dropout,
+                      bidirectional=module.bidirectional)
+        fused = cls(**config, device=weight.device, dtype=weight.dtype, backend=backend)
+        fused.load_state_dict(module.state_dict())
+        return fused
+
+    def to_torch(self) -> nn.LSTM:
+        """A ``torch.nn.LSTM`` with this module's configuration and weights."""
+        weight = self.weight_hh_l0
+        module = nn.LSTM(**self._config(), device=weight.device, dtype=weight.dtype)
+        module.load_state_dict(self.state_dict())
+        return module
+
+
+class MogrifierLSTM(_RecurrentBase):
+    """Mogrifier LSTM (SPEC §3; Melis, Kočiský and Blunsom, ICLR 2020).
+
+    ``nn.LSTM``'s arguments plus ``mogrify_steps`` (rounds ``r``, 0 is a plain LSTM),
+    ``mogrify_rank`` (``None`` for full-rank round matrices, else ``k`` with
+    ``1 ≤ k ≤ min(input_size, hidden_size)``) and ``mogrify_bias`` (round biases).
+    Round ``j`` of layer ``l`` is ``mogrify_weight_l{l}_r{j}`` (full rank) or
+    ``mogrify_weight_left_…`` / ``mogrify_weight_right_…`` (low rank), bias
+    ``mogrify_bias_l{l}_r{j}``; ``_reverse`` follows ``l{l}`` for direction 1.
+    """
+
+    def __init__(self, *args, mogrify_steps: int = 5, mogrify_rank: Optional[int] = None,
+                 mogrify_bias: bool = True, **kwargs):
+        if isinstance(mogrify_steps, bool) or not isinstance(mogrify_steps, int):
+            raise TypeError(f"mogrify_steps must be an int, got {type(mogrify_steps).__name__}")
+        if mogrify_steps < 0:
+            raise ValueError(f"mogrify_steps must be >= 0, got {mogrify_steps}")
+        self.mogrify_steps = mogrify_steps
+        self.mogrify_rank = mogrify_rank
+        self.mogrify_bias = mogrify_bias
+        super().__init__(*args, **kwargs)
+        if mogrify_rank is not None:
+            _check_positive_int("mogrify_rank", mogrify_rank)
+            limit = min(self.input_size, self.hidden_size)
+            if mogrify_rank > limit:
+                raise ValueError(f"mogrify_rank must be at most min(input_size, hidden_size) = {limit}, "
+                                 f"got {mogrify_rank}")
+        self.reset_parameters()
+
+    def _round_shape(self, j, layer_input_size):
+        return (layer_input_size, self.hidden_size) if j % 2 == 1 else (self.hidden_size, layer_input_size)
+
+    def _add_cell_parameters(self, tag, layer_input_size, factory):
+        for j in range(1, self.mogrify_steps + 1):
+            rows, cols = self._round_shape(j, layer_input_size)
+            if self.mogrify_rank is None:
+                self._add(f"mogrify_weight_{tag}_r{j}", (rows, cols), factory)
+            else:
+                self._add(f"mogrify_weight_left_{tag}_r{j}", (rows, self.mogrify_rank), factory)
+                self._add(f"mogrify_weight_right_{tag}_r{j}", (self.mogrify_rank, cols), factory)
+            if self.mogrify_bias:
+                self._add(f"mogrify_bias_{tag}_r{j}", (rows,), factory)
+
+    def reset_parameters(self):
+        """LSTM weights as ``nn.LSTM``; round matrices with std ``1/√fan_in`` (low rank:
+        each factor ``(1/(fan_in·k))^¼``, so the product has variance ``1/fan_in``); round
+        biases zero."""
+        super().reset_parameters()
+        with torch.no_grad():
+            for name, parameter in self.named_parameters():
+                if name.startswith("mogrify_bias"):
+                    parameter.zero_()
+                elif name.startswith("mogrify_weight_left"):
+                    # (rows, k) left factor; its product maps fan_in = the right factor's columns
+                    right = getattr(self, name.replace("_left_", "_right_"))
+                    std = (1.0 / (right.shape[1] * self.mogrify_rank)) ** 0.25
+                    parameter.normal_(0.0, std)
+                    right.normal_(0.0, std)
+                elif name.startswith("mogrify_weight_l"):
+                    parameter.normal_(0.0, 1.0 / math.sqrt(parameter.shape[1]))
+
+    def _mogrify_parameters(self, tag):
+        weights, biases = [], []
+        for j in range(1, self.mogrify_steps + 1):
+            if self.mogrify_rank is None:
+                weights.append(getattr(self, f"mogrify_weight_{tag}_r{j}"))
+            else:
+                weights.append((getattr(self, f"mogrify_weight_left_{tag}_r{j}"),
+                                getattr(self, f"mogrify_weight_right_{tag}_r{j}")))
+            if self.mogrify_bias:
+                biases.append(getattr(self, f"mogrify_bias_{tag}_r{j}"))
+        return weights, (biases if self.mogrify_bias else None)
+
+    def _sweep(self, x, h0, c0, lengths, tag, reverse):
+        weights, biases = self._mogrify_parameters(tag)
+        return functional.mogrifier_lstm(x, *self._lstm_weights(tag), h0, c0, mogrify_weights=weights,
+                                         mogrify_biases=biases, lengths=lengths, reverse=reverse,
+                                         backend=self.backend)
+
+    def extra_repr(self):
+        return super().extra_repr() + (f", mogrify_steps={self.mogrify_steps}, mogrify_rank={self.mogrify_rank}, "
+                                       f"mogrify_bias={self.mogrify_bias}")
+
+
+class G2LSTM(_RecurrentBase):
+    """G2-LSTM, the Gumbel-gate LSTM (SPEC §4; Li et al., ICML 2018).
+
+    ``nn.LSTM``'s arguments and parameters plus ``temperature`` (``τ > 0``),
+    ``noise_prob`` (in ``(0, 1]``) and ``eval_gate_mode`` (``"soft"``, ``"hard"`` or
+    ``"noisy"``). Training mode always adds noise; evaluation mode uses
+    ``eval_gate_mode``.
+    """
+
+    def __init__(self, *args, temperature: float = 1.0, noise_prob: float = 1.0,
+                 eval_gate_mode: str = "soft", **kwargs):
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
+        if not math.isfinite(temperature) or temperature <= 0:
+            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+        if isinstance(noise_prob, bool) or not isinstance(noise_prob, (int, float)) or not 0 < noise_prob <= 1:
+            raise ValueError(f"noise_prob must be a number in (0, 1], got {noise_prob!r}")
+        if eval_gate_mode not in GATE_MODES:
+            raise ValueError(f"eval_gate_mode must be one of {GATE_MODES}, got {eval_gate_mode!r}")
+        super().__init__(*args, **kwargs)
+        self.temperature = float(temperature)
+        self.noise_prob = float(noise_prob)
+        self.eval_gate_mode = eval_gate_mode
+        self.reset_parameters()
+
+    def _sweep(self, x, h0, c0, lengths, tag, reverse):
+        return functional.g2_lstm(x, *self._lstm_weights(tag), h0, c0, temperature=self.temperature,
+                                  noise_prob=self.noise_prob,
+                                  gate_mode="noisy" if self.training else self.eval_gate_mode,
+                                  lengths=lengths, reverse=reverse, backend=self.backend)
+
+    def extra_repr(self):
+        return super().extra_repr() + (f", temperature={self.temperature}, noise_prob={self.noise_prob}, "
+                                       f"eval_gate_mode={self.eval_gate_mode!r}")

@@ -1,0 +1,49 @@
+"""Reference Mogrifier LSTM (SPEC §3)."""
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .lstm import gate_preactivations, lstm_step
+from .sweep import sweep
+
+
+def mogrify(x_t, h, mogrify_weights, mogrify_biases):
+    """The rounds: odd ``j`` gates ``x`` by ``h``, even ``j`` gates ``h`` by ``x``.
+
+    ``mogrify_weights[j-1]`` is ``Q_j (I, H)`` for odd ``j`` and ``R_j (H, I)`` for even ``j``.
+    Returns the last ``x`` and ``h``.
+    """
+    for j, weight in enumerate(mogrify_weights, start=1):
+        bias = None if mogrify_biases is None else mogrify_biases[j - 1]
+        if j % 2 == 1:
+            x_t = 2 * torch.sigmoid(F.linear(h, weight, bias)) * x_t
+        else:
+            h = 2 * torch.sigmoid(F.linear(x_t, weight, bias)) * h
+    return x_t, h
+
+
+def mogrifier_lstm(
+    x: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    weight_ih: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_ih: Optional[torch.Tensor],
+    bias_hh: Optional[torch.Tensor],
+    mogrify_weights: Sequence[torch.Tensor],
+    mogrify_biases: Optional[Sequence[torch.Tensor]] = None,
+    lengths: Optional[torch.Tensor] = None,
+    reverse: bool = False,
+):
+    """Mogrifier LSTM over a whole sequence; shapes as :func:`fusedrnn.reference.lstm`.
+
+    Only the gate pre-activations see the mogrified ``x`` and ``h``; the carried
+    state is the LSTM's own ``h_t``.
+    """
+
+    def step(t, h, c):
+        x_mog, h_mog = mogrify(x[t], h, mogrify_weights, mogrify_biases)
+        return lstm_step(gate_preactivations(x_mog, h_mog, weight_ih, weight_hh, bias_ih, bias_hh), c)
+
+    return sweep(step, x.shape[0], h0, c0, lengths, reverse)

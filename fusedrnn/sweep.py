@@ -1,0 +1,86 @@
+"""`Sweep`: one layer, one direction, a whole sequence: what every backend computes.
+
+Shape letters (SPEC.md): T time steps, B batch, I input size, H hidden size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+
+CELLS = ("lstm", "mogrifier", "g2")
+GATE_MODES = ("noisy", "soft", "hard")
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated call: every tensor on one device and of one floating dtype.
+
+    Attributes:
+        cell: ``"lstm"``, ``"mogrifier"`` or ``"g2"``.
+        x: ``(T, B, I)`` input.
+        h0, c0: ``(B, H)`` initial state (zeros already filled in).
+        weight_ih: ``(4H, I)``, gate order i, f, g, o.
+        weight_hh: ``(4H, H)``.
+        bias_ih, bias_hh: ``(4H,)`` or ``None``.
+        lengths: ``(B,)`` int64 on ``x.device`` or ``None``; row ``b`` runs steps
+            ``t < lengths[b]`` and is frozen (output zero) after.
+        reverse: run ``t = T-1 .. 0`` (row ``b`` starts at ``lengths[b] - 1``).
+        mogrify_weights: Mogrifier round matrices, round ``j = 1..r``: ``Q_j (I, H)``
+            for odd ``j``, ``R_j (H, I)`` for even ``j`` (low rank already multiplied out).
+        mogrify_biases: round biases ``(I,)`` / ``(H,)`` or ``None``.
+        temperature, noise_prob, gate_mode: G2-LSTM options (SPEC §4).
+        noise: ``(T, B, 2, H)`` float32, ``m ⊙ ℓ`` for the i and f gates, or ``None``
+            to let the backend draw its own (only read when ``gate_mode == "noisy"``).
+    """
+
+    cell: str
+    x: torch.Tensor
+    h0: torch.Tensor
+    c0: torch.Tensor
+    weight_ih: torch.Tensor
+    weight_hh: torch.Tensor
+    bias_ih: Optional[torch.Tensor]
+    bias_hh: Optional[torch.Tensor]
+    lengths: Optional[torch.Tensor] = None
+    reverse: bool = False
+    mogrify_weights: Tuple[torch.Tensor, ...] = ()
+    mogrify_biases: Optional[Tuple[torch.Tensor, ...]] = None
+    temperature: float = 1.0
+    noise_prob: float = 1.0
+    gate_mode: str = "soft"
+    noise: Optional[torch.Tensor] = None
+
+    @property
+    def seq_len(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def batch_size(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def input_size(self) -> int:
+        return self.x.shape[2]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.weight_hh.shape[1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.x.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    @property
+    def mogrify_steps(self) -> int:
+        return len(self.mogrify_weights)
+
+    @property
+    def noisy(self) -> bool:
+        """Whether this G2 call adds gate noise."""
+        return self.cell == "g2" and self.gate_mode == "noisy"

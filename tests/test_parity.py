@@ -1,0 +1,98 @@
+"""Every backend computes SPEC's functions: outputs, final states and every gradient
+match the float64 reference within SPEC §6's tolerance.
+
+A backend joins by being listed in ``fusedrnn.BACKENDS``; calls it does not support
+(device, dtype, shape) are skipped with its own reason.
+"""
+import pytest
+import torch
+
+import fusedrnn
+from fusedrnn.reference import sample_noise
+
+from conftest import (DEVICES, DTYPES, assert_close, cell_function, flat_tensors, map_tensors,
+                      random_weights, tolerance)
+
+# (cell, options for random_weights, options for the call)
+CASES = {
+    "lstm": ("lstm", {}, {}),
+    "lstm-nobias": ("lstm", {"bias": False}, {}),
+    "mogrifier-r5": ("mogrifier", {"mogrify_steps": 5}, {}),
+    "mogrifier-r4-rank2-nobias": ("mogrifier", {"mogrify_steps": 4, "mogrify_rank": 2, "mogrify_bias": False}, {}),
+    "mogrifier-r0": ("mogrifier", {"mogrify_steps": 0}, {}),
+    "g2-noisy": ("g2", {}, {"gate_mode": "noisy", "temperature": 0.7}),
+    "g2-soft": ("g2", {}, {"gate_mode": "soft", "temperature": 1.5}),
+    "g2-hard": ("g2", {}, {"gate_mode": "hard"}),
+}
+SHAPES = {  # (T, B, I, H)
+    "T7-B3-I5-H6": (7, 3, 5, 6),
+    "T1-B1-I4-H4": (1, 1, 4, 4),
+    "T9-B2-I16-H16": (9, 2, 16, 16),
+}
+
+
+def run_case(backend, case, shape, dtype, device, lengths, reverse):
+    """Runs ``case`` on ``backend`` and on the float64 reference with the same inputs.
+
+    Returns ``[(name, actual, expected)]`` for output, final states and all gradients.
+    """
+    cell, weight_options, call_options = CASES[case]
+    seq_len, batch_size, input_size, hidden_size = shape
+    weights = random_weights(cell, input_size, hidden_size, **weight_options)
+    x = torch.randn(seq_len, batch_size, input_size, dtype=torch.float64)
+    h0 = torch.randn(batch_size, hidden_size, dtype=torch.float64) * 0.5
+    c0 = torch.randn(batch_size, hidden_size, dtype=torch.float64) * 0.5
+    call_options = dict(call_options)
+    if call_options.get("gate_mode") == "noisy":
+        call_options["noise"] = sample_noise(seq_len, batch_size, hidden_size, noise_prob=0.6)
+    if lengths:
+        lengths = torch.randint(1, seq_len + 1, (batch_size,))
+        lengths[0] = seq_len
+    else:
+        lengths = None
+    # Round the inputs to the tested dtype first, so the reference sees the same values.
+    inputs = map_tensors((x, h0, c0, weights), lambda t: t.to(dtype).double())
+    grad_seeds = None
+    results = []
+    for name, run_dtype, run_device, run_backend in (("actual", dtype, device, backend),
+                                                     ("expected", torch.float64, "cpu", "reference")):
+        leaves = map_tensors(inputs, lambda t: t.to(run_dtype).to(run_device).requires_grad_())
+        x_, h0_, c0_, weights_ = leaves
+        options = map_tensors(call_options, lambda t: t.to(run_device))
+        lengths_ = None if lengths is None else lengths.to(run_device)
+        out, (h_n, c_n) = cell_function(cell)(x_, h0=h0_, c0=c0_, **weights_, **options, lengths=lengths_,
+                                              reverse=reverse, backend=run_backend)
+        if grad_seeds is None:
+            grad_seeds = [torch.randn(t.shape, dtype=torch.float64) for t in (out, h_n, c_n)]
+        loss = sum((t.double() * g.to(run_device)).sum() for t, g in zip((out, h_n, c_n), grad_seeds))
+        tensors = flat_tensors(leaves)
+        grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
+        results.append([out, h_n, c_n] + grads)
+    names = ["output", "h_n", "c_n", "grad x", "grad h0", "grad c0"] + [
+        f"grad {n}" for n in _weight_names(weights)]
+    return list(zip(names, *results))
+
+
+def _weight_names(weights):
+    names = []
+    for key, value in weights.items():
+        count = len(flat_tensors(value))
+        names += [key] if count == 1 and isinstance(value, torch.Tensor) else [f"{key}[{i}]" for i in range(count)]
+    return names
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", fusedrnn.BACKENDS)
+def test_matches_float64_reference(backend, device, dtype, case, shape, lengths, reverse):
+    try:
+        pairs = run_case(backend, case, shape, dtype, device, lengths, reverse)
+    except fusedrnn.BackendUnavailableError as error:
+        pytest.skip(str(error))
+    for name, actual, expected in pairs:
+        assert_close(f"{backend}/{case}/{dtype}: {name}", actual, expected, tolerance(dtype, device))
