@@ -1,0 +1,56 @@
+"""One dispatch point: "auto" always finds a backend; a named one runs or says why not."""
+import pytest
+import torch
+
+import fusedrnn
+from fusedrnn import dispatch, functional
+
+
+def test_available_backends_always_include_reference_in_auto_order():
+    available = fusedrnn.available_backends()
+    assert "reference" in available
+    assert available == [name for name in fusedrnn.BACKENDS if name in available]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("module", [fusedrnn.LSTM, fusedrnn.MogrifierLSTM, fusedrnn.G2LSTM])
+def test_auto_runs_every_cell_and_dtype_on_cpu(module, dtype):
+    model = module(4, 5, dtype=dtype)
+    out, (h_n, c_n) = model(torch.randn(3, 2, 4, dtype=dtype))
+    assert out.dtype == h_n.dtype == c_n.dtype == dtype
+    assert torch.isfinite(out.float()).all()
+
+
+def test_auto_skips_backends_that_decline(monkeypatch):
+    reference = dispatch._load("reference")
+
+    class Declines:
+        name = "triton"
+
+        def unavailable(self):
+            return None
+
+        def unsupported(self, sweep, explicit):
+            return "never"
+
+        def run(self, sweep):
+            raise AssertionError("auto must not run a backend that declined")
+
+    monkeypatch.setattr(dispatch, "_loaded", {**dispatch._loaded, "triton": Declines()})
+    monkeypatch.setattr(dispatch, "_missing", {k: v for k, v in dispatch._missing.items() if k != "triton"})
+    x, w_ih, w_hh = torch.randn(2, 1, 3), torch.randn(8, 3), torch.randn(8, 2)
+    assert functional.lstm(x, w_ih, w_hh)[0].shape == (2, 1, 2)
+    sweep = functional._sweep("lstm", x, w_ih, w_hh, None, None, None, None, None, False)
+    assert dispatch.select("auto", sweep) is not dispatch._loaded["triton"]
+    assert dispatch.select("auto", sweep) in (reference, *[dispatch._loaded.get(n) for n in ("cuda", "cpu")])
+    with pytest.raises(fusedrnn.BackendUnavailableError, match="backend 'triton' cannot run this lstm call: never"):
+        functional.lstm(x, w_ih, w_hh, backend="triton")
+
+
+def test_named_backend_that_is_missing_says_why(monkeypatch):
+    monkeypatch.setitem(dispatch._MODULES, "cuda", "fusedrnn.no_such_module")
+    monkeypatch.setattr(dispatch, "_loaded", {k: v for k, v in dispatch._loaded.items() if k != "cuda"})
+    monkeypatch.setattr(dispatch, "_missing", {k: v for k, v in dispatch._missing.items() if k != "cuda"})
+    with pytest.raises(fusedrnn.BackendUnavailableError, match="backend 'cuda' cannot run .*not installed"):
+        functional.lstm(torch.randn(2, 1, 3), torch.randn(8, 3), torch.randn(8, 2), backend="cuda")
+    assert "cuda" not in fusedrnn.available_backends()

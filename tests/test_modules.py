@@ -1,0 +1,147 @@
+"""The modules are drop-in ``torch.nn.LSTM``s: same arguments, shapes, parameter names,
+state_dict and (in float64) the same numbers, for every layout ``nn.LSTM`` accepts."""
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+import fusedrnn
+
+from conftest import assert_close
+
+CONFIGS = {  # nn.LSTM keyword arguments
+    "1layer": dict(num_layers=1),
+    "2layers-bidir": dict(num_layers=2, bidirectional=True),
+    "3layers-batch_first": dict(num_layers=3, batch_first=True),
+    "nobias-bidir": dict(bias=False, bidirectional=True),
+}
+INPUT_SIZE, HIDDEN_SIZE, SEQ_LEN, BATCH_SIZE = 5, 6, 7, 4
+
+
+def _pair(**config):
+    torch_lstm = nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, dtype=torch.float64, **config)
+    return torch_lstm, fusedrnn.LSTM.from_torch(torch_lstm, backend="reference")
+
+
+def _grads(module, loss, extra):
+    params = [p for _, p in sorted(module.named_parameters())]
+    return torch.autograd.grad(loss, extra + params)
+
+
+@pytest.mark.parametrize("given_state", [False, True], ids=["no-hx", "hx"])
+@pytest.mark.parametrize("config", list(CONFIGS.values()), ids=list(CONFIGS))
+def test_lstm_matches_torch(config, given_state):
+    torch_lstm, fused = _pair(**config)
+    directions = 2 if config.get("bidirectional") else 1
+    shape = (BATCH_SIZE, SEQ_LEN, INPUT_SIZE) if config.get("batch_first") else (SEQ_LEN, BATCH_SIZE, INPUT_SIZE)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    state_shape = (config.get("num_layers", 1) * directions, BATCH_SIZE, HIDDEN_SIZE)
+    hx = tuple(torch.randn(state_shape, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    results = []
+    for module in (torch_lstm, fused):
+        out, (h_n, c_n) = module(x, hx if given_state else None)
+        seeds = torch.Generator().manual_seed(0)
+        loss = sum((t * torch.randn(t.shape, dtype=t.dtype, generator=seeds)).sum() for t in (out, h_n, c_n))
+        results.append([out, h_n, c_n, *_grads(module, loss, [x, *hx] if given_state else [x])])
+    for index, (expected, actual) in enumerate(zip(*results)):
+        assert_close(f"tensor {index}", actual, expected, 1e-12)
+
+
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_packed_sequence_matches_torch(bidirectional, enforce_sorted):
+    torch_lstm, fused = _pair(num_layers=2, bidirectional=bidirectional)
+    lengths = torch.tensor([7, 5, 5, 2]) if enforce_sorted else torch.tensor([3, 7, 1, 5])
+    x = torch.randn(SEQ_LEN, BATCH_SIZE, INPUT_SIZE, dtype=torch.float64, requires_grad=True)
+    hx = tuple(torch.randn(2 * (1 + bidirectional), BATCH_SIZE, HIDDEN_SIZE, dtype=torch.float64) for _ in range(2))
+    results = []
+    for module in (torch_lstm, fused):
+        out, (h_n, c_n) = module(pack_padded_sequence(x, lengths, enforce_sorted=enforce_sorted), hx)
+        assert isinstance(out, PackedSequence)
+        loss = (out.data ** 2).sum() + (h_n * 1.5).sum() + c_n.sum()
+        results.append([out.data, out.batch_sizes, h_n, c_n, *_grads(module, loss, [x])])
+    torch.testing.assert_close(results[1][1], results[0][1])
+    for index, (expected, actual) in enumerate(zip(*results)):
+        assert_close(f"tensor {index}", actual, expected, 1e-12)
+
+
+def test_lengths_keyword_equals_packed_input():
+    _, fused = _pair(bidirectional=True)
+    lengths = torch.tensor([3, 7, 1, 5])
+    x = torch.randn(SEQ_LEN, BATCH_SIZE, INPUT_SIZE, dtype=torch.float64)
+    out, (h_n, c_n) = fused(x, lengths=lengths)
+    packed_out, (packed_h, packed_c) = fused(pack_padded_sequence(x, lengths, enforce_sorted=False))
+    padded, _ = torch.nn.utils.rnn.pad_packed_sequence(packed_out, total_length=SEQ_LEN)
+    assert_close("output", out, padded, 1e-14)
+    assert_close("h_n", h_n, packed_h, 1e-14)
+    assert_close("c_n", c_n, packed_c, 1e-14)
+
+
+def test_unbatched_input_matches_torch():
+    torch_lstm, fused = _pair(num_layers=2)
+    x = torch.randn(SEQ_LEN, INPUT_SIZE, dtype=torch.float64)
+    hx = tuple(torch.randn(2, HIDDEN_SIZE, dtype=torch.float64) for _ in range(2))
+    for expected, actual in zip(torch.utils._pytree.tree_leaves(torch_lstm(x, hx)),
+                                torch.utils._pytree.tree_leaves(fused(x, hx))):
+        assert actual.shape == expected.shape
+        assert_close("unbatched", actual, expected, 1e-12)
+
+
+def test_dropout_between_layers_only_in_training():
+    fused = fusedrnn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, dropout=0.5, dtype=torch.float64)
+    x = torch.randn(SEQ_LEN, BATCH_SIZE, INPUT_SIZE, dtype=torch.float64)
+    torch.manual_seed(1)
+    first = fused(x)[0]
+    torch.manual_seed(2)
+    assert not torch.allclose(first, fused(x)[0]), "training mode must apply dropout"
+    fused.eval()
+    assert torch.equal(fused(x)[0], fused(x)[0])
+    assert_close("eval", fused(x)[0], fused.to_torch().eval()(x)[0], 1e-12)
+
+
+def test_state_dict_round_trip_with_torch():
+    torch_lstm = nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True)
+    fused = fusedrnn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True)
+    assert list(fused.state_dict()) == list(torch_lstm.state_dict())
+    fused.load_state_dict(torch_lstm.state_dict())
+    back = nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True)
+    back.load_state_dict(fused.state_dict())
+    for name, tensor in torch_lstm.state_dict().items():
+        assert torch.equal(back.state_dict()[name], tensor), name
+    converted = fused.to_torch()
+    assert isinstance(converted, nn.LSTM) and converted.bidirectional and converted.num_layers == 2
+    for name, tensor in torch_lstm.state_dict().items():
+        assert torch.equal(converted.state_dict()[name], tensor), name
+
+
+def test_default_init_is_uniform_in_inverse_sqrt_hidden():
+    hidden_size = 64
+    fused = fusedrnn.LSTM(8, hidden_size, num_layers=2)
+    bound = hidden_size ** -0.5
+    for name, parameter in fused.named_parameters():
+        assert parameter.abs().max() <= bound, name
+        assert parameter.abs().max() > 0.9 * bound, f"{name} does not fill Uniform(-1/√H, 1/√H)"
+
+
+@pytest.mark.parametrize("module", [fusedrnn.LSTM, fusedrnn.MogrifierLSTM, fusedrnn.G2LSTM])
+def test_every_cell_has_lstm_parameters_and_shapes(module):
+    model = module(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True, batch_first=True)
+    lstm_names = list(nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True).state_dict())
+    assert [n for n in model.state_dict() if not n.startswith("mogrify")] == lstm_names
+    out, (h_n, c_n) = model(torch.randn(BATCH_SIZE, SEQ_LEN, INPUT_SIZE))
+    assert out.shape == (BATCH_SIZE, SEQ_LEN, 2 * HIDDEN_SIZE)
+    assert h_n.shape == c_n.shape == (4, BATCH_SIZE, HIDDEN_SIZE)
+
+
+def test_mogrifier_parameters_and_init():
+    rounds, rank, input_size, hidden_size = 5, 24, 128, 256
+    model = fusedrnn.MogrifierLSTM(input_size, hidden_size, mogrify_steps=rounds, mogrify_rank=rank)
+    left, right = model.mogrify_weight_left_l0_r1, model.mogrify_weight_right_l0_r1
+    assert left.shape == (input_size, rank) and right.shape == (rank, hidden_size)
+    assert model.mogrify_weight_left_l0_r2.shape == (hidden_size, rank)
+    assert torch.equal(model.mogrify_bias_l0_r3, torch.zeros(input_size))
+    product = left @ right  # fan_in = hidden_size: variance 1/H
+    assert abs(product.var().item() * hidden_size - 1) < 0.2
+    full = fusedrnn.MogrifierLSTM(input_size, hidden_size, mogrify_steps=2, mogrify_bias=False)
+    assert abs(full.mogrify_weight_l0_r2.std().item() * input_size ** 0.5 - 1) < 0.1
+    assert not any("bias" in n and "mogrify" in n for n in full.state_dict())
