@@ -1,6 +1,8 @@
 """The modules are drop-in ``torch.nn.LSTM``s: same arguments, shapes, parameter names,
 state_dict and (in float64) the same numbers, for every layout ``nn.LSTM`` accepts."""
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
@@ -145,3 +147,21 @@ def test_mogrifier_parameters_and_init():
     full = fusedrnn.MogrifierLSTM(input_size, hidden_size, mogrify_steps=2, mogrify_bias=False)
     assert abs(full.mogrify_weight_l0_r2.std().item() * input_size ** 0.5 - 1) < 0.1
     assert not any("bias" in n and "mogrify" in n for n in full.state_dict())
+
+
+@settings(max_examples=25, deadline=None)
+@given(seq_len=st.integers(1, 6), batch_size=st.integers(1, 4), input_size=st.integers(1, 5),
+       hidden_size=st.integers(1, 5), num_layers=st.integers(1, 2), bidirectional=st.booleans(),
+       data=st.data())
+def test_any_shape_with_any_lengths_matches_torch(seq_len, batch_size, input_size, hidden_size, num_layers,
+                                                  bidirectional, data):
+    lengths = torch.tensor(data.draw(st.lists(st.integers(1, seq_len), min_size=batch_size, max_size=batch_size)))
+    torch_lstm = nn.LSTM(input_size, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
+                         dtype=torch.float64)
+    fused = fusedrnn.LSTM.from_torch(torch_lstm, backend="reference")
+    packed = pack_padded_sequence(torch.randn(seq_len, batch_size, input_size, dtype=torch.float64), lengths,
+                                  enforce_sorted=False)
+    expected, actual = torch_lstm(packed), fused(packed)
+    assert_close("output", actual[0].data, expected[0].data, 1e-12)
+    assert_close("h_n", actual[1][0], expected[1][0], 1e-12)
+    assert_close("c_n", actual[1][1], expected[1][1], 1e-12)
