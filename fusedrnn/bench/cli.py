@@ -93,15 +93,8 @@ def _progress_bar(total: int, disable: bool):
     return tqdm(total=total, file=sys.stderr, disable=disable, unit="impl", dynamic_ncols=True)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Runs the benchmark; returns 1 when a fusedrnn backend failed its correctness check."""
-    parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    s = _settings(args, parser)
-    threads = args.threads or (s["cpu_threads"] if s["device"].type == "cpu" else None)
-    if threads:
-        torch.set_num_threads(threads)
+def _run(args, argv: List[str], s: dict):
+    """Runs the grid, prints the table and writes the files asked for; returns the results."""
     device, configs, chosen = s["device"], s["configs"], s["implementations"]
     machine = report.machine_info(device)
     print(f"# fusedrnn benchmark on {report.machine_summary(machine)}", flush=True)
@@ -118,8 +111,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bar.update(1)
     bar.close()
     print(report.format_table(results))
-    command = "python -m fusedrnn.bench" + ("" if not argv else " " + shlex.join(argv))
     if args.json:
+        command = "python -m fusedrnn.bench" + ("" if not argv else " " + shlex.join(argv))
         settings = {"preset": s["preset"], "device": device.type, "directions": s["directions"],
                     "implementations": [impl.name for impl in chosen], "timing": vars(s["timing"])}
         report.write_json(args.json, report.to_json(results, machine, command, settings))
@@ -127,6 +120,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.markdown.write_text(report.format_table(results, markdown=True))
     if args.plot:
         report.plot(results, args.plot, f"fusedrnn benchmark: {report.machine_summary(machine)}")
+    return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the benchmark; returns 1 when a fusedrnn backend failed its correctness check."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    s = _settings(args, parser)
+    threads = args.threads or (s["cpu_threads"] if s["device"].type == "cpu" else None)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or previous_threads)
+    try:
+        results = _run(args, argv, s)
+    finally:  # main() may be called from Python: leave the thread count as it was
+        torch.set_num_threads(previous_threads)
     failures = [r for r in results if r.failed]
     for r in failures:
         print(f"FAILED {r.config.label} {r.direction} {r.implementation}: {r.status}: {r.reason}", file=sys.stderr)

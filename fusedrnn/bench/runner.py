@@ -47,7 +47,7 @@ class Result:
         return self.kind == "fusedrnn" and self.status in ("wrong", "error")
 
 
-def _timed_call(implementation: Implementation, config: Config, device: torch.device, direction: str):
+def timed_call(implementation: Implementation, config: Config, device: torch.device, direction: str):
     """``fn()`` running one call, rotating through input sets that would otherwise stay cached."""
     backward = direction == "fwdbwd"
     first = random_problem(config, device, seed=100)
@@ -88,7 +88,7 @@ def _attempt(implementation: Implementation, action: Callable[[], object]):
 
 
 def _time(implementation: Implementation, config: Config, direction: str, timing: Timing, device):
-    fn = _timed_call(implementation, config, device, direction)
+    fn = timed_call(implementation, config, device, direction)
     return peak_memory(fn, device), measure(fn, timing, device)
 
 
