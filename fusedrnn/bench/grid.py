@@ -10,7 +10,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..sweep import CELLS  # noqa: F401 (the cells every grid covers)
+from ..sweep import CELLS
 
 DIRECTIONS = ("fwd", "fwdbwd")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}

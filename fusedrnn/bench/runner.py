@@ -16,13 +16,14 @@ from .implementations import BASELINES, Implementation
 from .problem import random_problem
 from .timing import measure, peak_memory, rotation_count
 
-#: ``status`` values: timed; not run (with the reason); failed the check; raised.
-STATUSES = ("ok", "n/a", "wrong", "error")
-
-
 @dataclass
 class Result:
-    """One row of the table: an implementation on a configuration in one direction."""
+    """One row of the table: an implementation on a configuration in one direction.
+
+    ``status`` is ``"ok"`` (checked, then timed), ``"n/a"`` (not run: ``reason`` says why),
+    ``"wrong"`` (failed the correctness check, not timed) or ``"error"`` (a fusedrnn
+    backend raised). ``error``/``tolerance`` are the check's worst relative error and bound.
+    """
 
     config: Config
     direction: str
@@ -92,36 +93,52 @@ def _time(implementation: Implementation, config: Config, direction: str, timing
     return peak_memory(fn, device), measure(fn, timing, device)
 
 
+def _rows(implementation: Implementation, config: Config, truth, directions: Sequence[str], timing: Timing,
+          device: torch.device) -> List[Result]:
+    """Checks one implementation on one configuration, then times it in each direction."""
+    reason = implementation.unsupported(config, device)
+    if reason is not None:
+        verdict, refusal = None, ("n/a", reason)
+    else:
+        verdict, refusal = _attempt(implementation, lambda: check(implementation, truth))
+    if verdict is not None and not verdict.passed:
+        refusal = ("wrong", f"{verdict.worst}: relative error {verdict.error:.3g} > {verdict.tolerance:.3g}")
+    rows = []
+    for direction in directions:
+        row = Result(config, direction, implementation.name, implementation.kind, "ok")
+        if verdict is not None:
+            row.error, row.tolerance = verdict.error, verdict.tolerance
+        failure = refusal
+        if failure is None:
+            timed, failure = _attempt(implementation, lambda: _time(implementation, config, direction, timing, device))
+            if timed is not None:
+                row.peak_memory_bytes, measured = timed
+                row.median_ms, row.repetitions = measured.median_ms, measured.repetitions
+        if failure is not None:
+            row.status, row.reason = failure
+        rows.append(row)
+    return rows
+
+
 def run_config(config: Config, implementations: Sequence[Implementation], directions: Sequence[str],
                timing: Timing, device: torch.device,
                on_implementation: Callable[[Implementation], None] = lambda implementation: None) -> List[Result]:
     """Checks, then times, every implementation on one configuration; calls
     ``on_implementation`` as each one starts."""
-    truth = ground_truth(config, device, with_grads="fwdbwd" in directions)
+    try:
+        truth = ground_truth(config, device, with_grads="fwdbwd" in directions)
+    except torch.cuda.OutOfMemoryError:
+        truth = None
     results = []
     for implementation in implementations:
         on_implementation(implementation)
-        rows = [Result(config, direction, implementation.name, implementation.kind, "ok")
-                for direction in directions]
-        reason = implementation.unsupported(config, device)
-        verdict, refusal = (None, ("n/a", reason)) if reason else _attempt(implementation,
-                                                                          lambda: check(implementation, truth))
-        if verdict is not None and not verdict.passed:
-            refusal = ("wrong", f"{verdict.worst}: relative error {verdict.error:.3g} > {verdict.tolerance:.3g}")
-        for row in rows:
-            if verdict is not None:
-                row.error, row.tolerance = verdict.error, verdict.tolerance
-            failure = refusal
-            if failure is None:
-                timed, failure = _attempt(implementation,
-                                          lambda: _time(implementation, config, row.direction, timing, device))
-                if timed is not None:
-                    row.peak_memory_bytes, measured = timed
-                    row.median_ms, row.repetitions = measured.median_ms, measured.repetitions
-            if failure is not None:
-                row.status, row.reason = failure
-        results += rows
-    del truth
+        if truth is None:
+            results += [Result(config, direction, implementation.name, implementation.kind, "n/a",
+                               "the float64 reference ran out of memory: nothing to check against")
+                        for direction in directions]
+        else:
+            results += _rows(implementation, config, truth, directions, timing, device)
+    truth = None  # frees the reference's tensors before the cache is emptied
     if device.type == "cuda":
         torch.cuda.empty_cache()
     _add_speedups(results)
