@@ -41,20 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "torch.nn.LSTM, an eager Python loop and the reference backend, after checking each "
                     "against the float64 reference. The default grid fits the machine: the LSTM issue's "
                     "GPU grid on CUDA, small sizes on CPU.")
-    parser.add_argument("--quick", action="store_true", help="a small grid that runs in about a minute on a CPU")
+    parser.add_argument("--quick", action="store_true",
+                        help="the 'quick' preset: a small grid, one CPU thread, well under a minute on 2 cores")
     parser.add_argument("--preset", choices=sorted(grid.PRESETS), help="a named grid (default: by device)")
-    parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
+    parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS), help="default: all three")
     parser.add_argument("--shapes", nargs="+", type=_shape, metavar="BxTxIxH", help="explicit sizes")
     parser.add_argument("--batch-sizes", nargs="+", type=_positive, metavar="B",
                         help="with --seq-lens/--hidden-sizes: a product grid (I = H unless --input-size)")
     parser.add_argument("--seq-lens", nargs="+", type=_positive, metavar="T")
     parser.add_argument("--hidden-sizes", nargs="+", type=_positive, metavar="H")
     parser.add_argument("--input-size", type=_positive, metavar="I")
-    parser.add_argument("--dtypes", nargs="+", choices=list(grid.DTYPES))
+    parser.add_argument("--dtypes", nargs="+", choices=list(grid.DTYPES), help="default: the preset's")
     parser.add_argument("--backends", nargs="+", choices=NAMES, metavar="NAME",
                         help=f"implementations to time, among {', '.join(NAMES)} "
                              "(default: every available fusedrnn backend, nn.LSTM, eager, and flashrnn if installed)")
-    parser.add_argument("--directions", nargs="+", choices=grid.DIRECTIONS, default=list(grid.DIRECTIONS))
+    parser.add_argument("--directions", nargs="+", choices=grid.DIRECTIONS, default=list(grid.DIRECTIONS),
+                        help="fwd: inference forward (no autograd); fwdbwd: forward, then the gradients "
+                             "of the input, the initial state and every weight")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     parser.add_argument("--threads", type=_positive, metavar="N", help="CPU threads for torch (default: torch's)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write every result as JSON")
