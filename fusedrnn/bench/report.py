@@ -138,10 +138,20 @@ def write_json(path: Path, document: Dict[str, object]) -> None:
     Path(path).write_text(json.dumps(document, indent=1) + "\n")
 
 
+def _varying_sizes(rests) -> set:
+    """The size letters whose values differ between a panel's lines: what tells them apart."""
+    values = defaultdict(set)
+    for rest in rests:
+        for letter, value in rest:
+            values[letter].add(value)
+    return {letter for letter, seen in values.items() if len(seen) > 1}
+
+
 def plot(results: Sequence[Result], path: Path, title: str) -> None:
     """Time per step against batch size (left) and hidden size (right), one row of panels
     per cell and direction; colour is the implementation, marker the dtype. Points that
-    differ only in the plotted size are joined by lines."""
+    differ only in the plotted size are joined by lines, each labelled at its end with the
+    sizes that tell it apart from the panel's other lines."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -154,9 +164,12 @@ def plot(results: Sequence[Result], path: Path, title: str) -> None:
     dtypes = list(dict.fromkeys(r.config.dtype for r in results))
     colours = {name: plt.cm.tab10(k % 10) for k, name in enumerate(names)}
     markers = dict(zip(dtypes, "os^Dv"))
-    axes_specs = [("batch size B", lambda c: c.batch_size, lambda c: (c.seq_len, c.input_size, c.hidden_size)),
+    axes_specs = [("batch size B", lambda c: c.batch_size,
+                   lambda c: (("T", c.seq_len), ("H", c.hidden_size),
+                              ("I", "=H" if c.input_size == c.hidden_size else c.input_size))),
                   ("hidden size H (I = H where equal)", lambda c: c.hidden_size,
-                   lambda c: (c.batch_size, c.seq_len, "I=H" if c.input_size == c.hidden_size else c.input_size))]
+                   lambda c: (("B", c.batch_size), ("T", c.seq_len),
+                              ("I", "=H" if c.input_size == c.hidden_size else c.input_size)))]
     height = 3.2 * len(panels) + 1.0
     figure, axes = plt.subplots(len(panels), 2, figsize=(12, height), squeeze=False)
     for (cell, direction), row in zip(panels, axes):
@@ -165,10 +178,15 @@ def plot(results: Sequence[Result], path: Path, title: str) -> None:
             for r in timed:
                 if (r.config.cell, r.direction) == (cell, direction):
                     lines[(r.implementation, r.config.dtype, rest_of(r.config))].append((x_of(r.config), r.us_per_step))
-            for (name, dtype, _), points in lines.items():
+            varying = _varying_sizes([rest for _, _, rest in lines])
+            for (name, dtype, rest), points in lines.items():
                 xs, ys = zip(*sorted(points))
                 axis.plot(xs, ys, color=colours[name], marker=markers[dtype], linewidth=1, markersize=5)
+                tag = " ".join(f"{letter}{value}" for letter, value in rest if letter in varying)
+                axis.annotate(tag, (xs[-1], ys[-1]), xytext=(4, 0), textcoords="offset points",
+                              fontsize=7, color=colours[name], va="center")
             axis.set_xscale("log", base=2)
+            axis.margins(x=0.15)  # room for the line labels
             axis.set_yscale("log")
             axis.xaxis.set_major_formatter(ScalarFormatter())
             axis.set_xlabel(label)
