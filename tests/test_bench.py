@@ -184,7 +184,8 @@ def test_bad_shapes_are_rejected(text, capsys):
 
 
 def test_bad_options_are_rejected(capsys):
-    for argv in (["--shapes", "1x2x3x4", "--batch-sizes", "2"], ["--backends", "nope"],
+    for argv in (["--shapes", "1x2x3x4", "--batch-sizes", "2"], ["--shapes", "1x2x3x4", "--input-size", "2"],
+                 ["--backends", "nope"],
                  ["--cells", "gru"], ["--quick", "--preset", "gpu"]):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
@@ -200,6 +201,17 @@ def test_bad_options_are_rejected(capsys):
 def test_product_grid_sets_input_size_to_hidden_size_unless_given():
     assert grid.cartesian_shapes([1, 2], [7], [3, 5]) == ((1, 7, 3, 3), (1, 7, 5, 5), (2, 7, 3, 3), (2, 7, 5, 5))
     assert grid.cartesian_shapes([1], [7], [3], input_size=9) == ((1, 7, 9, 3),)
+
+
+def test_size_options_make_a_product_grid(tmp_path):
+    path = tmp_path / "results.json"
+    argv = ["--quick", "--cells", "lstm", "--batch-sizes", "2", "3", "--seq-lens", "4", "--hidden-sizes", "5",
+            "--input-size", "7", "--backends", "reference", "--directions", "fwd", "--no-progress", f"--json={path}"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    rows = json.loads(path.read_text())["results"]
+    assert [(r["batch_size"], r["seq_len"], r["input_size"], r["hidden_size"], r["direction"], r["status"])
+            for r in rows] == [(2, 4, 7, 5, "fwd", "ok"), (3, 4, 7, 5, "fwd", "ok")]
 
 
 def test_presets_are_what_the_issues_ask_for():

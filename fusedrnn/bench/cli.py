@@ -75,11 +75,11 @@ def _settings(args, parser) -> dict:
         parser.error("--quick is the 'quick' preset; do not combine it with --preset")
     preset_name = "quick" if args.quick else args.preset or grid.default_preset(device)
     preset = grid.PRESETS[preset_name]
-    sizes = (args.batch_sizes, args.seq_lens, args.hidden_sizes)
+    sizes = (args.batch_sizes, args.seq_lens, args.hidden_sizes, args.input_size)
     if args.shapes and any(sizes):
-        parser.error("give --shapes or --batch-sizes/--seq-lens/--hidden-sizes, not both")
+        parser.error("give --shapes or --batch-sizes/--seq-lens/--hidden-sizes/--input-size, not both")
     shapes = args.shapes or preset.shapes
-    if any(sizes) or args.input_size:
+    if any(sizes):
         b, t, i, h = preset.shapes[0]
         shapes = grid.cartesian_shapes(args.batch_sizes or [b], args.seq_lens or [t], args.hidden_sizes or [h],
                                        args.input_size or 0)
