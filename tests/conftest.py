@@ -12,29 +12,11 @@ import pytest  # noqa: E402
 
 import fusedrnn  # noqa: E402
 from fusedrnn import functional  # noqa: E402
+from fusedrnn.precision import relative_error, tolerance  # noqa: E402,F401 (re-exported to the tests)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 CELLS = ["lstm", "mogrifier", "g2"]
-
-
-def tolerance(dtype, device="cpu"):
-    """SPEC §6: the largest allowed ``‖out - ref‖ / ‖ref‖`` against the float64 reference."""
-    if dtype == torch.float32:
-        tf32 = device == "cuda" and torch.backends.cudnn.allow_tf32
-        return 2e-3 if tf32 else 1e-5
-    return {torch.float64: 1e-10, torch.float16: 5e-3, torch.bfloat16: 2e-2}[dtype]
-
-
-def relative_error(actual, expected):
-    """``‖actual - expected‖ / ‖expected‖`` in float64; ``inf`` for any NaN."""
-    actual, expected = actual.detach().double().cpu(), expected.detach().double().cpu()
-    if actual.shape != expected.shape:
-        raise AssertionError(f"shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
-    if not torch.isfinite(actual).all():
-        return float("inf")
-    scale = expected.norm().item()
-    return (actual - expected).norm().item() / (scale if scale > 0 else 1.0)
 
 
 def assert_close(name, actual, expected, tol):

@@ -1,0 +1,27 @@
+"""SPEC §6 in code: how far a result may be from the float64 reference."""
+import torch
+
+
+def tolerance(dtype: torch.dtype, device="cpu") -> float:
+    """The largest allowed ``‖out - ref‖ / ‖ref‖`` against the float64 reference.
+
+    float32 on CUDA gets the TF32 bound when ``torch.backends.cudnn.allow_tf32`` allows
+    TF32 (what ``nn.LSTM`` follows).
+    """
+    if dtype == torch.float32:
+        tf32 = torch.device(device).type == "cuda" and torch.backends.cudnn.allow_tf32
+        return 2e-3 if tf32 else 1e-5
+    return {torch.float64: 1e-10, torch.float16: 5e-3, torch.bfloat16: 2e-2}[dtype]
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """``‖actual - expected‖ / ‖expected‖`` in float64 on ``expected``'s device; ``inf`` for
+    any NaN or infinity."""
+    expected = expected.detach().double()
+    actual = actual.detach().to(device=expected.device, dtype=torch.float64)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
+    if not torch.isfinite(actual).all():
+        return float("inf")
+    scale = expected.norm().item()
+    return (actual - expected).norm().item() / (scale if scale > 0 else 1.0)
