@@ -76,6 +76,8 @@ class SweepConfig:
         programs_h: programs that split the hidden units and meet at the grid barrier.
         programs_b: independent groups of batch rows.
         num_warps: warps per program.
+        hidden_on_chip: ``h`` (and ``dz`` in the backward) stays in registers, no
+            barrier; needs one program per batch group to hold every hidden unit.
     """
 
     block_b: int
@@ -84,15 +86,15 @@ class SweepConfig:
     programs_h: int
     programs_b: int
     num_warps: int = 4
+    hidden_on_chip: bool = False
+
+    def __post_init__(self):
+        if self.hidden_on_chip and (self.programs_h != 1 or self.block_h != self.hidden_pad):
+            raise ValueError("hidden_on_chip needs one program holding every hidden unit")
 
     @property
     def programs(self) -> int:
         return self.programs_h * self.programs_b
-
-    @property
-    def hidden_on_chip(self) -> bool:
-        """One program holds every hidden unit: ``h`` stays in registers, no barrier."""
-        return self.programs_h == 1
 
     @property
     def grid(self):
@@ -101,6 +103,11 @@ class SweepConfig:
     def shared_memory_bytes(self, element_size: int) -> int:
         """Estimate of what Triton stages in shared memory: the ``h`` tile and the slice."""
         return (self.block_b * self.hidden_pad + self.hidden_pad * 4 * self.block_h) * element_size
+
+    def constexprs(self):
+        """The layout as the kernels' constexpr arguments."""
+        return {"BLOCK_B": self.block_b, "BLOCK_H": self.block_h, "H_PAD": self.hidden_pad,
+                "PROGRAMS_H": self.programs_h, "HIDDEN_ON_CHIP": self.hidden_on_chip}
 
     def launch_options(self):
         """Keyword arguments of the launch. With more than one program the driver must
@@ -124,7 +131,7 @@ def sweep_configs(hidden_size: int, batch_size: int, dtype: torch.dtype, device:
     """
     hidden_pad = next_power_of_2(hidden_size)
     if device.type != "cuda":
-        return [SweepConfig(next_power_of_2(batch_size), hidden_pad, hidden_pad, 1, 1)]
+        return [SweepConfig(next_power_of_2(batch_size), hidden_pad, hidden_pad, 1, 1, hidden_on_chip=True)]
     return list(_gpu_configs(hidden_size, batch_size, dtype.itemsize, _multiprocessor_count(device.index or 0)))
 
 
@@ -140,7 +147,8 @@ def _gpu_configs(hidden_size, batch_size, element_size, multiprocessors):
     for block_h in dict.fromkeys(widths):
         programs_h = triton.cdiv(hidden_size, block_h)
         num_warps = 8 if block_b * block_h * 4 >= 4096 else 4
-        config = SweepConfig(block_b, block_h, hidden_pad, programs_h, programs_b, num_warps)
+        config = SweepConfig(block_b, block_h, hidden_pad, programs_h, programs_b, num_warps,
+                             hidden_on_chip=programs_h == 1 and block_h == hidden_pad)
         if config.programs <= multiprocessors and config.shared_memory_bytes(element_size) <= SHARED_MEMORY_BUDGET:
             configs.append(config)
     return tuple(configs)
@@ -151,6 +159,14 @@ def dot_precision(dtype: torch.dtype) -> str:
     if dtype == torch.float32 and torch.backends.cudnn.allow_tf32 and not interpreting():
         return "tf32"
     return "ieee"
+
+
+def dot_options(dtype: torch.dtype):
+    """Constexpr arguments of :func:`dot` for operands of ``dtype``."""
+    # The interpreter multiplies bfloat16 tiles as raw integers (numpy has no bfloat16);
+    # float32 holds every bfloat16 exactly, so upcasting there gives the same products.
+    upcast = interpreting() and dtype == torch.bfloat16
+    return {"INPUT_PRECISION": dot_precision(dtype), "UPCAST_DOT": upcast}
 
 
 def new_barrier_counters(config: SweepConfig, device: torch.device) -> torch.Tensor:
@@ -183,6 +199,15 @@ def sigmoid(x):
 def tanh(x):
     # 2σ(2x) - 1 stays finite for any x (exp overflows to inf, not NaN).
     return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
+
+
+@triton.jit
+def dot(a, b, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """``a @ b`` accumulated in float32 (arguments from :func:`dot_options`)."""
+    if UPCAST_DOT:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, input_precision=INPUT_PRECISION)
 
 
 @triton.jit
