@@ -308,7 +308,6 @@ def join_gates(z_i, z_f, z_g, z_o, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr)
     return tl.reshape(z, (BLOCK_B, 4 * BLOCK_H))
 
 
-
 @triton.jit
 def _reduction_offsets(o_r, H, GATES: tl.constexpr):
     """Offsets of reduction indices ``o_r`` in a row of ``h`` (``GATES == 1``: unit ``k``) or

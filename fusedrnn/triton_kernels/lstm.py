@@ -40,8 +40,8 @@ def _lstm_fwd_kernel(
     T, B, H, inv_temperature, noise_prob,
     REVERSE: tl.constexpr, HARD_GATES: tl.constexpr, HAS_LENGTHS: tl.constexpr, SAVE: tl.constexpr,
     NOISE: tl.constexpr, EPS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    H_PAD: tl.constexpr, PROGRAMS_H: tl.constexpr, HIDDEN_ON_CHIP: tl.constexpr, BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    UPCAST_DOT: tl.constexpr,
+    H_PAD: tl.constexpr, PROGRAMS_H: tl.constexpr, HIDDEN_ON_CHIP: tl.constexpr, BLOCK_K: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
     """Program ``(i_h, i_b)``: hidden units ``[i_h·BLOCK_H, +BLOCK_H)`` of rows ``[i_b·BLOCK_B, +BLOCK_B)``.
 
@@ -141,8 +141,8 @@ def _lstm_bwd_kernel(
     dz, d_h0, d_c0, counters,
     T, B, H, inv_temperature,
     REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    H_PAD: tl.constexpr, PROGRAMS_H: tl.constexpr, HIDDEN_ON_CHIP: tl.constexpr, BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    UPCAST_DOT: tl.constexpr,
+    H_PAD: tl.constexpr, PROGRAMS_H: tl.constexpr, HIDDEN_ON_CHIP: tl.constexpr, BLOCK_K: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
     """The reverse sweep (SPEC §2): writes ``dz (T, B, 4H)``, ``d_h0``, ``d_c0 (B, H)`` float32.
 
