@@ -211,6 +211,20 @@ GPU_SHAPES = {  # (T, B, I, H)
 GPU_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
 
+@pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+def test_issue_shapes_have_a_layout_on_an_h100(dtype):
+    """Issue 4's benchmark shapes (B, H) get a persistent layout on 132 SMs (pure Python)."""
+    for batch_size, hidden_size in [(16, 256), (64, 512), (64, 1024), (256, 1024), (16, 768), (8, 128)]:
+        configs = common._gpu_configs(hidden_size, batch_size, dtype.itemsize, 132)
+        assert configs, f"B={batch_size} H={hidden_size}: no layout"
+        for config in configs:
+            assert config.programs <= 132
+            assert config.block_b * config.programs_b >= batch_size
+            assert config.block_h * config.programs_h >= hidden_size
+            assert config.shared_memory_bytes(dtype.itemsize) <= common.SHARED_MEMORY_BUDGET
+            assert config.register_pressure(dtype.itemsize) <= common.REGISTER_LIMIT
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("case", ["lstm", "g2-noisy", "g2-hard"])
 @pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
@@ -234,6 +248,15 @@ def test_gpu_every_candidate_layout(monkeypatch, dtype):
         monkeypatch.setattr(lstm, "config_for", lambda sweep, config=config: config)
         pairs = run_case("triton", "lstm", shape, dtype, "cuda", True, False)
         assert_matches(pairs, dtype, "cuda", str(config))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_gpu_layout_past_the_register_budget(dtype):
+    """B = 256, H = 1024 only has layouts past ``REGISTER_BUDGET`` (they spill)."""
+    pairs = run_case("triton", "lstm", (4, 256, 32, 1024), dtype, "cuda", True, True)
+    assert_matches(pairs, dtype, "cuda", "B=256 H=1024")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])

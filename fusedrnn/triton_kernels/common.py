@@ -29,8 +29,10 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 #: (H100: 227 KB per block; the rest is left to Triton's layout conversions).
 SHARED_MEMORY_BUDGET = 192 * 1024
 
-#: Largest ``SweepConfig.register_pressure`` a config may have.
+#: Largest ``SweepConfig.register_pressure`` a config should have, and the most it may
+#: have when no config is within budget (its kernels then spill registers).
 REGISTER_BUDGET = 0.5
+REGISTER_LIMIT = 1.0
 
 #: Software-pipeline stages of a chunked product (more would multiply shared memory).
 NUM_STAGES = 2
@@ -160,7 +162,8 @@ def sweep_configs(hidden_size: int, batch_size: int, dtype: torch.dtype, device:
     On the interpreter programs run one after another, so the only layout is one
     program for everything (a barrier with more programs would never open). On a GPU
     every candidate fits ``SHARED_MEMORY_BUDGET`` and has at most one program per
-    SM; an empty list means the persistent sweep cannot run this shape.
+    SM; those past ``REGISTER_BUDGET`` come last. An empty list means the persistent
+    sweep cannot run this shape.
     """
     hidden_pad = next_power_of_2(hidden_size)
     if device.type != "cuda":
@@ -174,29 +177,37 @@ def _gpu_configs(hidden_size, batch_size, element_size, multiprocessors):
     widths = [w for w in (PREFERRED_BLOCK_H, 8, 4, 32, 64, 128, 256) if w <= hidden_pad]
     if hidden_pad <= 64:
         widths.insert(0, hidden_pad)  # small H: one program, h in registers
-    configs = []
-    for block_b in dict.fromkeys((min(next_power_of_2(batch_size), 64), min(next_power_of_2(batch_size), 256))):
+    within_budget, over_budget = [], []
+    for block_b in dict.fromkeys(min(next_power_of_2(batch_size), rows) for rows in (64, 128, 256)):
         programs_b = triton.cdiv(batch_size, block_b)
         for block_h in dict.fromkeys(widths):
             programs_h = triton.cdiv(hidden_size, block_h)
             if programs_h * programs_b <= multiprocessors:
                 config = _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size)
                 if config is not None:
-                    configs.append(config)
-    return tuple(configs)
+                    fits = config.register_pressure(element_size) <= REGISTER_BUDGET
+                    (within_budget if fits else over_budget).append(config)
+    # Past the register budget a kernel spills (slower, still right): better than no sweep
+    # when nothing fits, e.g. B = 256 with H = 1024.
+    over_budget.sort(key=lambda config: config.register_pressure(element_size))
+    return tuple(within_budget + over_budget)
 
 
 def _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size):
-    """The widest reduction chunk, then the fewest warps, that fit the budgets."""
+    """The widest reduction chunk, then the fewest warps, that fit the budgets; failing the
+    register budget, the one with the least register pressure within ``REGISTER_LIMIT``."""
+    candidates = []
     for block_k in dict.fromkeys(k for k in (hidden_pad, 128, 64, 32) if k <= hidden_pad):
         for num_warps in (4, 8, 16):
             config = SweepConfig(block_b, block_h, hidden_pad, programs_h, programs_b, num_warps,
                                  hidden_on_chip=programs_h == 1 and block_h == block_k == hidden_pad,
                                  block_k=block_k)
-            if (config.register_pressure(element_size) <= REGISTER_BUDGET
-                    and config.shared_memory_bytes(element_size) <= SHARED_MEMORY_BUDGET):
-                return config
-    return None
+            pressure = config.register_pressure(element_size)
+            if config.shared_memory_bytes(element_size) <= SHARED_MEMORY_BUDGET and pressure <= REGISTER_LIMIT:
+                if pressure <= REGISTER_BUDGET:
+                    return config
+                candidates.append(config)
+    return min(candidates, key=lambda config: config.register_pressure(element_size), default=None)
 
 
 def first_launchable(configs, compile_kernels) -> Optional[SweepConfig]:
