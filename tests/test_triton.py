@@ -226,14 +226,24 @@ def test_issue_shapes_have_a_layout_on_an_h100(dtype):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("case", ["lstm", "g2-noisy", "g2-hard"])
 @pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.parametrize("shape", list(GPU_SHAPES.values()), ids=list(GPU_SHAPES))
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-def test_gpu_awkward_sizes(shape, dtype, case, variant):
+def test_gpu_awkward_sizes(shape, dtype, variant):
     lengths, reverse = VARIANTS[variant]
-    pairs = run_case("triton", case, shape, dtype, "cuda", lengths, reverse)
+    pairs = run_case("triton", "lstm", shape, dtype, "cuda", lengths, reverse)
+    assert_matches(pairs, dtype, "cuda", "lstm")
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("case", ["g2-noisy", "g2-soft", "g2-hard"])
+@pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_gpu_g2_multi_program(dtype, case, variant):
+    lengths, reverse = VARIANTS[variant]
+    pairs = run_case("triton", case, GPU_SHAPES["T20-B64-I96-H256"], dtype, "cuda", lengths, reverse)
     assert_matches(pairs, dtype, "cuda", case)
 
 
