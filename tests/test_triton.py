@@ -20,7 +20,7 @@ pytest.importorskip("triton")
 import fusedrnn  # noqa: E402
 from fusedrnn import dispatch, functional  # noqa: E402
 from fusedrnn.sweep import Sweep  # noqa: E402
-from fusedrnn.triton_kernels import common, lstm, noise  # noqa: E402
+from fusedrnn.triton_kernels import backend as triton_backend, common, lstm, noise  # noqa: E402
 
 from conftest import assert_close, random_weights, tolerance  # noqa: E402
 from test_parity import run_case  # noqa: E402
@@ -63,7 +63,7 @@ def test_every_layout_matches_reference(monkeypatch, layout, dtype, case, varian
     assert_matches(pairs, dtype, "cpu", f"{layout}/{case}")
 
 
-def test_declines_what_it_cannot_run():
+def test_declines_what_it_cannot_run(monkeypatch):
     def sweep(cell, dtype=torch.float32):
         weights = [torch.randn(16, 4, dtype=dtype), torch.randn(16, 4, dtype=dtype), None, None]
         state = torch.zeros(2, 4, dtype=dtype)
@@ -71,6 +71,8 @@ def test_declines_what_it_cannot_run():
 
     if dispatch.unavailable_reason("triton") is not None:
         pytest.skip(dispatch.unavailable_reason("triton"))
+    # A cell missing from the routing table is declined, not run.
+    monkeypatch.delitem(triton_backend.CELLS, "mogrifier", raising=False)
     with pytest.raises(fusedrnn.BackendUnavailableError, match="not implemented"):
         dispatch.select("triton", sweep("mogrifier"))
     with pytest.raises(fusedrnn.BackendUnavailableError, match="dtype"):
