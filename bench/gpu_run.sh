@@ -2,7 +2,7 @@
 # Everything the Triton backend needs a GPU for. Stages (default: all three, in order):
 #   tests   the GPU-marked tests of tests/test_triton.py
 #   parity  the Triton rows of the parity suite on CUDA
-#   bench   issue 4's benchmark grid against torch.nn.LSTM (bench/triton_vs_cudnn.py)
+#   bench   the benchmark command's GPU grid (all cells, fp16/bf16/fp32, against torch.nn.LSTM)
 # Results (JUnit XML, logs, JSON) go under $OUT (default bench/results/gpu). Kernel
 # compilation dominates a cold run: if one call has too little time, run the stages
 # in separate calls on the same warm machine (Triton's cache carries over).
@@ -26,7 +26,8 @@ for stage in $stages; do
                    --junitxml="$OUT/tests.xml" > "$log" 2>&1 ;;
         parity) timeout 300 python -m pytest tests/test_parity.py -k "triton and cuda" -q -rs \
                     --junitxml="$OUT/parity.xml" > "$log" 2>&1 ;;
-        bench) timeout 420 python bench/triton_vs_cudnn.py --out "$OUT/triton_vs_cudnn.json" > "$log" 2>&1 ;;
+        bench) timeout 480 python -m fusedrnn.bench --no-progress --backends triton cuda nn.LSTM \
+                   --json "$OUT/results.json" --markdown "$OUT/table.md" --plot "$OUT/chart.png" > "$log" 2>&1 ;;
         *) echo "unknown stage $stage (tests, parity, bench)"; exit 2 ;;
     esac
     code=$?
