@@ -25,6 +25,7 @@ Run from the repository root (or with fusedrnn installed, without ``PYTHONPATH``
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import shlex
 import sys
@@ -264,11 +265,11 @@ def gate_histograms(model: CharLM, ids: torch.Tensor, batch_size: int, bptt: int
     if model.cell not in ("lstm", "g2"):
         raise ValueError(f"gate histograms are drawn for cell 'lstm' or 'g2', got {model.cell!r}")
     recurrent = model.recurrent
-    options = {}
     if model.cell == "g2":
-        options = dict(temperature=recurrent.temperature)
-    run_layer = functional.lstm if model.cell == "lstm" else functional.g2_lstm
-    layer_options = dict(options, gate_mode="soft") if model.cell == "g2" else {}
+        run_layer = functools.partial(functional.g2_lstm, temperature=recurrent.temperature, gate_mode="soft")
+        gate_options = dict(cell="g2", temperature=recurrent.temperature)
+    else:
+        run_layer, gate_options = functional.lstm, dict(cell="lstm")
     streams = batchify(ids, batch_size).to(model.decoder.weight.device)
     zeros = streams.new_zeros((batch_size, recurrent.hidden_size), dtype=model.decoder.weight.dtype)
     states = [(zeros, zeros)] * recurrent.num_layers
@@ -280,10 +281,9 @@ def gate_histograms(model: CharLM, ids: torch.Tensor, batch_size: int, bptt: int
             weights = [getattr(recurrent, f"{name}_l{layer}", None)
                        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
             h0, c0 = states[layer]
-            output, states[layer] = run_layer(layer_input, *weights, h0, c0, backend=recurrent.backend,
-                                              **layer_options)
+            output, states[layer] = run_layer(layer_input, *weights, h0, c0, backend=recurrent.backend)
             previous = torch.cat([h0.unsqueeze(0), output[:-1]])
-            gates = input_forget_gates(layer_input, previous, *weights, cell=model.cell, **options)
+            gates = input_forget_gates(layer_input, previous, *weights, **gate_options)
             for name, values in zip(("input", "forget"), gates):
                 counts[name] += torch.histc(values.double().cpu(), GATE_BINS, 0, 1)
             layer_input = output
@@ -350,7 +350,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="stop training after this much training time, even before --steps")
     parser.add_argument("--backend", default="auto", choices=("auto",) + fusedrnn.BACKENDS)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch chooses)")
     parser.add_argument("--eval-every", type=int, default=500, help="validate every this many steps (0: at the end)")
     parser.add_argument("--eval-batch-size", type=int, default=16)
     parser.add_argument("--checkpoint", help="save the run here, at every validation and at the end")
@@ -435,7 +435,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
         valid_bpc = validate()
     if args.checkpoint:
         save_checkpoint(args.checkpoint, trainer, config, corpus)
-    recent = losses[-max(1, min(len(losses), args.eval_every or len(losses))):]
+    recent = losses[-(args.eval_every or len(losses)):]  # the training loss since the last validation
     results = dict(
         command="PYTHONPATH=. python examples/char_lm.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         config=config, backend=args.backend, available_backends=fusedrnn.available_backends(),
