@@ -43,6 +43,16 @@ def tiny_args(cell, **changes):
                    "--quiet"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The models here are tiny: extra threads only add OpenMP hand-offs, which cost
+    milliseconds per matrix product when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def corpus():
     return char_lm.build_corpus(char_lm.load_text())
