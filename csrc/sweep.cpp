@@ -160,7 +160,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
   Tensor grad_x = at::mm(grad_rows, weight_ih).view(x.sizes());
   Tensor grad_weight_ih = at::mm(grad_rows.t(), rows(x));
   Tensor grad_weight_hh = at::mm(grad_rows.t(), rows(h_prev));
-  return {grad_x, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, bias_grad(grad_rows, x.scalar_type())};
+  return {grad_x, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, bias_grad(grad_rows, gates.scalar_type())};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorList> mogrifier_forward(
@@ -237,7 +237,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorLis
     grad_mogrify_weights.push_back(at::mm(grad_a_rows.t(), rows(chain_value(j - 1, x, h_prev, chains))));
     grad_mogrify_biases.push_back(bias_grad(grad_a_rows, dtype));
   }
-  return {grad_x,         grad_h0,          grad_c0, grad_weight_ih, grad_weight_hh, bias_grad(grad_rows, dtype),
+  return {grad_x,         grad_h0,          grad_c0, grad_weight_ih, grad_weight_hh, bias_grad(grad_rows, gates.scalar_type()),
           grad_mogrify_weights, grad_mogrify_biases};
 }
 

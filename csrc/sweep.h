@@ -4,7 +4,7 @@
 //
 // Shapes (SPEC.md letters): x (T, B, I), h0/c0 (B, H), weight_ih (4H, I), weight_hh
 // (4H, H), bias (4H) = bias_ih + bias_hh, lengths (B,) int64. Half types are computed
-// with float32 accumulation: `gates` and `cells` are float32 for them (SPEC §6).
+// with float32 accumulation (SPEC §6): `bias`, `gates` and `cells` are float32 for them.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "../cell.h"
 
@@ -29,6 +30,8 @@ void cell_forward_rows(const CellForwardArgs& args) {
   const float* noise = args.noise.defined() ? args.noise.data_ptr<float>() : nullptr;
   const int64_t* lengths = args.lengths.defined() ? args.lengths.data_ptr<int64_t>() : nullptr;
   const acc_t inv_temperature = acc_t(1.0 / args.temperature);
+  const GateMode mode = args.mode;
+  const std::vector<float> zeros(noise ? 0 : hidden, 0.0f);
   at::parallel_for(0, batch, grain_rows(4 * hidden), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       acc_t* z = gates + b * 4 * hidden;
@@ -40,21 +43,28 @@ void cell_forward_rows(const CellForwardArgs& args) {
         std::fill(output + row, output + row + hidden, scalar_t(0));
         continue;
       }
-      const float* noise_i = noise ? noise + 2 * row : nullptr;
-      const float* noise_f = noise ? noise + 2 * row + hidden : nullptr;
+      // Rows without noise read zeros, so that the loop below has no branch.
+      const float* __restrict__ noise_i = noise ? noise + 2 * row : zeros.data();
+      const float* __restrict__ noise_f = noise ? noise + 2 * row + hidden : zeros.data();
+      acc_t* __restrict__ z_i = z;
+      acc_t* __restrict__ z_f = z + hidden;
+      acc_t* __restrict__ z_g = z + 2 * hidden;
+      acc_t* __restrict__ z_o = z + 3 * hidden;
+      const acc_t* __restrict__ c_in = c_prev + row;
+      acc_t* __restrict__ c_out = c_next + row;
+      scalar_t* __restrict__ h_out = h_next + row;
+      scalar_t* __restrict__ out = output + row;
       for (int64_t j = 0; j < hidden; ++j) {
         acc_t c, h;
-        const Gates<acc_t> a = cell_forward(
-            Gates<acc_t>{z[j], z[hidden + j], z[2 * hidden + j], z[3 * hidden + j]},
-            noise_i ? acc_t(noise_i[j]) : acc_t(0), noise_f ? acc_t(noise_f[j]) : acc_t(0), inv_temperature,
-            args.mode, c_prev[row + j], c, h);
-        z[j] = a.i;
-        z[hidden + j] = a.f;
-        z[2 * hidden + j] = a.g;
-        z[3 * hidden + j] = a.o;
-        c_next[row + j] = c;
-        h_next[row + j] = scalar_t(h);
-        output[row + j] = scalar_t(h);
+        const Gates<acc_t> a = cell_forward(Gates<acc_t>{z_i[j], z_f[j], z_g[j], z_o[j]}, acc_t(noise_i[j]),
+                                            acc_t(noise_f[j]), inv_temperature, mode, c_in[j], c, h);
+        z_i[j] = a.i;
+        z_f[j] = a.f;
+        z_g[j] = a.g;
+        z_o[j] = a.o;
+        c_out[j] = c;
+        h_out[j] = scalar_t(h);
+        out[j] = scalar_t(h);
       }
     }
   });
@@ -74,6 +84,7 @@ void cell_backward_rows(const CellBackwardArgs& args) {
   acc_t* grad_h_carry = args.grad_h_carry.data_ptr<acc_t>();
   const int64_t* lengths = args.lengths.defined() ? args.lengths.data_ptr<int64_t>() : nullptr;
   const acc_t inv_temperature = acc_t(1.0 / args.temperature);
+  const GateMode mode = args.mode;
   at::parallel_for(0, batch, grain_rows(4 * hidden), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const acc_t* a = gates + b * 4 * hidden;
@@ -84,16 +95,28 @@ void cell_backward_rows(const CellBackwardArgs& args) {
         std::copy(grad_h + row, grad_h + row + hidden, grad_h_carry + row);
         continue;
       }
+      const acc_t* __restrict__ a_i = a;
+      const acc_t* __restrict__ a_f = a + hidden;
+      const acc_t* __restrict__ a_g = a + 2 * hidden;
+      const acc_t* __restrict__ a_o = a + 3 * hidden;
+      const acc_t* __restrict__ c_t = cells + row;
+      const acc_t* __restrict__ c_in = c_prev + row;
+      const scalar_t* __restrict__ grad_out = grad_output + row;
+      const acc_t* __restrict__ grad_h_in = grad_h + row;
+      acc_t* __restrict__ grad_c_io = grad_c + row;
+      scalar_t* __restrict__ dz_i = dz;
+      scalar_t* __restrict__ dz_f = dz + hidden;
+      scalar_t* __restrict__ dz_g = dz + 2 * hidden;
+      scalar_t* __restrict__ dz_o = dz + 3 * hidden;
+      acc_t* __restrict__ carry = grad_h_carry + row;
       for (int64_t j = 0; j < hidden; ++j) {
-        const Gates<acc_t> d = cell_backward(
-            Gates<acc_t>{a[j], a[hidden + j], a[2 * hidden + j], a[3 * hidden + j]}, cells[row + j],
-            c_prev[row + j], grad_h[row + j] + acc_t(grad_output[row + j]), grad_c[row + j], inv_temperature,
-            args.mode);
-        dz[j] = scalar_t(d.i);
-        dz[hidden + j] = scalar_t(d.f);
-        dz[2 * hidden + j] = scalar_t(d.g);
-        dz[3 * hidden + j] = scalar_t(d.o);
-        grad_h_carry[row + j] = acc_t(0);
+        const Gates<acc_t> d = cell_backward(Gates<acc_t>{a_i[j], a_f[j], a_g[j], a_o[j]}, c_t[j], c_in[j],
+                                             grad_h_in[j] + acc_t(grad_out[j]), grad_c_io[j], inv_temperature, mode);
+        dz_i[j] = scalar_t(d.i);
+        dz_f[j] = scalar_t(d.f);
+        dz_g[j] = scalar_t(d.g);
+        dz_o[j] = scalar_t(d.o);
+        carry[j] = acc_t(0);
       }
     }
   });

@@ -1,7 +1,8 @@
 """Autograd over the ``torch.ops.fusedrnn`` operators (schemas in csrc/fusedrnn.cpp).
 
 The operators take contiguous tensors of one dtype on one device; shapes as
-:class:`fusedrnn.sweep.Sweep`, with ``bias = bias_ih + bias_hh`` (4H) or ``None``.
+:class:`fusedrnn.sweep.Sweep`, with ``bias = bias_ih + bias_hh`` (4H) or ``None`` in the
+accumulation type (float32 for half types, else the input's).
 The forward saves what the backward needs (gate activations, cell states, the h each
 step read, the Mogrifier's round chains and gates), so the G2 backward sees exactly the
 forward's noise.
