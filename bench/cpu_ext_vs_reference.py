@@ -57,6 +57,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-speedup", type=float, default=0.0)
+    parser.add_argument("--cells", nargs="+", choices=list(CELLS), default=list(CELLS))
     options = parser.parse_args(argv)
     torch.set_num_threads(options.threads)
     torch.manual_seed(0)
@@ -64,7 +65,7 @@ def main(argv=None):
           f"mogrify_steps={options.mogrify_steps}, {options.threads} threads, median of {options.repeats}")
     print(f"{'cell':<10} {'reference ms':>13} {'cpu ms':>8} {'speed-up':>9}")
     slowest = float("inf")
-    for cell in CELLS:
+    for cell in options.cells:
         args = make_inputs(cell, options.batch, options.seq_len, options.hidden, options.mogrify_steps)
         reference = time_forward_backward(cell, "reference", args, options.repeats)
         compiled = time_forward_backward(cell, "cpu", args, options.repeats)
