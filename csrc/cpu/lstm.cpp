@@ -1,0 +1,137 @@
+// CPU step kernels of the LSTM cell (also the G2 cell and the Mogrifier's LSTM step):
+// one `at::parallel_for` loop over the batch rows per step, the gate math of cell.h.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../cell.h"
+
+namespace fusedrnn::cpu {
+namespace {
+
+// Rows per task: enough elements that a thread's share outweighs the cost of waking it.
+int64_t grain_rows(int64_t width) { return std::max<int64_t>(1, 2048 / std::max<int64_t>(width, 1)); }
+
+bool row_active(const int64_t* lengths, int64_t row, int64_t t) { return lengths == nullptr || t < lengths[row]; }
+
+template <typename scalar_t>
+void cell_forward_rows(const CellForwardArgs& args) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t batch = args.gates.size(0), hidden = args.gates.size(1) / 4;
+  acc_t* gates = args.gates.data_ptr<acc_t>();
+  const acc_t* c_prev = args.c_prev.data_ptr<acc_t>();
+  const scalar_t* h_prev = args.h_prev.data_ptr<scalar_t>();
+  acc_t* c_next = args.c_next.data_ptr<acc_t>();
+  scalar_t* h_next = args.h_next.data_ptr<scalar_t>();
+  scalar_t* output = args.output.data_ptr<scalar_t>();
+  const float* noise = args.noise.defined() ? args.noise.data_ptr<float>() : nullptr;
+  const int64_t* lengths = args.lengths.defined() ? args.lengths.data_ptr<int64_t>() : nullptr;
+  const acc_t inv_temperature = acc_t(1.0 / args.temperature);
+  const GateMode mode = args.mode;
+  const std::vector<float> zeros(noise ? 0 : hidden, 0.0f);
+  at::parallel_for(0, batch, grain_rows(4 * hidden), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      acc_t* z = gates + b * 4 * hidden;
+      const int64_t row = b * hidden;
+      if (!row_active(lengths, b, args.t)) {  // SPEC §5: frozen state, zero output
+        std::fill(z, z + 4 * hidden, acc_t(0));
+        std::copy(c_prev + row, c_prev + row + hidden, c_next + row);
+        std::copy(h_prev + row, h_prev + row + hidden, h_next + row);
+        std::fill(output + row, output + row + hidden, scalar_t(0));
+        continue;
+      }
+      // Rows without noise read zeros, so that the loop below has no branch.
+      const float* __restrict__ noise_i = noise ? noise + 2 * row : zeros.data();
+      const float* __restrict__ noise_f = noise ? noise + 2 * row + hidden : zeros.data();
+      acc_t* __restrict__ z_i = z;
+      acc_t* __restrict__ z_f = z + hidden;
+      acc_t* __restrict__ z_g = z + 2 * hidden;
+      acc_t* __restrict__ z_o = z + 3 * hidden;
+      const acc_t* __restrict__ c_in = c_prev + row;
+      acc_t* __restrict__ c_out = c_next + row;
+      scalar_t* __restrict__ h_out = h_next + row;
+      scalar_t* __restrict__ out = output + row;
+      for (int64_t j = 0; j < hidden; ++j) {
+        acc_t c, h;
+        const Gates<acc_t> a = cell_forward(Gates<acc_t>{z_i[j], z_f[j], z_g[j], z_o[j]}, acc_t(noise_i[j]),
+                                            acc_t(noise_f[j]), inv_temperature, mode, c_in[j], c, h);
+        z_i[j] = a.i;
+        z_f[j] = a.f;
+        z_g[j] = a.g;
+        z_o[j] = a.o;
+        c_out[j] = c;
+        h_out[j] = scalar_t(h);
+        out[j] = scalar_t(h);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void cell_backward_rows(const CellBackwardArgs& args) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t batch = args.gates.size(0), hidden = args.gates.size(1) / 4;
+  const acc_t* gates = args.gates.data_ptr<acc_t>();
+  const acc_t* cells = args.c.data_ptr<acc_t>();
+  const acc_t* c_prev = args.c_prev.data_ptr<acc_t>();
+  const scalar_t* grad_output = args.grad_output.data_ptr<scalar_t>();
+  const acc_t* grad_h = args.grad_h.data_ptr<acc_t>();
+  acc_t* grad_c = args.grad_c.data_ptr<acc_t>();
+  scalar_t* grad_z = args.grad_z.data_ptr<scalar_t>();
+  acc_t* grad_h_carry = args.grad_h_carry.data_ptr<acc_t>();
+  const int64_t* lengths = args.lengths.defined() ? args.lengths.data_ptr<int64_t>() : nullptr;
+  const acc_t inv_temperature = acc_t(1.0 / args.temperature);
+  const GateMode mode = args.mode;
+  at::parallel_for(0, batch, grain_rows(4 * hidden), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const acc_t* a = gates + b * 4 * hidden;
+      scalar_t* dz = grad_z + b * 4 * hidden;
+      const int64_t row = b * hidden;
+      if (!row_active(lengths, b, args.t)) {  // frozen: the gradients pass straight through
+        std::fill(dz, dz + 4 * hidden, scalar_t(0));
+        std::copy(grad_h + row, grad_h + row + hidden, grad_h_carry + row);
+        continue;
+      }
+      const acc_t* __restrict__ a_i = a;
+      const acc_t* __restrict__ a_f = a + hidden;
+      const acc_t* __restrict__ a_g = a + 2 * hidden;
+      const acc_t* __restrict__ a_o = a + 3 * hidden;
+      const acc_t* __restrict__ c_t = cells + row;
+      const acc_t* __restrict__ c_in = c_prev + row;
+      const scalar_t* __restrict__ grad_out = grad_output + row;
+      const acc_t* __restrict__ grad_h_in = grad_h + row;
+      acc_t* __restrict__ grad_c_io = grad_c + row;
+      scalar_t* __restrict__ dz_i = dz;
+      scalar_t* __restrict__ dz_f = dz + hidden;
+      scalar_t* __restrict__ dz_g = dz + 2 * hidden;
+      scalar_t* __restrict__ dz_o = dz + 3 * hidden;
+      acc_t* __restrict__ carry = grad_h_carry + row;
+      for (int64_t j = 0; j < hidden; ++j) {
+        const Gates<acc_t> d = cell_backward(Gates<acc_t>{a_i[j], a_f[j], a_g[j], a_o[j]}, c_t[j], c_in[j],
+                                             grad_h_in[j] + acc_t(grad_out[j]), grad_c_io[j], inv_temperature, mode);
+        dz_i[j] = scalar_t(d.i);
+        dz_f[j] = scalar_t(d.f);
+        dz_g[j] = scalar_t(d.g);
+        dz_o[j] = scalar_t(d.o);
+        carry[j] = acc_t(0);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void cell_forward(const CellForwardArgs& args) {
+  AT_DISPATCH_FLOATING_TYPES(args.h_prev.scalar_type(), "fusedrnn_cpu_cell_forward",
+                             [&] { cell_forward_rows<scalar_t>(args); });
+}
+
+void cell_backward(const CellBackwardArgs& args) {
+  AT_DISPATCH_FLOATING_TYPES(args.grad_output.scalar_type(), "fusedrnn_cpu_cell_backward",
+                             [&] { cell_backward_rows<scalar_t>(args); });
+}
+
+}  // namespace fusedrnn::cpu

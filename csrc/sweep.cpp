@@ -1,0 +1,244 @@
+// Host loops of the sweeps declared in sweep.h.
+#include "sweep.h"
+
+#include <ATen/OpMathType.h>
+
+#include <utility>
+
+namespace fusedrnn {
+namespace {
+
+at::ScalarType acc_type(const Tensor& x) { return at::toOpMathType(x.scalar_type()); }
+
+int64_t time_of(int64_t step, int64_t seq_len, bool reverse) { return reverse ? seq_len - 1 - step : step; }
+
+// out += a @ b, accumulating in out's type (float32 for half inputs, SPEC §6).
+void addmm_acc(Tensor& out, const Tensor& a, const Tensor& b) {
+  if (out.scalar_type() == a.scalar_type()) {
+    out.addmm_(a, b);
+  } else {
+    at::addmm_out(out, out, a, b, out.scalar_type());
+  }
+}
+
+// out = a @ b in out's type.
+void mm_into(Tensor& out, const Tensor& a, const Tensor& b) {
+  if (out.scalar_type() == a.scalar_type()) {
+    at::mm_out(out, a, b);
+  } else {
+    out.zero_();
+    addmm_acc(out, a, b);
+  }
+}
+
+// out = input @ weightᵀ + bias in out's type.
+void linear_into(Tensor out, const Tensor& input, const Tensor& weight, const std::optional<Tensor>& bias) {
+  if (bias.has_value() && bias->defined() && out.scalar_type() == input.scalar_type()) {
+    at::addmm_out(out, *bias, input, weight.t());
+    return;
+  }
+  if (bias.has_value() && bias->defined()) {
+    out.copy_(*bias);
+  } else {
+    out.zero_();
+  }
+  addmm_acc(out, input, weight.t());
+}
+
+Tensor optional_or_undefined(const std::optional<Tensor>& tensor) { return tensor.has_value() ? *tensor : Tensor(); }
+
+// The Mogrifier's chain value k over all steps: x for k = -1, the read h for k = 0,
+// round k's output for k ≥ 1 (x⁽ᵏ⁾ for odd k, h⁽ᵏ⁾ for even k).
+Tensor chain_value(int64_t k, const Tensor& x, const Tensor& h_prev, at::TensorList chains) {
+  if (k == -1) return x;
+  if (k == 0) return h_prev;
+  return chains[k - 1];
+}
+
+// The chain values the LSTM step reads after r rounds: the last x and the last h.
+int64_t last_x(int64_t rounds) { return rounds >= 1 ? (rounds % 2 == 1 ? rounds : rounds - 1) : -1; }
+int64_t last_h(int64_t rounds) { return rounds >= 2 ? (rounds % 2 == 0 ? rounds : rounds - 1) : 0; }
+
+// (T, B, N) → (T·B, N), for the weight gradients taken in one product after the sweep.
+Tensor rows(const Tensor& sequence) { return sequence.reshape({-1, sequence.size(-1)}); }
+
+// The shared forward time loop; `preactivations(t, h)` fills gates[t] with z for step t.
+template <typename Preactivations>
+std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const Kernels& kernels, const Tensor& x, const Tensor& h0,
+                                                       const Tensor& c0, const Tensor& gates, const Tensor& h_prev,
+                                                       const std::optional<Tensor>& lengths,
+                                                       const std::optional<Tensor>& noise, bool reverse,
+                                                       double temperature, GateMode mode,
+                                                       Preactivations&& preactivations) {
+  const int64_t seq_len = x.size(0);
+  Tensor cells = at::empty({seq_len, x.size(1), h0.size(1)}, gates.options());
+  Tensor output = at::empty_like(h_prev);
+  Tensor h_n = at::empty_like(h0);
+  Tensor c = c0.to(gates.scalar_type());
+  h_prev.select(0, time_of(0, seq_len, reverse)).copy_(h0);
+  for (int64_t step = 0; step < seq_len; ++step) {
+    const int64_t t = time_of(step, seq_len, reverse);
+    Tensor h = h_prev.select(0, t);
+    preactivations(t, h);
+    Tensor h_next = step + 1 < seq_len ? h_prev.select(0, time_of(step + 1, seq_len, reverse)) : h_n;
+    Tensor c_next = cells.select(0, t);
+    Tensor noise_t = noise.has_value() && mode == GateMode::kNoisy ? noise->select(0, t) : Tensor();
+    kernels.cell_forward({gates.select(0, t), c, h, c_next, h_next, output.select(0, t), noise_t,
+                          optional_or_undefined(lengths), t, temperature, mode});
+    c = c_next;
+  }
+  Tensor c_n = c.to(x.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+  return {output, h_n, c_n, cells};
+}
+
+// The shared backward time loop; `propagate(t, grad_z, grad_h_carry)` adds step t's
+// contribution to ∂L/∂h_{t-1} into grad_h_carry (and records whatever else it needs).
+template <typename Propagate>
+std::tuple<Tensor, Tensor, Tensor> run_backward(const Kernels& kernels, const Tensor& grad_output,
+                                                const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& c0,
+                                                const Tensor& gates, const Tensor& cells,
+                                                const std::optional<Tensor>& lengths, bool reverse,
+                                                double temperature, GateMode mode, Propagate&& propagate) {
+  const int64_t seq_len = gates.size(0);
+  const auto acc = gates.scalar_type();
+  Tensor grad_z = at::empty(gates.sizes(), grad_output.options());
+  Tensor grad_h = grad_h_n.to(acc, false, true);
+  Tensor grad_c = grad_c_n.to(acc, false, true);
+  Tensor grad_h_carry = at::empty_like(grad_h);
+  Tensor c0_acc = c0.to(acc);
+  for (int64_t step = seq_len - 1; step >= 0; --step) {
+    const int64_t t = time_of(step, seq_len, reverse);
+    Tensor c_prev = step > 0 ? cells.select(0, time_of(step - 1, seq_len, reverse)) : c0_acc;
+    Tensor grad_z_t = grad_z.select(0, t);
+    kernels.cell_backward({gates.select(0, t), cells.select(0, t), c_prev, grad_output.select(0, t), grad_h, grad_c,
+                           grad_z_t, grad_h_carry, optional_or_undefined(lengths), t, temperature, mode});
+    propagate(t, grad_z_t, grad_h_carry);
+    std::swap(grad_h, grad_h_carry);
+  }
+  const auto dtype = grad_output.scalar_type();
+  return {grad_z, grad_h.to(dtype), grad_c.to(dtype)};
+}
+
+Tensor bias_grad(const Tensor& grad_rows, at::ScalarType dtype) {
+  return grad_rows.sum(0, /*keepdim=*/false, at::toOpMathType(dtype)).to(dtype);
+}
+
+}  // namespace
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
+    const Kernels& kernels, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
+    const Tensor& weight_hh, const std::optional<Tensor>& bias, const std::optional<Tensor>& lengths,
+    const std::optional<Tensor>& noise, bool reverse, double temperature, int64_t gate_mode) {
+  const int64_t seq_len = x.size(0), batch = x.size(1), hidden = weight_hh.size(1);
+  // The input projection does not depend on the recurrence: one product over all T·B rows.
+  Tensor gates = at::empty({seq_len, batch, 4 * hidden}, x.options().dtype(acc_type(x)));
+  linear_into(rows(gates), rows(x), weight_ih, bias);
+  Tensor h_prev = at::empty({seq_len, batch, hidden}, x.options());
+  const Tensor weight_hh_t = weight_hh.t();
+  auto [output, h_n, c_n, cells] =
+      run_forward(kernels, x, h0, c0, gates, h_prev, lengths, noise, reverse, temperature,
+                  static_cast<GateMode>(gate_mode), [&](int64_t t, const Tensor& h) {
+                    Tensor z = gates.select(0, t);
+                    addmm_acc(z, h, weight_hh_t);
+                  });
+  return {output, h_n, c_n, gates, cells, h_prev};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
+    const Kernels& kernels, const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n,
+    const Tensor& x, const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const Tensor& gates,
+    const Tensor& cells, const Tensor& h_prev, const std::optional<Tensor>& lengths, bool reverse,
+    double temperature, int64_t gate_mode) {
+  auto [grad_z, grad_h0, grad_c0] =
+      run_backward(kernels, grad_output, grad_h_n, grad_c_n, c0, gates, cells, lengths, reverse, temperature,
+                   static_cast<GateMode>(gate_mode),
+                   [&](int64_t, const Tensor& grad_z_t, Tensor& grad_h_carry) {
+                     addmm_acc(grad_h_carry, grad_z_t, weight_hh);
+                   });
+  // Weight gradients in one product over all T·B rows (as cuDNN does, SPEC §2).
+  const Tensor grad_rows = rows(grad_z);
+  Tensor grad_x = at::mm(grad_rows, weight_ih).view(x.sizes());
+  Tensor grad_weight_ih = at::mm(grad_rows.t(), rows(x));
+  Tensor grad_weight_hh = at::mm(grad_rows.t(), rows(h_prev));
+  return {grad_x, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, bias_grad(grad_rows, gates.scalar_type())};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorList> mogrifier_forward(
+    const Kernels& kernels, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
+    const Tensor& weight_hh, const std::optional<Tensor>& bias, at::TensorList mogrify_weights,
+    at::TensorList mogrify_biases, const std::optional<Tensor>& lengths, bool reverse) {
+  const int64_t seq_len = x.size(0), batch = x.size(1), hidden = weight_hh.size(1);
+  const int64_t rounds = static_cast<int64_t>(mogrify_weights.size());
+  const auto acc_options = x.options().dtype(acc_type(x));
+  TensorList chains, round_gates;
+  for (int64_t j = 1; j <= rounds; ++j) {
+    const int64_t width = mogrify_weights[j - 1].size(0);
+    chains.push_back(at::empty({seq_len, batch, width}, x.options()));
+    round_gates.push_back(at::empty({seq_len, batch, width}, acc_options));
+  }
+  Tensor gates = at::empty({seq_len, batch, 4 * hidden}, acc_options);
+  Tensor h_prev = at::empty({seq_len, batch, hidden}, x.options());
+  const Tensor weight_hh_t = weight_hh.t();
+  auto [output, h_n, c_n, cells] = run_forward(
+      kernels, x, h0, c0, gates, h_prev, lengths, std::nullopt, reverse, 1.0, GateMode::kSoft,
+      [&](int64_t t, const Tensor&) {
+        auto value = [&](int64_t k) { return chain_value(k, x, h_prev, chains).select(0, t); };
+        for (int64_t j = 1; j <= rounds; ++j) {
+          Tensor gate = round_gates[j - 1].select(0, t);
+          std::optional<Tensor> round_bias;
+          if (!mogrify_biases.empty()) round_bias = mogrify_biases[j - 1];
+          linear_into(gate, value(j - 1), mogrify_weights[j - 1], round_bias);
+          kernels.round_forward({gate, value(j - 2), chains[j - 1].select(0, t)});
+        }
+        Tensor z = gates.select(0, t);
+        linear_into(z, value(last_x(rounds)), weight_ih, bias);
+        addmm_acc(z, value(last_h(rounds)), weight_hh_t);
+      });
+  return {output, h_n, c_n, gates, cells, h_prev, chains, round_gates};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorList> mogrifier_backward(
+    const Kernels& kernels, const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n,
+    const Tensor& x, const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const Tensor& gates,
+    const Tensor& cells, const Tensor& h_prev, at::TensorList mogrify_weights, at::TensorList chains,
+    at::TensorList round_gates, const std::optional<Tensor>& lengths, bool reverse) {
+  const int64_t rounds = static_cast<int64_t>(mogrify_weights.size());
+  const auto acc = gates.scalar_type();
+  Tensor grad_x = at::empty_like(x);
+  TensorList grad_a;
+  for (const Tensor& gate : round_gates) grad_a.push_back(at::empty(gate.sizes(), x.options()));
+  // ∂L/∂(last x) and ∂L/∂(last h) of one step, carried down through the rounds.
+  Tensor grad_chain_x = at::empty({x.size(1), x.size(2)}, x.options().dtype(acc));
+  Tensor grad_chain_h = at::empty({x.size(1), weight_hh.size(1)}, grad_chain_x.options());
+  auto [grad_z, grad_h0, grad_c0] = run_backward(
+      kernels, grad_output, grad_h_n, grad_c_n, c0, gates, cells, lengths, reverse, 1.0, GateMode::kSoft,
+      [&](int64_t t, const Tensor& grad_z_t, Tensor& grad_h_carry) {
+        mm_into(grad_chain_x, grad_z_t, weight_ih);
+        mm_into(grad_chain_h, grad_z_t, weight_hh);
+        for (int64_t j = rounds; j >= 1; --j) {
+          const bool odd = j % 2 == 1;
+          Tensor& grad = odd ? grad_chain_x : grad_chain_h;
+          Tensor& grad_other = odd ? grad_chain_h : grad_chain_x;
+          Tensor grad_a_t = grad_a[j - 1].select(0, t);
+          kernels.round_backward(
+              {grad, chain_value(j - 2, x, h_prev, chains).select(0, t), round_gates[j - 1].select(0, t), grad_a_t});
+          addmm_acc(grad_other, grad_a_t, mogrify_weights[j - 1]);
+        }
+        grad_x.select(0, t).copy_(grad_chain_x);
+        grad_h_carry.add_(grad_chain_h);
+      });
+  const auto dtype = x.scalar_type();
+  const Tensor grad_rows = rows(grad_z);
+  Tensor grad_weight_ih = at::mm(grad_rows.t(), rows(chain_value(last_x(rounds), x, h_prev, chains)));
+  Tensor grad_weight_hh = at::mm(grad_rows.t(), rows(chain_value(last_h(rounds), x, h_prev, chains)));
+  TensorList grad_mogrify_weights, grad_mogrify_biases;
+  for (int64_t j = 1; j <= rounds; ++j) {
+    const Tensor grad_a_rows = rows(grad_a[j - 1]);
+    grad_mogrify_weights.push_back(at::mm(grad_a_rows.t(), rows(chain_value(j - 1, x, h_prev, chains))));
+    grad_mogrify_biases.push_back(bias_grad(grad_a_rows, dtype));
+  }
+  return {grad_x,         grad_h0,          grad_c0, grad_weight_ih, grad_weight_hh, bias_grad(grad_rows, gates.scalar_type()),
+          grad_mogrify_weights, grad_mogrify_biases};
+}
+
+}  // namespace fusedrnn

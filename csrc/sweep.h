@@ -1,0 +1,52 @@
+// The host side of every sweep: the time loop, per-step matrix products through ATen,
+// and one device kernel per step (kernels.h). The same code drives the CPU and CUDA
+// extensions; only the `Kernels` table differs.
+//
+// Shapes (SPEC.md letters): x (T, B, I), h0/c0 (B, H), weight_ih (4H, I), weight_hh
+// (4H, H), bias (4H) = bias_ih + bias_hh, lengths (B,) int64. Half types are computed
+// with float32 accumulation (SPEC §6): `bias`, `gates` and `cells` are float32 for them.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <tuple>
+#include <vector>
+
+#include "kernels.h"
+
+namespace fusedrnn {
+
+using at::Tensor;
+using TensorList = std::vector<Tensor>;
+
+// LSTM and G2-LSTM forward. Returns output (T, B, H), h_n, c_n, and for the backward:
+// gates (T, B, 4H) acc (activations i, f, g, o), cells (T, B, H) acc (c after each step,
+// frozen rows carried), h_prev (T, B, H) (the h each step read).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
+    const Kernels& kernels, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
+    const Tensor& weight_hh, const std::optional<Tensor>& bias, const std::optional<Tensor>& lengths,
+    const std::optional<Tensor>& noise, bool reverse, double temperature, int64_t gate_mode);
+
+// Returns grad_x, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
+    const Kernels& kernels, const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n,
+    const Tensor& x, const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const Tensor& gates,
+    const Tensor& cells, const Tensor& h_prev, const std::optional<Tensor>& lengths, bool reverse,
+    double temperature, int64_t gate_mode);
+
+// Mogrifier LSTM forward: as lstm_forward, plus the round chains (x⁽ʲ⁾ or h⁽ʲ⁾ per round,
+// (T, B, I|H)) and round gates (s_j, acc). `mogrify_biases` is empty or one per round.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorList> mogrifier_forward(
+    const Kernels& kernels, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
+    const Tensor& weight_hh, const std::optional<Tensor>& bias, at::TensorList mogrify_weights,
+    at::TensorList mogrify_biases, const std::optional<Tensor>& lengths, bool reverse);
+
+// As lstm_backward, plus the round weights' and round biases' gradients.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorList> mogrifier_backward(
+    const Kernels& kernels, const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n,
+    const Tensor& x, const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const Tensor& gates,
+    const Tensor& cells, const Tensor& h_prev, at::TensorList mogrify_weights, at::TensorList chains,
+    at::TensorList round_gates, const std::optional<Tensor>& lengths, bool reverse);
+
+}  // namespace fusedrnn

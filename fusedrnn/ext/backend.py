@@ -1,0 +1,70 @@
+"""The dispatch protocol (fusedrnn/dispatch.py) over the compiled sweeps, for one device type."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+
+from ..reference import sample_noise
+from ..sweep import Sweep
+from . import build
+from .ops import LstmFunction, MogrifierFunction, gate_mode_code
+
+
+class ExtensionBackend:
+    """Runs whole sweeps in the compiled library ``fusedrnn_<device_type>``.
+
+    Args:
+        device_type: ``"cpu"`` or ``"cuda"``; also the backend's name.
+        compute_dtypes: for each supported input dtype, the dtype the library computes in.
+    """
+
+    def __init__(self, device_type: str, compute_dtypes: Dict[torch.dtype, torch.dtype]):
+        self.name = device_type
+        self.device_type = device_type
+        self.compute_dtypes = compute_dtypes
+
+    def unavailable(self) -> Optional[str]:
+        if self.device_type == "cuda" and not torch.cuda.is_available():
+            return "no CUDA device"
+        reason = build.load_error(self.device_type)
+        if reason is not None:
+            build.warn_unavailable(self.name, reason)
+        return reason
+
+    def unsupported(self, sweep: Sweep, explicit: bool) -> Optional[str]:
+        if sweep.device.type != self.device_type:
+            return f"it runs {self.device_type} tensors, got {sweep.device.type}"
+        if sweep.dtype not in self.compute_dtypes:
+            return f"it does not run {sweep.dtype}"
+        if sweep.seq_len == 0 or sweep.batch_size == 0:
+            return "the sequence or the batch is empty"
+        return None
+
+    def run(self, sweep: Sweep):
+        compute = self.compute_dtypes[sweep.dtype]
+
+        def prepare(tensor):
+            return None if tensor is None else tensor.to(compute).contiguous()
+
+        x, h0, c0, weight_ih, weight_hh = map(prepare, (sweep.x, sweep.h0, sweep.c0, sweep.weight_ih,
+                                                        sweep.weight_hh))
+        # The two biases are summed in the accumulation type, where the gates are summed.
+        accumulate = torch.float32 if compute in (torch.float16, torch.bfloat16) else compute
+        bias = None if sweep.bias_ih is None else sweep.bias_ih.to(accumulate) + sweep.bias_hh.to(accumulate)
+        lengths = None if sweep.lengths is None else sweep.lengths.contiguous()
+        if sweep.cell == "mogrifier":
+            round_tensors = [prepare(w) for w in sweep.mogrify_weights]
+            round_tensors += [prepare(b) for b in sweep.mogrify_biases or ()]
+            out = MogrifierFunction.apply(x, h0, c0, weight_ih, weight_hh, bias, lengths, sweep.reverse,
+                                          sweep.mogrify_steps, *round_tensors)
+        else:
+            g2 = sweep.cell == "g2"
+            noise = sweep.noise
+            if sweep.noisy and noise is None:
+                noise = sample_noise(sweep.seq_len, sweep.batch_size, sweep.hidden_size, sweep.noise_prob,
+                                     device=sweep.device)
+            noise = noise.contiguous() if sweep.noisy else None
+            out = LstmFunction.apply(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, sweep.reverse,
+                                     sweep.temperature if g2 else 1.0, gate_mode_code(sweep.gate_mode if g2 else "soft"))
+        return tuple(tensor.to(sweep.dtype) for tensor in out)

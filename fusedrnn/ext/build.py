@@ -1,0 +1,117 @@
+"""Building and loading the compiled extensions (``csrc/``), once per process.
+
+Two libraries register the ``torch.ops.fusedrnn`` operators: ``fusedrnn_cpu`` (the
+schemas and the CPU kernels; needs a C++ compiler) and ``fusedrnn_cuda`` (the CUDA
+kernels; needs nvcc and a CUDA build of torch, and loads after the CPU one). Each is
+taken from an ahead-of-time build next to this file (``FUSEDRNN_BUILD_EXT=1 pip install
+...``, see setup.py) or compiled on first use with ``torch.utils.cpp_extension.load``
+and ninja into ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), where
+later processes find it.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import torch
+
+#: The C++/CUDA sources: ``csrc/`` beside the package (a source checkout or editable install).
+SOURCE_DIR = Path(__file__).resolve().parents[2] / "csrc"
+
+#: Every source of each library, relative to ``SOURCE_DIR``.
+SOURCES: Dict[str, List[str]] = {
+    "cpu": ["fusedrnn.cpp", "sweep.cpp", "cpu/lstm.cpp", "cpu/mogrifier.cpp"],
+    "cuda": ["fusedrnn.cpp", "sweep.cpp", "cuda/lstm.cu", "cuda/mogrifier.cu"],
+}
+CXX_FLAGS = ["-O3"]
+#: ``FUSEDRNN_CUDA`` makes fusedrnn.cpp register the CUDA kernels instead of the schemas.
+CUDA_DEFINES = ["-DFUSEDRNN_CUDA"]
+NVCC_FLAGS = ["-O3"]
+
+
+class ExtensionBuildError(RuntimeError):
+    """The compiled extension cannot be built or loaded on this machine."""
+
+
+def library_name(kind: str) -> str:
+    return f"fusedrnn_{kind}"
+
+
+def _prebuilt(kind: str) -> Optional[Path]:
+    """The library built ahead of time by setup.py, if any."""
+    found = sorted(Path(__file__).parent.glob(f"_{kind}*.so"))
+    return found[0] if found else None
+
+
+def _missing_tools(kind: str) -> Optional[str]:
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler found ({compiler!r} is not on PATH; set CXX)"
+    if kind == "cuda":
+        if torch.version.cuda is None:
+            return "this torch has no CUDA support"
+        from torch.utils.cpp_extension import CUDA_HOME
+
+        if CUDA_HOME is None:
+            return "nvcc not found (set CUDA_HOME)"
+    if not SOURCE_DIR.is_dir():
+        return f"the C++ sources are not installed (no {SOURCE_DIR}); build ahead of time with setup.py"
+    return None
+
+
+def _compile(kind: str) -> None:
+    from torch.utils.cpp_extension import load
+
+    cuda = kind == "cuda"
+    load(
+        name=library_name(kind),
+        sources=[str(SOURCE_DIR / source) for source in SOURCES[kind]],
+        extra_cflags=CXX_FLAGS + (CUDA_DEFINES if cuda else []),
+        extra_cuda_cflags=NVCC_FLAGS + CUDA_DEFINES,
+        with_cuda=cuda,
+        is_python_module=False,
+        verbose=os.environ.get("FUSEDRNN_VERBOSE_BUILD") == "1",
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def load_error(kind: str) -> Optional[str]:
+    """Loads library ``kind`` (``"cpu"`` or ``"cuda"``), building it if needed.
+
+    Returns why it cannot be loaded, or ``None`` once its operators are registered.
+    """
+    if kind == "cuda":
+        error = load_error("cpu")  # the CPU library defines the operator schemas
+        if error is not None:
+            return f"the CPU library it builds on is unavailable: {error}"
+    prebuilt = _prebuilt(kind)
+    try:
+        if prebuilt is not None:
+            torch.ops.load_library(str(prebuilt))
+            return None
+        missing = _missing_tools(kind)
+        if missing is not None:
+            return missing
+        _compile(kind)
+    except Exception as error:  # any failure of the toolchain becomes the backend's reason
+        return f"building the {kind} extension failed: {_summary(error)}"
+    return None
+
+
+def _summary(error: Exception) -> str:
+    """The compiler's first error line, else the exception's first line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() and line != lines[0]]
+    detail = errors[0] if errors else (lines[0] if lines else type(error).__name__)
+    return f"{detail} (FUSEDRNN_VERBOSE_BUILD=1 shows the whole log)"
+
+
+@functools.lru_cache(maxsize=None)
+def warn_unavailable(kind: str, reason: str) -> None:
+    """Warns once per process that ``"auto"`` skips backend ``kind`` because of ``reason``."""
+    warnings.warn(f"fusedrnn: the {kind!r} backend is unavailable and 'auto' skips it: {reason}",
+                  RuntimeWarning, stacklevel=3)

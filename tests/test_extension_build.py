@@ -1,0 +1,126 @@
+"""The compiled backends: the CUDA sources compile, a failed build is reported clearly,
+and G2 noise drawn by the backend is reproducible and reused by the backward."""
+import shutil
+import subprocess
+import sysconfig
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import fusedrnn
+from fusedrnn import dispatch
+from fusedrnn.ext import build
+from fusedrnn.reference import sample_noise
+
+from conftest import assert_close, random_weights, tolerance
+
+CUDA_SOURCES = sorted(build.SOURCE_DIR.glob("cuda/*.cu"))
+
+
+def torch_include_flags():
+    from torch.utils.cpp_extension import include_paths
+
+    flags = [f"-I{path}" for path in include_paths()] + [f"-I{sysconfig.get_paths()['include']}"]
+    # A CPU build of torch ships the c10/cuda headers but not the configure-generated
+    # cuda_cmake_macros.h (it only sets Windows export macros); CUDA builds have it.
+    if not any((Path(path) / "c10/cuda/impl/cuda_cmake_macros.h").exists() for path in include_paths()):
+        flags.append("-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE")
+    return flags
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+@pytest.mark.parametrize("source", CUDA_SOURCES, ids=lambda path: path.name)
+def test_cuda_source_compiles_with_nvcc(source, tmp_path):
+    # Same language level and defines as the JIT build (torch.utils.cpp_extension), sm_90.
+    command = ["nvcc", "-c", str(source), "-o", str(tmp_path / "kernel.o"), "-std=c++20",
+               "-gencode=arch=compute_90,code=sm_90", *build.NVCC_FLAGS, *build.CUDA_DEFINES, *torch_include_flags()]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, f"nvcc failed on {source.name}:\n{result.stderr[-4000:]}"
+
+
+def test_cuda_sources_are_listed_for_the_build():
+    listed = {build.SOURCE_DIR / source for source in build.SOURCES["cuda"] if source.endswith(".cu")}
+    assert listed == set(CUDA_SOURCES)
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
+def test_cuda_registration_compiles():
+    """fusedrnn.cpp as the CUDA library compiles it (-DFUSEDRNN_CUDA), without a CUDA torch."""
+    command = ["c++", "-fsyntax-only", "-std=c++20", *build.CUDA_DEFINES, *torch_include_flags(),
+               str(build.SOURCE_DIR / "fusedrnn.cpp")]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_missing_compiler_is_the_reason(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler-fusedrnn")
+    monkeypatch.setattr(build, "_prebuilt", lambda kind: None)
+    reason = build.load_error.__wrapped__("cpu")
+    assert reason is not None and "no C++ compiler" in reason and "no-such-compiler-fusedrnn" in reason
+
+
+def test_compiler_error_is_summarised(monkeypatch):
+    def failing_compile(kind):
+        raise RuntimeError("Error building extension 'fusedrnn_cpu'\nsweep.cpp:3:1: error: expected ';'\nninja: stop")
+
+    monkeypatch.setattr(build, "_prebuilt", lambda kind: None)
+    monkeypatch.setattr(build, "_missing_tools", lambda kind: None)
+    monkeypatch.setattr(build, "_compile", failing_compile)
+    reason = build.load_error.__wrapped__("cpu")
+    assert reason.startswith("building the cpu extension failed: sweep.cpp:3:1: error: expected ';'")
+
+
+@pytest.fixture
+def broken_cpu_build(monkeypatch):
+    """The "cpu" backend as on a machine where its build failed."""
+    reason = "building the cpu extension failed: test"
+    original = build.load_error
+    monkeypatch.setattr(build, "load_error", lambda kind: reason if kind == "cpu" else original(kind))
+    build.warn_unavailable.cache_clear()
+    yield reason
+    build.warn_unavailable.cache_clear()
+
+
+def test_auto_skips_a_failed_build_with_one_warning(broken_cpu_build):
+    x = torch.randn(3, 2, 4)
+    weights = {k: v.float() for k, v in random_weights("lstm", 4, 5).items()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            assert "cpu" not in fusedrnn.available_backends()
+            fusedrnn.functional.lstm(x, **weights, backend="auto")
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(messages) == 1 and broken_cpu_build in messages[0]
+    with pytest.raises(dispatch.BackendUnavailableError, match="test"):
+        fusedrnn.functional.lstm(x, **weights, backend="cpu")
+
+
+def extension_devices():
+    return [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=[
+        pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])]
+
+
+@pytest.mark.parametrize("device", extension_devices())
+def test_own_noise_is_seeded_and_reused_by_backward(device):
+    """With ``noise=None`` the backend draws ``m ⊙ ℓ`` from the device's generator: the same
+    seed gives the same noise, and forward and backward match the reference fed that noise."""
+    seq_len, batch, size = 6, 3, 8
+    weights = random_weights("g2", size, size)
+    x = torch.randn(seq_len, batch, size, dtype=torch.float64)
+    options = dict(gate_mode="noisy", temperature=0.8, noise_prob=0.5)
+    results = []
+    for backend, run_device in ((device, device), ("reference", "cpu")):
+        leaves = [t.to(run_device).requires_grad_() for t in [x, *weights.values()]]
+        torch.manual_seed(1234)
+        noise = None
+        if backend == "reference":
+            noise = sample_noise(seq_len, batch, size, options["noise_prob"], device=device).cpu()
+        out, (h_n, c_n) = fusedrnn.functional.g2_lstm(leaves[0], **dict(zip(weights, leaves[1:])), **options,
+                                                      noise=noise, backend=backend)
+        grads = torch.autograd.grad(out.sum() + (h_n * c_n).sum(), leaves)
+        results.append([out, h_n, c_n, *grads])
+    for actual, expected in zip(*results):
+        assert_close("g2 own noise", actual, expected, tolerance(torch.float64))
+
