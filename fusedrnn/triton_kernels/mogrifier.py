@@ -129,30 +129,30 @@ def _round_gate(acc, p_bias, offs_n, N, HAS_ROUND_BIAS: tl.constexpr):
 
 
 @triton.jit
-def _x_chain(x, xs, t, slot, j, stride_x, T_BUF):
-    """Pointer to ``x⁽ʲ⁾`` of step ``t``, ``j`` odd or ``-1`` (the input ``x_t``)."""
-    if j < 0:
+def _x_chain(x, xs, t, slot, J: tl.constexpr, stride_x, T_BUF):
+    """Pointer to ``x⁽ᴶ⁾`` of step ``t``, ``J`` odd or ``-1`` (the input ``x_t``)."""
+    if J < 0:
         p = x + t * stride_x
     else:
-        p = xs + ((j // 2) * T_BUF + slot) * stride_x
+        p = xs + ((J // 2) * T_BUF + slot) * stride_x
     return p
 
 
 @triton.jit
-def _h_chain(hs, enter, slot, j, stride_h, T_BUF):
-    """Pointer to ``h⁽ʲ⁾``, ``j`` even; ``h⁽⁰⁾ = h_{t-1}`` is the state slot ``enter``."""
-    if j == 0:
+def _h_chain(hs, enter, slot, J: tl.constexpr, stride_h, T_BUF):
+    """Pointer to ``h⁽ᴶ⁾``, ``J`` even; ``h⁽⁰⁾ = h_{t-1}`` is the state slot ``enter``."""
+    if J == 0:
         p = hs + enter * stride_h
     else:
-        p = hs + ((j // 2) * T_BUF + slot) * stride_h
+        p = hs + ((J // 2) * T_BUF + slot) * stride_h
     return p
 
 
-@triton.jit(do_not_specialize=["T", "rounds"])
+@triton.jit(do_not_specialize=["T"])
 def mogrifier_fwd_kernel(
     x, lengths, w_ih, w_hh, bias, q, r, q_bias, r_bias,
     out, hs, xs, cs, s_x, s_h, gates, barrier,
-    T, B, I, H, rounds, T_BUF,
+    T, B, I, H, T_BUF, ROUNDS: tl.constexpr,
     REVERSE: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ROUND_BIAS: tl.constexpr, SAVE: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
@@ -172,8 +172,6 @@ def mogrifier_fwd_kernel(
     stride_h = tl.cast(B, tl.int64) * H
     stride_w = tl.cast(I, tl.int64) * H
     n_b = tl.cdiv(B, BLOCK_B)
-    n_x = (rounds + 1) // 2
-    n_h = rounds // 2
     phase = 0
     for step in range(T):
         t = T - 1 - step if REVERSE else step
@@ -181,7 +179,7 @@ def mogrifier_fwd_kernel(
         enter = (t + REVERSE) % T_BUF
         leave = (t + 1 - REVERSE) % T_BUF
         # The rounds: odd j gates an I tile of x, even j an H tile of h.
-        for j in range(1, rounds + 1):
+        for j in tl.static_range(1, ROUNDS + 1):
             if j % 2 == 1:
                 p_in = _h_chain(hs, enter, slot, j - 1, stride_h, T_BUF)
                 p_gated = _x_chain(x, xs, t, slot, j - 2, stride_x, T_BUF)
@@ -208,8 +206,8 @@ def mogrifier_fwd_kernel(
             phase += 1
             _grid_sync(barrier, phase, n_programs)
         # The LSTM step on the last x and h, per (batch, H) tile: c stays with its tile.
-        p_x = _x_chain(x, xs, t, slot, 2 * n_x - 1, stride_x, T_BUF)
-        p_h = _h_chain(hs, enter, slot, 2 * n_h, stride_h, T_BUF)
+        p_x = _x_chain(x, xs, t, slot, 2 * ((ROUNDS + 1) // 2) - 1, stride_x, T_BUF)
+        p_h = _h_chain(hs, enter, slot, 2 * (ROUNDS // 2), stride_h, T_BUF)
         for tile in range(i_p, n_b * tl.cdiv(H, BLOCK_N), n_programs):
             offs_b, offs_n = _tile(tile, H, BLOCK_B, BLOCK_N)
             o_bn = offs_b[:, None] * H + offs_n[None, :]
@@ -257,20 +255,20 @@ def mogrifier_fwd_kernel(
 
 
 @triton.jit
-def _undo_round(g, j, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x, da_h, T, I, H,
+def _undo_round(g, J: tl.constexpr, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x, da_h, T, I, H,
                 stride_x, stride_h, T_BUF, ACC_DTYPE: tl.constexpr):
-    """The elementwise part of round ``j``'s backward on a tile of ``g`` (``g_x`` for odd
-    ``j``, ``g_h`` for even ``j``): stores ``da`` and returns ``g ⊙ 2s_j``."""
-    if j % 2 == 1:
+    """The elementwise part of round ``J``'s backward on a tile of ``g`` (``g_x`` for odd
+    ``J``, ``g_h`` for even ``J``): stores ``da`` and returns ``g ⊙ 2s_J``."""
+    if J % 2 == 1:
         N = I
-        p_gated = _x_chain(x, xs, t, slot, j - 2, stride_x, T_BUF)
-        p_s = s_x + ((j // 2) * T + t) * stride_x
-        p_da = da_x + ((j // 2) * T + t) * stride_x
+        p_gated = _x_chain(x, xs, t, slot, J - 2, stride_x, T_BUF)
+        p_s = s_x + ((J // 2) * T + t) * stride_x
+        p_da = da_x + ((J // 2) * T + t) * stride_x
     else:
         N = H
-        p_gated = _h_chain(hs, enter, slot, j - 2, stride_h, T_BUF)
-        p_s = s_h + ((j // 2 - 1) * T + t) * stride_h
-        p_da = da_h + ((j // 2 - 1) * T + t) * stride_h
+        p_gated = _h_chain(hs, enter, slot, J - 2, stride_h, T_BUF)
+        p_s = s_h + ((J // 2 - 1) * T + t) * stride_h
+        p_da = da_h + ((J // 2 - 1) * T + t) * stride_h
     o_bn = offs_b[:, None] * N + offs_n[None, :]
     b_s = tl.load(p_s + o_bn, mask=mask, other=0.0).to(ACC_DTYPE)
     b_gated = tl.load(p_gated + o_bn, mask=mask, other=0.0).to(ACC_DTYPE)
@@ -278,11 +276,11 @@ def _undo_round(g, j, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h,
     return g * 2 * b_s
 
 
-@triton.jit(do_not_specialize=["T", "rounds"])
+@triton.jit(do_not_specialize=["T"])
 def mogrifier_bwd_kernel(
     x, lengths, w_ih, w_hh, q, r, d_out, hs, xs, cs, s_x, s_h, gates,
     dz, da_x, da_h, g_x, g_h, d_h, d_c, d_x, barrier,
-    T, B, I, H, rounds, T_BUF,
+    T, B, I, H, T_BUF, ROUNDS: tl.constexpr,
     REVERSE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     ACC_DTYPE: tl.constexpr, DOT_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
@@ -346,10 +344,10 @@ def mogrifier_bwd_kernel(
             mask = (offs_b[:, None] < B) & (offs_n[None, :] < I)
             b_g = tl.zeros((BLOCK_B, BLOCK_N), ACC_DTYPE)
             b_g = _product(b_g, p_dz, w_ih, 1, I, offs_b, offs_n, B, I, 4 * H, BLOCK_K, DOT_DTYPE, DOT_PRECISION)
-            if rounds % 2 == 1:
-                b_g = _undo_round(b_g, rounds, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x,
+            if ROUNDS % 2 == 1:
+                b_g = _undo_round(b_g, ROUNDS, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x,
                                   da_h, T, I, H, stride_x, stride_h, T_BUF, ACC_DTYPE)
-            if rounds <= 1:
+            if ROUNDS <= 1:
                 tl.store(d_x + t * stride_x + o_bn, b_g.to(d_x.dtype.element_ty), mask=mask)
             else:
                 tl.store(g_x + o_bn, b_g, mask=mask)
@@ -359,16 +357,16 @@ def mogrifier_bwd_kernel(
             mask = (offs_b[:, None] < B) & (offs_n[None, :] < H)
             b_g = tl.zeros((BLOCK_B, BLOCK_N), ACC_DTYPE)
             b_g = _product(b_g, p_dz, w_hh, 1, H, offs_b, offs_n, B, H, 4 * H, BLOCK_K, DOT_DTYPE, DOT_PRECISION)
-            if rounds >= 2 and rounds % 2 == 0:
-                b_g = _undo_round(b_g, rounds, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x,
+            if ROUNDS >= 2 and ROUNDS % 2 == 0:
+                b_g = _undo_round(b_g, ROUNDS, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x,
                                   da_h, T, I, H, stride_x, stride_h, T_BUF, ACC_DTYPE)
-            if rounds == 0:
+            if ROUNDS == 0:
                 tl.store(d_h + o_bn, tl.load(d_h + o_bn, mask=mask, other=0.0) + b_g, mask=mask)
             else:
                 tl.store(g_h + o_bn, b_g, mask=mask)
         # Rounds j = r..1: round j's product, then round j-1's elementwise part.
-        for done in range(rounds):
-            j = rounds - done
+        for done in tl.static_range(ROUNDS):
+            j: tl.constexpr = ROUNDS - done
             phase += 1
             _grid_sync(barrier, phase, n_programs)
             if j % 2 == 0:  # g_x += da_j R_j
@@ -424,6 +422,13 @@ def _accumulator_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _buffer_factory(x):
+    """Allocates sweep buffers in the accumulator dtype: SPEC §6 keeps half-precision
+    activations, gates and ``c`` in float32 between products."""
+    dtype = _accumulator_dtype(x.dtype)
+    return lambda *shape: torch.empty(shape, dtype=dtype, device=x.device)
+
+
 def _stack(tensors, like):
     """Round matrices or biases stacked into one tensor (a dummy when there are none)."""
     return torch.stack(tensors).contiguous() if tensors else like.new_empty(1)
@@ -448,33 +453,33 @@ def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, q, r, q_bias, r_bias, l
     hidden_size = h0.shape[1]
     n_x, n_h = (rounds + 1) // 2, rounds // 2
     t_buf = seq_len + 1 if save else 2
-    acc_dtype = _accumulator_dtype(x.dtype)
+    buffer = _buffer_factory(x)
     first, last = (seq_len, 0) if reverse else (0, seq_len)
-    hs = x.new_empty(n_h + 1, t_buf, batch_size, hidden_size)
+    hs = buffer(n_h + 1, t_buf, batch_size, hidden_size)
     hs[0, first % t_buf] = h0
-    xs = x.new_empty(max(n_x, 1), t_buf, batch_size, input_size)
-    cs = torch.empty(t_buf, batch_size, hidden_size, dtype=acc_dtype, device=x.device)
+    xs = buffer(max(n_x, 1), t_buf, batch_size, input_size)
+    cs = buffer(t_buf, batch_size, hidden_size)
     cs[first % t_buf] = c0
     out = x.new_empty(seq_len, batch_size, hidden_size)
     if save:
-        s_x = x.new_empty(max(n_x, 1), seq_len, batch_size, input_size)
-        s_h = x.new_empty(max(n_h, 1), seq_len, batch_size, hidden_size)
-        gates = x.new_empty(seq_len, batch_size, 4 * hidden_size)
+        s_x = buffer(max(n_x, 1), seq_len, batch_size, input_size)
+        s_h = buffer(max(n_h, 1), seq_len, batch_size, hidden_size)
+        gates = buffer(seq_len, batch_size, 4 * hidden_size)
     else:
-        s_x = s_h = gates = x.new_empty(1)
+        s_x = s_h = gates = buffer(1)
     config = launch_config(x, batch_size, input_size, hidden_size)
     barrier = torch.zeros(1, dtype=torch.int32, device=x.device)
     mogrifier_fwd_kernel[(config.programs,)](
         x, lengths, weight_ih, weight_hh, bias if bias is not None else cs, q, r,
         q_bias if q_bias is not None else q, r_bias if r_bias is not None else r,
         out, hs, xs, cs, s_x, s_h, gates, barrier,
-        seq_len, batch_size, input_size, hidden_size, rounds, t_buf,
-        REVERSE=reverse, HAS_BIAS=bias is not None, HAS_ROUND_BIAS=q_bias is not None, SAVE=save,
+        seq_len, batch_size, input_size, hidden_size, t_buf,
+        ROUNDS=rounds, REVERSE=reverse, HAS_BIAS=bias is not None, HAS_ROUND_BIAS=q_bias is not None, SAVE=save,
         BLOCK_B=config.block_b, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         ACC_DTYPE=config.acc_dtype, DOT_DTYPE=config.dot_dtype, DOT_PRECISION=config.dot_precision,
         num_warps=config.num_warps,
     )
-    h_n, c_n = hs[0, last % t_buf], cs[last % t_buf].to(x.dtype)
+    h_n, c_n = hs[0, last % t_buf].to(x.dtype), cs[last % t_buf].to(x.dtype)
     saved = dict(hs=hs, xs=xs, cs=cs, s_x=s_x, s_h=s_h, gates=gates) if save else {}
     return out, h_n, c_n, saved
 
@@ -488,35 +493,36 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, q, r, reverse, rounds, saved
     seq_len, batch_size, input_size = x.shape
     hidden_size = weight_hh.shape[1]
     n_x, n_h = (rounds + 1) // 2, rounds // 2
-    acc_dtype = _accumulator_dtype(x.dtype)
+    buffer = _buffer_factory(x)
     hs, xs = saved["hs"], saved["xs"]
-    dz = x.new_empty(seq_len, batch_size, 4 * hidden_size)
-    da_x = x.new_empty(max(n_x, 1), seq_len, batch_size, input_size)
-    da_h = x.new_empty(max(n_h, 1), seq_len, batch_size, hidden_size)
-    g_x = torch.empty(batch_size, input_size, dtype=acc_dtype, device=x.device)
-    g_h = torch.empty(batch_size, hidden_size, dtype=acc_dtype, device=x.device)
-    d_h = torch.empty(batch_size, hidden_size, dtype=acc_dtype, device=x.device).copy_(d_h_n)
-    d_c = torch.empty(batch_size, hidden_size, dtype=acc_dtype, device=x.device).copy_(d_c_n)
+    dz = buffer(seq_len, batch_size, 4 * hidden_size)
+    da_x = buffer(max(n_x, 1), seq_len, batch_size, input_size)
+    da_h = buffer(max(n_h, 1), seq_len, batch_size, hidden_size)
+    g_x = buffer(batch_size, input_size)
+    g_h = buffer(batch_size, hidden_size)
+    d_h = buffer(batch_size, hidden_size).copy_(d_h_n)
+    d_c = buffer(batch_size, hidden_size).copy_(d_c_n)
     d_x = torch.empty_like(x)
     config = launch_config(x, batch_size, input_size, hidden_size)
     barrier = torch.zeros(1, dtype=torch.int32, device=x.device)
     mogrifier_bwd_kernel[(config.programs,)](
         x, lengths, weight_ih, weight_hh, q, r, d_out, hs, xs, saved["cs"], saved["s_x"], saved["s_h"],
         saved["gates"], dz, da_x, da_h, g_x, g_h, d_h, d_c, d_x, barrier,
-        seq_len, batch_size, input_size, hidden_size, rounds, seq_len + 1,
-        REVERSE=reverse, BLOCK_B=config.block_b, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
+        seq_len, batch_size, input_size, hidden_size, seq_len + 1,
+        ROUNDS=rounds, REVERSE=reverse, BLOCK_B=config.block_b, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         ACC_DTYPE=config.acc_dtype, DOT_DTYPE=config.dot_dtype, DOT_PRECISION=config.dot_precision,
         num_warps=config.num_warps,
     )
     rows = seq_len * batch_size
 
     def flat(tensor):
-        return tensor.reshape(rows, tensor.shape[-1])
+        """``(T·B, N)`` rows in the input dtype: SPEC §6 products (float32 accumulation)."""
+        return tensor.reshape(rows, tensor.shape[-1]).to(x.dtype)
 
     dz_rows = flat(dz)
     d_weight_ih = dz_rows.t() @ flat(_chain_x(x, xs, 2 * n_x - 1, seq_len))
     d_weight_hh = dz_rows.t() @ flat(_chain_h(hs, 2 * n_h, seq_len, reverse))
-    d_bias = dz_rows.sum(0, dtype=acc_dtype)
+    d_bias = dz.sum((0, 1))
     d_rounds, d_round_biases = [], []
     for j in range(1, rounds + 1):
         if j % 2 == 1:
@@ -525,7 +531,7 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, q, r, reverse, rounds, saved
         else:
             da = flat(da_h[j // 2 - 1])
             d_rounds.append(da.t() @ flat(_chain_x(x, xs, j - 1, seq_len)))
-        d_round_biases.append(da.sum(0, dtype=acc_dtype))
+        d_round_biases.append((da_x[j // 2] if j % 2 else da_h[j // 2 - 1]).sum((0, 1)))
     return d_x, d_h.to(x.dtype), d_c.to(x.dtype), d_weight_ih, d_weight_hh, d_bias, d_rounds, d_round_biases
 
 
