@@ -1,0 +1,1 @@
+"""Triton persistent-kernel sweeps: shared machinery in common.py, one file per cell."""

@@ -1,0 +1,346 @@
+"""The LSTM sweep (SPEC §2) as Triton persistent kernels, forward and backward.
+
+The G2-LSTM (SPEC §4) is this same sweep with flags: noise on the input and forget
+gate pre-activations (a tensor, or drawn in the kernel from a Philox seed), a
+temperature, and hard gates.
+
+Shape letters: T steps, B batch, I input size, H hidden size.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from ..reference.g2 import EPS
+from ..sweep import Sweep
+from . import common
+from .common import dot, grid_barrier, input_guard, join_gates, sigmoid, split_gates, tanh
+from .noise import logistic_noise
+
+NO_NOISE, NOISE_TENSOR, NOISE_PHILOX = 0, 1, 2
+
+
+@triton.heuristics({
+    "HAS_LENGTHS": lambda args: args["lengths"] is not None,
+    "SAVE": lambda args: args["gates"] is not None,
+    "NOISE": lambda args: (NOISE_TENSOR if args["noise"] is not None
+                           else NOISE_PHILOX if args["seed"] is not None else NO_NOISE),
+})
+@triton.jit(do_not_specialize=["T"])
+def _lstm_fwd_kernel(
+    gx, w_hh, h0, c0, lengths, noise, seed,
+    states, out, cells, gates, h_n, c_n, counters,
+    T, B, H, inv_temperature, noise_prob,
+    REVERSE: tl.constexpr, HARD_GATES: tl.constexpr, HAS_LENGTHS: tl.constexpr, SAVE: tl.constexpr,
+    NOISE: tl.constexpr, EPS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    H_PAD: tl.constexpr, PROGRAMS_H: tl.constexpr, HIDDEN_ON_CHIP: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    UPCAST_DOT: tl.constexpr,
+):
+    """Program ``(i_h, i_b)``: hidden units ``[i_h·BLOCK_H, +BLOCK_H)`` of rows ``[i_b·BLOCK_B, +BLOCK_B)``.
+
+    ``gx (T, B, 4H)`` holds ``x W_ihᵀ + b_ih + b_hh``. Writes the carried state
+    ``states (T, B, H)`` (frozen past a row's length), ``out`` (zero past it) when
+    there are lengths, and for the backward ``cells (T, B, H)`` and the activated
+    gates ``gates (T, B, 4H)``, both float32.
+    """
+    i_h, i_b = tl.program_id(0), tl.program_id(1)
+    DTYPE = states.dtype.element_ty
+    o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_j = i_h * BLOCK_H + tl.arange(0, BLOCK_H)
+    o_k = tl.arange(0, H_PAD)
+    m_b, m_j, m_k = o_b < B, o_j < H, o_k < H
+    m_bj = m_b[:, None] & m_j[None, :]
+    m_bk = m_b[:, None] & m_k[None, :]
+
+    # This program's slice of W_hh, transposed: (H_PAD, 4·BLOCK_H), column 4j + gate.
+    o_n = tl.arange(0, 4 * BLOCK_H)
+    n_unit = i_h * BLOCK_H + o_n // 4
+    p_w = w_hh + ((o_n % 4) * H + n_unit)[None, :] * H + o_k[:, None]
+    b_w = tl.load(p_w, mask=m_k[:, None] & (n_unit < H)[None, :], other=0.0)
+
+    p_own = o_b[:, None] * H + o_j[None, :]
+    b_h = tl.load(h0 + p_own, mask=m_bj, other=0.0).to(tl.float32)
+    b_c = tl.load(c0 + p_own, mask=m_bj, other=0.0).to(tl.float32)
+    if HAS_LENGTHS:
+        b_len = tl.load(lengths + o_b, mask=m_b, other=0)
+    if NOISE == NOISE_PHILOX:
+        b_seed = tl.load(seed)
+    for s in range(T):
+        t = T - 1 - s if REVERSE else s
+        t_prev = t + 1 if REVERSE else t - 1
+        row = (t * B + o_b).to(tl.int64)
+        # Everything that does not depend on h_{t-1} is loaded before the barrier.
+        p_gx = gx + row[:, None] * (4 * H) + o_j[None, :]
+        z_i = tl.load(p_gx, mask=m_bj, other=0.0).to(tl.float32)
+        z_f = tl.load(p_gx + H, mask=m_bj, other=0.0).to(tl.float32)
+        z_g = tl.load(p_gx + 2 * H, mask=m_bj, other=0.0).to(tl.float32)
+        z_o = tl.load(p_gx + 3 * H, mask=m_bj, other=0.0).to(tl.float32)
+        if NOISE == NOISE_TENSOR:
+            p_noise = noise + row[:, None] * (2 * H) + o_j[None, :]
+            z_i += tl.load(p_noise, mask=m_bj, other=0.0)
+            z_f += tl.load(p_noise + H, mask=m_bj, other=0.0)
+        elif NOISE == NOISE_PHILOX:
+            n_i, n_f = logistic_noise(b_seed, t, o_b, o_j, H, noise_prob, EPS)
+            z_i += n_i
+            z_f += n_f
+
+        # h_{t-1} of every hidden unit: in registers, or from the other programs.
+        if HIDDEN_ON_CHIP:
+            b_h_all = b_h.to(DTYPE)
+        else:
+            grid_barrier(counters + i_b, (s + 1) * PROGRAMS_H)
+            p_prev = tl.where(s == 0, h0 + o_b[:, None] * H + o_k[None, :],
+                              states + (t_prev * B + o_b).to(tl.int64)[:, None] * H + o_k[None, :])
+            b_h_all = tl.load(p_prev, mask=m_bk, other=0.0, cache_modifier=".cg")
+        r_i, r_f, r_g, r_o = split_gates(dot(b_h_all, b_w, INPUT_PRECISION, UPCAST_DOT), BLOCK_B, BLOCK_H)
+        z_i += r_i
+        z_f += r_f
+        z_g += r_g
+        z_o += r_o
+
+        if HARD_GATES:
+            b_i = (z_i >= 0).to(tl.float32)
+            b_f = (z_f >= 0).to(tl.float32)
+        else:
+            b_i = sigmoid(z_i * inv_temperature)
+            b_f = sigmoid(z_f * inv_temperature)
+        b_g = tanh(z_g)
+        b_o = sigmoid(z_o)
+        c_new = b_f * b_c + b_i * b_g
+        h_new = b_o * tanh(c_new)
+        p_t = row[:, None] * H + o_j[None, :]
+        if HAS_LENGTHS:
+            active = (t < b_len)[:, None]
+            b_c = tl.where(active, c_new, b_c)
+            b_h = tl.where(active, h_new, b_h)
+            tl.store(out + p_t, tl.where(active, h_new, 0.0).to(DTYPE), mask=m_bj)
+        else:
+            b_c, b_h = c_new, h_new
+        tl.store(states + p_t, b_h.to(DTYPE), mask=m_bj)
+        if SAVE:
+            tl.store(cells + p_t, b_c, mask=m_bj)
+            p_gates = gates + row[:, None] * (4 * H) + o_j[None, :]
+            tl.store(p_gates, b_i, mask=m_bj)
+            tl.store(p_gates + H, b_f, mask=m_bj)
+            tl.store(p_gates + 2 * H, b_g, mask=m_bj)
+            tl.store(p_gates + 3 * H, b_o, mask=m_bj)
+    tl.store(h_n + p_own, b_h.to(DTYPE), mask=m_bj)
+    tl.store(c_n + p_own, b_c.to(DTYPE), mask=m_bj)
+
+
+@triton.heuristics({"HAS_LENGTHS": lambda args: args["lengths"] is not None})
+@triton.jit(do_not_specialize=["T"])
+def _lstm_bwd_kernel(
+    w_hh, gates, cells, c0, lengths, d_out, d_h_n, d_c_n,
+    dz, d_h0, d_c0, counters,
+    T, B, H, inv_temperature,
+    REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    H_PAD: tl.constexpr, PROGRAMS_H: tl.constexpr, HIDDEN_ON_CHIP: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    UPCAST_DOT: tl.constexpr,
+):
+    """The reverse sweep (SPEC §2): writes ``dz (T, B, 4H)``, ``d_h0``, ``d_c0 (B, H)`` float32.
+
+    ``c0`` is float32 like ``cells``, so that ``c_{t-1}`` is one load from either.
+
+    Each program keeps the ``W_hh`` columns of its hidden units; ``δh`` of its units
+    needs every unit's ``dz`` of the step after, exchanged like ``h`` in the forward.
+    """
+    i_h, i_b = tl.program_id(0), tl.program_id(1)
+    DTYPE = dz.dtype.element_ty
+    o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_j = i_h * BLOCK_H + tl.arange(0, BLOCK_H)
+    m_b, m_j = o_b < B, o_j < H
+    m_bj = m_b[:, None] & m_j[None, :]
+
+    # W_hh columns of this program's units: (4·H_PAD, BLOCK_H), row 4k + gate.
+    o_r = tl.arange(0, 4 * H_PAD)
+    r_unit = o_r // 4
+    r_row = (o_r % 4) * H + r_unit
+    m_r = r_unit < H
+    b_w = tl.load(w_hh + r_row[:, None] * H + o_j[None, :], mask=m_r[:, None] & m_j[None, :], other=0.0)
+
+    p_own = o_b[:, None] * H + o_j[None, :]
+    b_dh = tl.load(d_h_n + p_own, mask=m_bj, other=0.0).to(tl.float32)
+    b_dc = tl.load(d_c_n + p_own, mask=m_bj, other=0.0).to(tl.float32)
+    b_dz = tl.zeros((BLOCK_B, 4 * BLOCK_H), dtype=DTYPE)
+    if HAS_LENGTHS:
+        b_len = tl.load(lengths + o_b, mask=m_b, other=0)
+    for s in range(T):
+        t = s if REVERSE else T - 1 - s
+        t_prev = t + 1 if REVERSE else t - 1  # the step before t in the forward's order
+        t_next = t - 1 if REVERSE else t + 1  # the step handled just before in this sweep
+        row = (t * B + o_b).to(tl.int64)
+        p_t = row[:, None] * H + o_j[None, :]
+        p_gates = gates + row[:, None] * (4 * H) + o_j[None, :]
+        g_i = tl.load(p_gates, mask=m_bj, other=0.0)
+        g_f = tl.load(p_gates + H, mask=m_bj, other=0.0)
+        g_g = tl.load(p_gates + 2 * H, mask=m_bj, other=0.0)
+        g_o = tl.load(p_gates + 3 * H, mask=m_bj, other=0.0)
+        c_t = tl.load(cells + p_t, mask=m_bj, other=0.0)
+        p_c_prev = tl.where(s == T - 1, c0 + p_own, cells + (t_prev * B + o_b).to(tl.int64)[:, None] * H + o_j[None, :])
+        c_prev = tl.load(p_c_prev, mask=m_bj, other=0.0)
+        d_y = tl.load(d_out + p_t, mask=m_bj, other=0.0).to(tl.float32)
+
+        # δh from step t_next: dz_{t_next} W_hh over every unit's dz.
+        if HIDDEN_ON_CHIP:
+            b_dz_all = b_dz
+        else:
+            grid_barrier(counters + i_b, (s + 1) * PROGRAMS_H)
+            p_dz = dz + (t_next * B + o_b).to(tl.int64)[:, None] * (4 * H) + r_row[None, :]
+            b_dz_all = tl.load(p_dz, mask=(m_b[:, None] & m_r[None, :]) & (s > 0), other=0.0, cache_modifier=".cg")
+        b_dh += dot(b_dz_all, b_w, INPUT_PRECISION, UPCAST_DOT)
+
+        if HAS_LENGTHS:
+            active = (t < b_len)[:, None]
+            d_y = tl.where(active, d_y, 0.0)
+        d_h = b_dh + d_y
+        tanh_c = tanh(c_t)
+        d_o = d_h * tanh_c
+        d_c = b_dc + d_h * g_o * (1.0 - tanh_c * tanh_c)
+        dz_i = d_c * g_g * g_i * (1.0 - g_i) * inv_temperature
+        dz_f = d_c * c_prev * g_f * (1.0 - g_f) * inv_temperature
+        dz_g = d_c * g_i * (1.0 - g_g * g_g)
+        dz_o = d_o * g_o * (1.0 - g_o)
+        d_c_prev = d_c * g_f
+        if HAS_LENGTHS:  # a frozen row passes δh and δc through and has no dz
+            dz_i = tl.where(active, dz_i, 0.0)
+            dz_f = tl.where(active, dz_f, 0.0)
+            dz_g = tl.where(active, dz_g, 0.0)
+            dz_o = tl.where(active, dz_o, 0.0)
+            b_dc = tl.where(active, d_c_prev, b_dc)
+            b_dh = tl.where(active, 0.0, d_h)
+        else:
+            b_dc = d_c_prev
+            b_dh = tl.zeros_like(d_h)
+        p_dz_own = dz + row[:, None] * (4 * H) + o_j[None, :]
+        tl.store(p_dz_own, dz_i.to(DTYPE), mask=m_bj)
+        tl.store(p_dz_own + H, dz_f.to(DTYPE), mask=m_bj)
+        tl.store(p_dz_own + 2 * H, dz_g.to(DTYPE), mask=m_bj)
+        tl.store(p_dz_own + 3 * H, dz_o.to(DTYPE), mask=m_bj)
+        b_dz = join_gates(dz_i.to(DTYPE), dz_f.to(DTYPE), dz_g.to(DTYPE), dz_o.to(DTYPE), BLOCK_B, BLOCK_H)
+
+    # δh_0 from the first forward step's dz.
+    if HIDDEN_ON_CHIP:
+        b_dz_all = b_dz
+    else:
+        grid_barrier(counters + i_b, (T + 1) * PROGRAMS_H)
+        t_first = T - 1 if REVERSE else 0
+        p_dz = dz + (t_first * B + o_b).to(tl.int64)[:, None] * (4 * H) + r_row[None, :]
+        b_dz_all = tl.load(p_dz, mask=m_b[:, None] & m_r[None, :], other=0.0, cache_modifier=".cg")
+    b_dh += dot(b_dz_all, b_w, INPUT_PRECISION, UPCAST_DOT)
+    tl.store(d_h0 + p_own, b_dh, mask=m_bj)
+    tl.store(d_c0 + p_own, b_dc, mask=m_bj)
+
+
+@input_guard
+def lstm_fwd(gx, weight_hh, h0, c0, lengths, noise, seed, *, reverse, inv_temperature, noise_prob, hard_gates,
+             save, config):
+    """Launches the forward sweep on ``gx (T, B, 4H)``.
+
+    Returns ``out, states (T, B, H)``, ``h_n, c_n (B, H)`` and, when ``save``, the float32
+    ``cells (T, B, H)`` and ``gates (T, B, 4H)`` the backward reads (else ``None``).
+    """
+    seq_len, batch_size, hidden_size = gx.shape[0], gx.shape[1], weight_hh.shape[1]
+    states = gx.new_empty(seq_len, batch_size, hidden_size, dtype=h0.dtype)
+    out = states if lengths is None else torch.empty_like(states)
+    cells = torch.empty_like(states, dtype=torch.float32) if save else None
+    gates = gx.new_empty(seq_len, batch_size, 4 * hidden_size, dtype=torch.float32) if save else None
+    h_n, c_n = torch.empty_like(h0), torch.empty_like(c0)
+    _lstm_fwd_kernel[config.grid](
+        gx, weight_hh, h0, c0, lengths, noise, seed,
+        states, out, cells, gates, h_n, c_n, common.new_barrier_counters(config, gx.device),
+        seq_len, batch_size, hidden_size, inv_temperature, noise_prob,
+        REVERSE=reverse, HARD_GATES=hard_gates, EPS=EPS, **common.dot_options(h0.dtype),
+        **config.constexprs(), **config.launch_options())
+    return out, states, h_n, c_n, cells, gates
+
+
+@input_guard
+def lstm_bwd(weight_hh, gates, cells, c0, lengths, d_out, d_h_n, d_c_n, *, reverse, inv_temperature, config):
+    """Launches the reverse sweep; returns ``dz (T, B, 4H)`` and float32 ``d_h0, d_c0 (B, H)``."""
+    seq_len, batch_size, hidden_size = d_out.shape
+    dz = d_out.new_empty(seq_len, batch_size, 4 * hidden_size)
+    d_h0 = d_out.new_empty(batch_size, hidden_size, dtype=torch.float32)
+    d_c0 = torch.empty_like(d_h0)
+    _lstm_bwd_kernel[config.grid](
+        weight_hh, gates, cells, c0.float(), lengths, d_out, d_h_n, d_c_n,
+        dz, d_h0, d_c0, common.new_barrier_counters(config, d_out.device),
+        seq_len, batch_size, hidden_size, inv_temperature,
+        REVERSE=reverse, **common.dot_options(d_out.dtype),
+        **config.constexprs(), **config.launch_options())
+    return dz, d_h0, d_c0
+
+
+def _shifted_states(states, h0, reverse):
+    """``h_{t-1}`` of every step in the forward's order: ``(T, B, H)``."""
+    if reverse:
+        return torch.cat([states[1:], h0[None]])
+    return torch.cat([h0[None], states[:-1]])
+
+
+class LSTMFunction(torch.autograd.Function):
+    """One layer, one direction; G2 options as in :func:`run`."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed,
+                reverse, inv_temperature, noise_prob, hard_gates, config):
+        bias = None if bias_ih is None else bias_ih + bias_hh
+        # The input projection does not depend on the recurrence: one product over T·B rows.
+        gx = F.linear(x, weight_ih, bias)
+        save = any(ctx.needs_input_grad[:7])
+        out, states, h_n, c_n, cells, gates = lstm_fwd(
+            gx, weight_hh, h0, c0, lengths, noise, seed, reverse=reverse, inv_temperature=inv_temperature,
+            noise_prob=noise_prob, hard_gates=hard_gates, save=save, config=config)
+        if save:
+            ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, lengths, states, cells, gates)
+        ctx.has_bias = bias_ih is not None
+        ctx.reverse, ctx.inv_temperature, ctx.config = reverse, inv_temperature, config
+        return out, h_n, c_n
+
+    @staticmethod
+    def backward(ctx, d_out, d_h_n, d_c_n):
+        x, h0, c0, weight_ih, weight_hh, lengths, states, cells, gates = ctx.saved_tensors
+        d_out = torch.zeros_like(states) if d_out is None else d_out
+        d_h_n = torch.zeros_like(h0) if d_h_n is None else d_h_n
+        d_c_n = torch.zeros_like(c0) if d_c_n is None else d_c_n
+        dz, d_h0, d_c0 = lstm_bwd(weight_hh, gates, cells, c0, lengths, d_out, d_h_n, d_c_n,
+                                  reverse=ctx.reverse, inv_temperature=ctx.inv_temperature, config=ctx.config)
+        # Weight gradients as one product over all T·B rows each (SPEC §2).
+        dz_rows = dz.flatten(0, 1)
+        d_x = (dz_rows @ weight_ih).view_as(x)
+        d_weight_ih = dz_rows.t() @ x.flatten(0, 1)
+        d_weight_hh = dz_rows.t() @ _shifted_states(states, h0, ctx.reverse).flatten(0, 1)
+        d_bias = dz_rows.sum(0, dtype=torch.float32).to(dz.dtype) if ctx.has_bias else None
+        d_bias_hh = None if d_bias is None else d_bias.clone()  # two gradients must not share storage
+        return (d_x, d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_weight_ih, d_weight_hh, d_bias, d_bias_hh,
+                None, None, None, None, None, None, None, None)
+
+
+def config_for(sweep: Sweep):
+    """The layout for ``sweep``, or ``None`` when no layout runs it."""
+    configs = common.sweep_configs(sweep.hidden_size, sweep.batch_size, sweep.dtype, sweep.device)
+    return configs[0] if configs else None
+
+
+def unsupported(sweep: Sweep) -> Optional[str]:
+    """Why the Triton sweep cannot run ``sweep`` (device and dtype already checked), or ``None``."""
+    if sweep.seq_len == 0 or sweep.batch_size == 0:
+        return "empty sequence or batch"
+    if config_for(sweep) is None:
+        return (f"W_hh of hidden size {sweep.hidden_size} does not fit on chip for batch {sweep.batch_size} "
+                f"with at most one program per SM")
+    return None
+
+
+def run(sweep: Sweep, noise=None, seed=None, inv_temperature=1.0, noise_prob=1.0, hard_gates=False):
+    """Runs ``sweep`` as an LSTM, or with the G2 options: ``noise (T, B, 2, H)`` float32 or a
+    Philox ``seed (1,)`` int64, ``inv_temperature = 1/τ``, ``noise_prob`` (Philox only),
+    ``hard_gates``. Returns ``output (T, B, H), h_n, c_n (B, H)``."""
+    output, h_n, c_n = LSTMFunction.apply(
+        sweep.x, sweep.h0, sweep.c0, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh,
+        sweep.lengths, noise, seed, sweep.reverse, inv_temperature, noise_prob, hard_gates, config_for(sweep))
+    return output, h_n, c_n
