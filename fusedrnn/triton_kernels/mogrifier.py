@@ -74,13 +74,18 @@ def _product(acc, p_a, p_w, stride_wn, stride_wk, offs_b, offs_n, B, N, K,
     """
     mask_b = offs_b[:, None] < B
     mask_n = offs_n[None, :] < N
+    # A half-precision product rounds A to 8 or 11 bits; for bfloat16 that costs up to
+    # twice SPEC's tolerance, so A enters as hi + lo (two products, both on tensor cores).
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         b_a = tl.load(p_a + offs_b[:, None] * K + offs_k[None, :], mask=mask_b & (offs_k[None, :] < K),
                       other=0.0, cache_modifier=".cg")
         b_w = tl.load(p_w + offs_n[None, :] * stride_wn + offs_k[:, None] * stride_wk,
                       mask=mask_n & (offs_k[:, None] < K), other=0.0)
-        acc += dot(b_a.to(b_w.dtype), b_w, INPUT_PRECISION, UPCAST_DOT)
+        b_a_hi = b_a.to(b_w.dtype)
+        acc += dot(b_a_hi, b_w, INPUT_PRECISION, UPCAST_DOT)
+        if b_w.dtype == tl.bfloat16:
+            acc += dot((b_a - b_a_hi.to(tl.float32)).to(b_w.dtype), b_w, INPUT_PRECISION, UPCAST_DOT)
     return acc
 
 
@@ -456,6 +461,23 @@ def _round_tensors(weights, biases):
     return stack(weights[0::2]), stack(weights[1::2]), q_bias, r_bias
 
 
+def _row_product(grad, chain, dtype):
+    """A weight gradient ``gradᵀ chain`` over all ``T·B`` rows of ``(T, B, M)``, ``(T, B, N)``.
+
+    The product runs in ``dtype`` with float32 accumulation (SPEC §6). bfloat16 keeps 8
+    bits of each operand; rounding the float32 ``chain`` that far costs the round
+    weights' gradients up to twice SPEC's tolerance (measured on tiny sums over few rows),
+    so there ``chain`` enters as ``hi + lo``: two bfloat16 products, as in :func:`_product`.
+    """
+    grad = grad.reshape(-1, grad.shape[-1]).to(dtype).t()
+    chain = chain.reshape(-1, chain.shape[-1])
+    chain_hi = chain.to(dtype)
+    product = grad @ chain_hi
+    if dtype == torch.bfloat16:
+        product = product + grad @ (chain - chain_hi.float()).to(dtype)
+    return product
+
+
 @input_guard
 def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, q, r, q_bias, r_bias, lengths, *, reverse, rounds,
                   save, config):
@@ -523,20 +545,16 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, q, r, saved, d_out, d_h_n, d
         ROUNDS=rounds, REVERSE=reverse, **common.dot_options(x.dtype), **config.constexprs(),
         **config.launch_options())
 
-    def rows(tensor):
-        """``(T·B, N)`` in the input dtype: the products of SPEC §6 (float32 accumulation)."""
-        return tensor.reshape(seq_len * batch_size, tensor.shape[-1]).to(x.dtype)
-
-    d_weight_ih = rows(dz).t() @ rows(_chain_x(x, xs, 2 * n_x - 1, seq_len))
-    d_weight_hh = rows(dz).t() @ rows(_chain_h(hs, 2 * n_h, seq_len, reverse))
+    d_weight_ih = _row_product(dz, _chain_x(x, xs, 2 * n_x - 1, seq_len), x.dtype)
+    d_weight_hh = _row_product(dz, _chain_h(hs, 2 * n_h, seq_len, reverse), x.dtype)
     d_rounds, d_round_biases = [], []
     for j in range(1, rounds + 1):
         if j % 2 == 1:
             da = da_x[j // 2]
-            d_rounds.append(rows(da).t() @ rows(_chain_h(hs, j - 1, seq_len, reverse)))
+            d_rounds.append(_row_product(da, _chain_h(hs, j - 1, seq_len, reverse), x.dtype))
         else:
             da = da_h[j // 2 - 1]
-            d_rounds.append(rows(da).t() @ rows(_chain_x(x, xs, j - 1, seq_len)))
+            d_rounds.append(_row_product(da, _chain_x(x, xs, j - 1, seq_len), x.dtype))
         d_round_biases.append(da.sum((0, 1)).to(x.dtype))
     return (d_x, d_h.to(x.dtype), d_c.to(x.dtype), d_weight_ih, d_weight_hh, dz.sum((0, 1)).to(x.dtype),
             d_rounds, d_round_biases)
@@ -544,17 +562,21 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, q, r, saved, d_out, d_h_n, d
 
 class MogrifierLSTMFunction(torch.autograd.Function):
     """``(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, config,
-    has_round_bias, *round_weights, *round_biases) -> (output, h_n, c_n)``."""
+    grad_enabled, has_round_bias, *round_weights, *round_biases) -> (output, h_n, c_n)``.
+
+    ``grad_enabled`` is the caller's grad mode: ``needs_input_grad`` alone is also true
+    under ``torch.no_grad()``, where saving ``T + 1`` slots would only cost memory.
+    """
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
-    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, config, has_round_bias,
-                *round_params):
+    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, config, grad_enabled,
+                has_round_bias, *round_params):
         rounds = len(round_params) // 2 if has_round_bias else len(round_params)
         weights, biases = round_params[:rounds], (round_params[rounds:] if has_round_bias else None)
         q, r, q_bias, r_bias = _round_tensors(weights, biases)
         bias = None if bias_ih is None else bias_ih.float() + bias_hh.float()
-        save = any(ctx.needs_input_grad)
+        save = grad_enabled and any(ctx.needs_input_grad)
         out, h_n, c_n, saved = mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, q, r, q_bias, r_bias, lengths,
                                              reverse=reverse, rounds=rounds, save=save, config=config)
         if save:
@@ -572,7 +594,7 @@ class MogrifierLSTMFunction(torch.autograd.Function):
             x, lengths, weight_ih, weight_hh, q, r, dict(zip(ctx.saved_names, buffers)), d_out, d_h_n, d_c_n,
             reverse=ctx.reverse, rounds=ctx.rounds, config=ctx.config)
         d_bias_ih, d_bias_hh = (d_bias, d_bias.clone()) if ctx.has_bias else (None, None)
-        return (d_x, d_h0, d_c0, d_weight_ih, d_weight_hh, d_bias_ih, d_bias_hh, None, None, None, None,
+        return (d_x, d_h0, d_c0, d_weight_ih, d_weight_hh, d_bias_ih, d_bias_hh, None, None, None, None, None,
                 *d_rounds, *(d_round_biases if ctx.has_round_bias else ()))
 
 
@@ -593,4 +615,5 @@ def run(sweep: Sweep):
     biases = sweep.mogrify_biases
     return MogrifierLSTMFunction.apply(
         sweep.x, sweep.h0, sweep.c0, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh, sweep.lengths,
-        sweep.reverse, config_for(sweep), biases is not None, *sweep.mogrify_weights, *(biases or ()))
+        sweep.reverse, config_for(sweep), torch.is_grad_enabled(), biases is not None, *sweep.mogrify_weights,
+        *(biases or ()))
