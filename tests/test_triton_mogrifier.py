@@ -35,8 +35,8 @@ def compare(case, shape, dtype, device, lengths, reverse, monkeypatch):
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    """One program, 16 x 16 tiles and 16-column reduction chunks, whatever the sizes."""
-    monkeypatch.setattr(mogrifier, "config_for", lambda sweep: mogrifier.MogrifierConfig(1, 16, 16, 16))
+    """One program, 16 x 16 tiles and 32-column reduction chunks, whatever the sizes."""
+    monkeypatch.setattr(mogrifier, "config_for", lambda sweep: mogrifier.MogrifierConfig(1, 16, 16, 32))
 
 
 @pytest.mark.parametrize("rounds", range(mogrifier.MAX_ROUNDS + 1), ids=lambda r: f"r{r}")
@@ -46,9 +46,15 @@ def test_every_round_count(rounds, monkeypatch):
             monkeypatch=monkeypatch)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=dtype_id)
-@pytest.mark.parametrize("rounds", [4, 5], ids=lambda r: f"r{r}")
-@pytest.mark.parametrize("shape", [(3, 20, 33, 40), (3, 17, 40, 18)], ids=["T3-B20-I33-H40", "T3-B17-I40-H18"])
+MANY_TILES = [  # (T, B, I, H), rounds, dtype: every shape, round parity and dtype kind once
+    pytest.param((3, 20, 33, 40), 5, torch.float32, id="T3-B20-I33-H40-r5-float32"),
+    pytest.param((3, 20, 33, 40), 4, torch.bfloat16, id="T3-B20-I33-H40-r4-bfloat16"),
+    pytest.param((3, 17, 40, 18), 4, torch.float32, id="T3-B17-I40-H18-r4-float32"),
+    pytest.param((3, 17, 40, 18), 5, torch.bfloat16, id="T3-B17-I40-H18-r5-bfloat16"),
+]
+
+
+@pytest.mark.parametrize("shape, rounds, dtype", MANY_TILES)
 def test_many_tiles(shape, rounds, dtype, small_tiles, monkeypatch):
     case = ({"mogrify_steps": rounds, "mogrify_rank": 3 if rounds == 4 else None}, {})
     compare(case, shape, dtype, "cpu", lengths=True, reverse=rounds == 5, monkeypatch=monkeypatch)

@@ -422,7 +422,9 @@ def config_for(sweep: Sweep) -> MogrifierConfig:
     on a GPU as many programs as the widest phase has tiles, at most one per SM."""
     batch_size, features = sweep.batch_size, max(sweep.input_size, sweep.hidden_size)
     if sweep.device.type != "cuda":
-        return MogrifierConfig(1, common.next_power_of_2(batch_size), common.next_power_of_2(features), 32)
+        # The interpreter's cost is per operation, not per element: whole-width products.
+        return MogrifierConfig(1, common.next_power_of_2(batch_size), common.next_power_of_2(features),
+                               common.next_power_of_2(max(features, 4 * sweep.hidden_size)))
     block_b = min(common.next_power_of_2(batch_size), 64)
     tiles = triton.cdiv(batch_size, block_b) * triton.cdiv(features, GPU_BLOCK_N)
     programs = min(tiles, common._multiprocessor_count(sweep.device.index or 0))
