@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 #: dtypes the Triton sweeps compute in (SPEC §6).
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -27,6 +28,14 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 #: Bytes of shared memory a program may use for its ``h`` tile and weight slice
 #: (H100: 227 KB per block; the rest is left to Triton's layout conversions).
 SHARED_MEMORY_BUDGET = 192 * 1024
+
+#: Largest ``SweepConfig.register_pressure`` a config should have, and the most it may
+#: have when no config is within budget (its kernels then spill registers).
+REGISTER_BUDGET = 0.5
+REGISTER_LIMIT = 1.0
+
+#: Software-pipeline stages of a chunked product (more would multiply shared memory).
+NUM_STAGES = 2
 
 #: Hidden units per program on a GPU: 16 was the fastest slice on our H100 for
 #: H = 128, 256 and 512 (PERF_NOTES.md); narrower only when 16 does not fit.
@@ -78,6 +87,8 @@ class SweepConfig:
         num_warps: warps per program.
         hidden_on_chip: ``h`` (and ``dz`` in the backward) stays in registers, no
             barrier; needs one program per batch group to hold every hidden unit.
+        block_k: reduction chunk (hidden units); ``None`` or ``hidden_pad`` keeps the
+            whole ``W_hh`` slice in registers, smaller re-reads it in chunks each step.
     """
 
     block_b: int
@@ -87,10 +98,15 @@ class SweepConfig:
     programs_b: int
     num_warps: int = 4
     hidden_on_chip: bool = False
+    block_k: Optional[int] = None
 
     def __post_init__(self):
-        if self.hidden_on_chip and (self.programs_h != 1 or self.block_h != self.hidden_pad):
-            raise ValueError("hidden_on_chip needs one program holding every hidden unit")
+        if self.hidden_on_chip and (self.programs_h != 1 or self.block_h != self.hidden_pad or self.chunked):
+            raise ValueError("hidden_on_chip needs one program holding every hidden unit and its whole slice")
+
+    @property
+    def chunked(self) -> bool:
+        return self.block_k is not None and self.block_k != self.hidden_pad
 
     @property
     def programs(self) -> int:
@@ -100,20 +116,39 @@ class SweepConfig:
     def grid(self):
         return (self.programs_h, self.programs_b)
 
+    def _operand_elements(self) -> int:
+        """Elements of the larger product's operands: ``h (block_b, K) @ slice (K, 4·block_h)``
+        in the forward, ``dz (block_b, 4K) @ slice (4K, block_h)`` in the backward."""
+        block_k = self.block_k or self.hidden_pad
+        forward = self.block_b * block_k + block_k * 4 * self.block_h
+        backward = self.block_b * 4 * block_k + 4 * block_k * self.block_h
+        return max(forward, backward)
+
     def shared_memory_bytes(self, element_size: int) -> int:
-        """Estimate of what Triton stages in shared memory: the ``h`` tile and the slice."""
-        return (self.block_b * self.hidden_pad + self.hidden_pad * 4 * self.block_h) * element_size
+        """Estimate of what Triton stages in shared memory for the product: the operands,
+        or ``NUM_STAGES`` pipeline stages of their chunks."""
+        return (NUM_STAGES if self.chunked else 1) * self._operand_elements() * element_size
+
+    def register_pressure(self, element_size: int) -> float:
+        """Estimated 32-bit registers per thread as a fraction of what a thread may use:
+        the product's operands (or chunks) and about sixteen float32 ``(block_b, block_h)``
+        tiles (pre-activations, gates, state). Compiled kernels used about twice the
+        estimate (ptxas on sm_90), so a config keeps this at most ``REGISTER_BUDGET``."""
+        threads = 32 * self.num_warps
+        registers = self._operand_elements() * element_size / 4 + 16 * self.block_b * self.block_h
+        return registers / threads / min(255, 65536 // threads)
 
     def constexprs(self):
         """The layout as the kernels' constexpr arguments."""
         return {"BLOCK_B": self.block_b, "BLOCK_H": self.block_h, "H_PAD": self.hidden_pad,
-                "PROGRAMS_H": self.programs_h, "HIDDEN_ON_CHIP": self.hidden_on_chip}
+                "PROGRAMS_H": self.programs_h, "HIDDEN_ON_CHIP": self.hidden_on_chip,
+                "BLOCK_K": self.block_k or self.hidden_pad}
 
     def launch_options(self):
         """Keyword arguments of the launch. With more than one program the driver must
         make the whole grid resident at once (cooperative launch), or the barrier could
         wait forever for a program queued behind another kernel's."""
-        return {"num_warps": self.num_warps, "launch_cooperative_grid": self.programs > 1}
+        return {"num_warps": self.num_warps, "num_stages": NUM_STAGES, "launch_cooperative_grid": self.programs > 1}
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,7 +162,8 @@ def sweep_configs(hidden_size: int, batch_size: int, dtype: torch.dtype, device:
     On the interpreter programs run one after another, so the only layout is one
     program for everything (a barrier with more programs would never open). On a GPU
     every candidate fits ``SHARED_MEMORY_BUDGET`` and has at most one program per
-    SM; an empty list means the persistent sweep cannot run this shape.
+    SM; those past ``REGISTER_BUDGET`` come last. An empty list means the persistent
+    sweep cannot run this shape.
     """
     hidden_pad = next_power_of_2(hidden_size)
     if device.type != "cuda":
@@ -138,20 +174,63 @@ def sweep_configs(hidden_size: int, batch_size: int, dtype: torch.dtype, device:
 @functools.lru_cache(maxsize=None)
 def _gpu_configs(hidden_size, batch_size, element_size, multiprocessors):
     hidden_pad = next_power_of_2(hidden_size)
-    configs = []
-    block_b = min(next_power_of_2(batch_size), 64)
-    programs_b = triton.cdiv(batch_size, block_b)
     widths = [w for w in (PREFERRED_BLOCK_H, 8, 4, 32, 64, 128, 256) if w <= hidden_pad]
     if hidden_pad <= 64:
         widths.insert(0, hidden_pad)  # small H: one program, h in registers
-    for block_h in dict.fromkeys(widths):
-        programs_h = triton.cdiv(hidden_size, block_h)
-        num_warps = 8 if block_b * block_h * 4 >= 4096 else 4
-        config = SweepConfig(block_b, block_h, hidden_pad, programs_h, programs_b, num_warps,
-                             hidden_on_chip=programs_h == 1 and block_h == hidden_pad)
-        if config.programs <= multiprocessors and config.shared_memory_bytes(element_size) <= SHARED_MEMORY_BUDGET:
-            configs.append(config)
-    return tuple(configs)
+    within_budget, over_budget = [], []
+    for block_b in dict.fromkeys(min(next_power_of_2(batch_size), rows) for rows in (64, 128, 256)):
+        programs_b = triton.cdiv(batch_size, block_b)
+        for block_h in dict.fromkeys(widths):
+            programs_h = triton.cdiv(hidden_size, block_h)
+            if programs_h * programs_b <= multiprocessors:
+                config = _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size)
+                if config is not None:
+                    fits = config.register_pressure(element_size) <= REGISTER_BUDGET
+                    (within_budget if fits else over_budget).append(config)
+    # Past the register budget a kernel spills (slower, still right): better than no sweep
+    # when nothing fits, e.g. B = 256 with H = 1024.
+    over_budget.sort(key=lambda config: config.register_pressure(element_size))
+    return tuple(within_budget + over_budget)
+
+
+def _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size):
+    """The widest reduction chunk, then the fewest warps, that fit the budgets; failing the
+    register budget, the one with the least register pressure within ``REGISTER_LIMIT``."""
+    candidates = []
+    for block_k in dict.fromkeys(k for k in (hidden_pad, 128, 64, 32) if k <= hidden_pad):
+        for num_warps in (4, 8, 16):
+            config = SweepConfig(block_b, block_h, hidden_pad, programs_h, programs_b, num_warps,
+                                 hidden_on_chip=programs_h == 1 and block_h == block_k == hidden_pad,
+                                 block_k=block_k)
+            pressure = config.register_pressure(element_size)
+            if config.shared_memory_bytes(element_size) <= SHARED_MEMORY_BUDGET and pressure <= REGISTER_LIMIT:
+                if pressure <= REGISTER_BUDGET:
+                    return config
+                candidates.append(config)
+    return min(candidates, key=lambda config: config.register_pressure(element_size), default=None)
+
+
+def first_launchable(configs, compile_kernels) -> Optional[SweepConfig]:
+    """The first of ``configs`` whose kernels compile and fit one SM, or ``None``.
+
+    ``compile_kernels(config)`` returns the compiled kernels (``JITFunction.warmup``);
+    a config is tried only when the ones before it failed, so a working shape compiles
+    once. On the interpreter nothing is compiled: the first config.
+    """
+    if interpreting() or not configs:
+        return configs[0] if configs else None
+    properties = torch.cuda.get_device_properties(torch.cuda.current_device())
+    registers = getattr(properties, "regs_per_multiprocessor", 65536)
+    for config in configs:
+        try:
+            kernels = compile_kernels(config)
+            for kernel in kernels:
+                kernel._init_handles()  # raises OutOfResources past the device's shared memory
+        except OutOfResources:
+            continue
+        if all(kernel.n_regs * 32 * config.num_warps <= registers for kernel in kernels):
+            return config
+    return None
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -239,3 +318,56 @@ def join_gates(z_i, z_f, z_g, z_o, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr)
     z = tl.join(tl.join(z_i, z_g), tl.join(z_f, z_o))
     return tl.reshape(z, (BLOCK_B, 4 * BLOCK_H))
 
+
+@triton.jit
+def _reduction_offsets(o_r, H, GATES: tl.constexpr):
+    """Offsets of reduction indices ``o_r`` in a row of ``h`` (``GATES == 1``: unit ``k``) or
+    of ``dz`` (``GATES == 4``: ``r = 4k + gate``, stored gate-major), and which are in range."""
+    if GATES == 1:
+        return o_r, o_r < H
+    else:
+        unit = o_r // 4
+        return (o_r % 4) * H + unit, unit < H
+
+
+@triton.jit
+def load_resident_slice(p_w, m_w, GATES: tl.constexpr, H, BLOCK_K: tl.constexpr, H_PAD: tl.constexpr):
+    """A program's whole weight slice ``(GATES·H_PAD, N)``, kept in registers for the sweep,
+    when the reduction is not split (``BLOCK_K == H_PAD``); else ``None``.
+
+    ``p_w`` ``(1, N)`` points at reduction index 0 of each column: ``W_hh`` rows for the
+    forward (``GATES == 1``, the reduction runs along a row), ``W_hh`` columns for the
+    backward (``GATES == 4``, the reduction runs down the ``4H`` rows).
+    """
+    if BLOCK_K == H_PAD:
+        off, m_r = _reduction_offsets(tl.arange(0, GATES * H_PAD), H, GATES)
+        w_off = off * H if GATES == 4 else off
+        return tl.load(p_w + w_off[:, None], mask=m_r[:, None] & m_w, other=0.0)
+    else:
+        return None
+
+
+@triton.jit
+def exchanged_product(p_rows, m_rows, p_w, m_w, b_w, GATES: tl.constexpr, H, BLOCK_M: tl.constexpr,
+                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, H_PAD: tl.constexpr,
+                      INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """``v @ W_slice`` ``(BLOCK_M, BLOCK_N)`` float32, ``v`` read from global rows ``p_rows``
+    ``(BLOCK_M, 1)`` that other programs wrote (``h_{t-1}`` or ``dz``).
+
+    With ``BLOCK_K == H_PAD`` the slice is ``b_w`` (registers, :func:`load_resident_slice`);
+    otherwise the reduction runs in chunks of ``GATES·BLOCK_K`` and re-reads the slice,
+    which then stays in L1/L2 instead of registers.
+    """
+    if BLOCK_K == H_PAD:
+        off, m_r = _reduction_offsets(tl.arange(0, GATES * H_PAD), H, GATES)
+        b_v = tl.load(p_rows + off[None, :], mask=m_rows & m_r[None, :], other=0.0, cache_modifier=".cg")
+        return dot(b_v, b_w, INPUT_PRECISION, UPCAST_DOT)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for r0 in range(0, GATES * H, GATES * BLOCK_K):
+            off, m_r = _reduction_offsets(r0 + tl.arange(0, GATES * BLOCK_K), H, GATES)
+            w_off = off * H if GATES == 4 else off
+            b_v = tl.load(p_rows + off[None, :], mask=m_rows & m_r[None, :], other=0.0, cache_modifier=".cg")
+            b_wk = tl.load(p_w + w_off[:, None], mask=m_r[:, None] & m_w, other=0.0)
+            acc += dot(b_v, b_wk, INPUT_PRECISION, UPCAST_DOT)
+        return acc

@@ -8,6 +8,7 @@ Shape letters: T steps, B batch, I input size, H hidden size.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -18,10 +19,12 @@ import triton.language as tl
 from ..reference.g2 import EPS
 from ..sweep import Sweep
 from . import common
-from .common import dot, grid_barrier, input_guard, join_gates, sigmoid, split_gates, tanh
+from .common import (dot, exchanged_product, grid_barrier, input_guard, join_gates, load_resident_slice, sigmoid,
+                     split_gates, tanh)
 from .noise import logistic_noise
 
-NO_NOISE, NOISE_TENSOR, NOISE_PHILOX = 0, 1, 2
+# Where the G2 gate noise comes from (the NOISE constexpr).
+NO_NOISE, NOISE_TENSOR, NOISE_PHILOX = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 
 
 @triton.heuristics({
@@ -37,8 +40,8 @@ def _lstm_fwd_kernel(
     T, B, H, inv_temperature, noise_prob,
     REVERSE: tl.constexpr, HARD_GATES: tl.constexpr, HAS_LENGTHS: tl.constexpr, SAVE: tl.constexpr,
     NOISE: tl.constexpr, EPS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    H_PAD: tl.constexpr, PROGRAMS_H: tl.constexpr, HIDDEN_ON_CHIP: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    UPCAST_DOT: tl.constexpr,
+    H_PAD: tl.constexpr, PROGRAMS_H: tl.constexpr, HIDDEN_ON_CHIP: tl.constexpr, BLOCK_K: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
     """Program ``(i_h, i_b)``: hidden units ``[i_h·BLOCK_H, +BLOCK_H)`` of rows ``[i_b·BLOCK_B, +BLOCK_B)``.
 
@@ -51,16 +54,15 @@ def _lstm_fwd_kernel(
     DTYPE = states.dtype.element_ty
     o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
     o_j = i_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    o_k = tl.arange(0, H_PAD)
-    m_b, m_j, m_k = o_b < B, o_j < H, o_k < H
+    m_b, m_j = o_b < B, o_j < H
     m_bj = m_b[:, None] & m_j[None, :]
-    m_bk = m_b[:, None] & m_k[None, :]
 
     # This program's slice of W_hh, transposed: (H_PAD, 4·BLOCK_H), column 4j + gate.
     o_n = tl.arange(0, 4 * BLOCK_H)
     n_unit = i_h * BLOCK_H + o_n // 4
-    p_w = w_hh + ((o_n % 4) * H + n_unit)[None, :] * H + o_k[:, None]
-    b_w = tl.load(p_w, mask=m_k[:, None] & (n_unit < H)[None, :], other=0.0)
+    m_n = n_unit < H
+    p_w = w_hh + ((o_n % 4) * H + n_unit)[None, :] * H
+    b_w = load_resident_slice(p_w, m_n[None, :], 1, H, BLOCK_K, H_PAD)
 
     p_own = o_b[:, None] * H + o_j[None, :]
     b_h = tl.load(h0 + p_own, mask=m_bj, other=0.0).to(tl.float32)
@@ -90,13 +92,13 @@ def _lstm_fwd_kernel(
 
         # h_{t-1} of every hidden unit: in registers, or from the other programs.
         if HIDDEN_ON_CHIP:
-            b_h_all = b_h.to(DTYPE)
+            z = dot(b_h.to(DTYPE), b_w, INPUT_PRECISION, UPCAST_DOT)
         else:
             grid_barrier(counters + i_b, (s + 1) * PROGRAMS_H)
-            p_prev = tl.where(s == 0, h0 + o_b[:, None] * H + o_k[None, :],
-                              states + (t_prev * B + o_b).to(tl.int64)[:, None] * H + o_k[None, :])
-            b_h_all = tl.load(p_prev, mask=m_bk, other=0.0, cache_modifier=".cg")
-        r_i, r_f, r_g, r_o = split_gates(dot(b_h_all, b_w, INPUT_PRECISION, UPCAST_DOT), BLOCK_B, BLOCK_H)
+            p_prev = tl.where(s == 0, h0 + o_b[:, None] * H, states + (t_prev * B + o_b).to(tl.int64)[:, None] * H)
+            z = exchanged_product(p_prev, m_b[:, None], p_w, m_n[None, :], b_w, 1, H, BLOCK_B, 4 * BLOCK_H,
+                                  BLOCK_K, H_PAD, INPUT_PRECISION, UPCAST_DOT)
+        r_i, r_f, r_g, r_o = split_gates(z, BLOCK_B, BLOCK_H)
         z_i += r_i
         z_f += r_f
         z_g += r_g
@@ -139,8 +141,8 @@ def _lstm_bwd_kernel(
     dz, d_h0, d_c0, counters,
     T, B, H, inv_temperature,
     REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
-    H_PAD: tl.constexpr, PROGRAMS_H: tl.constexpr, HIDDEN_ON_CHIP: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    UPCAST_DOT: tl.constexpr,
+    H_PAD: tl.constexpr, PROGRAMS_H: tl.constexpr, HIDDEN_ON_CHIP: tl.constexpr, BLOCK_K: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
     """The reverse sweep (SPEC §2): writes ``dz (T, B, 4H)``, ``d_h0``, ``d_c0 (B, H)`` float32.
 
@@ -157,11 +159,8 @@ def _lstm_bwd_kernel(
     m_bj = m_b[:, None] & m_j[None, :]
 
     # W_hh columns of this program's units: (4·H_PAD, BLOCK_H), row 4k + gate.
-    o_r = tl.arange(0, 4 * H_PAD)
-    r_unit = o_r // 4
-    r_row = (o_r % 4) * H + r_unit
-    m_r = r_unit < H
-    b_w = tl.load(w_hh + r_row[:, None] * H + o_j[None, :], mask=m_r[:, None] & m_j[None, :], other=0.0)
+    p_w = w_hh + o_j[None, :]
+    b_w = load_resident_slice(p_w, m_j[None, :], 4, H, BLOCK_K, H_PAD)
 
     p_own = o_b[:, None] * H + o_j[None, :]
     b_dh = tl.load(d_h_n + p_own, mask=m_bj, other=0.0).to(tl.float32)
@@ -187,12 +186,12 @@ def _lstm_bwd_kernel(
 
         # δh from step t_next: dz_{t_next} W_hh over every unit's dz.
         if HIDDEN_ON_CHIP:
-            b_dz_all = b_dz
+            b_dh += dot(b_dz, b_w, INPUT_PRECISION, UPCAST_DOT)
         else:
             grid_barrier(counters + i_b, (s + 1) * PROGRAMS_H)
-            p_dz = dz + (t_next * B + o_b).to(tl.int64)[:, None] * (4 * H) + r_row[None, :]
-            b_dz_all = tl.load(p_dz, mask=(m_b[:, None] & m_r[None, :]) & (s > 0), other=0.0, cache_modifier=".cg")
-        b_dh += dot(b_dz_all, b_w, INPUT_PRECISION, UPCAST_DOT)
+            p_next = dz + (t_next * B + o_b).to(tl.int64)[:, None] * (4 * H)
+            b_dh += exchanged_product(p_next, m_b[:, None] & (s > 0), p_w, m_j[None, :], b_w, 4, H, BLOCK_B,
+                                      BLOCK_H, BLOCK_K, H_PAD, INPUT_PRECISION, UPCAST_DOT)
 
         if HAS_LENGTHS:
             active = (t < b_len)[:, None]
@@ -225,13 +224,12 @@ def _lstm_bwd_kernel(
 
     # δh_0 from the first forward step's dz.
     if HIDDEN_ON_CHIP:
-        b_dz_all = b_dz
+        b_dh += dot(b_dz, b_w, INPUT_PRECISION, UPCAST_DOT)
     else:
         grid_barrier(counters + i_b, (T + 1) * PROGRAMS_H)
-        t_first = T - 1 if REVERSE else 0
-        p_dz = dz + (t_first * B + o_b).to(tl.int64)[:, None] * (4 * H) + r_row[None, :]
-        b_dz_all = tl.load(p_dz, mask=m_b[:, None] & m_r[None, :], other=0.0, cache_modifier=".cg")
-    b_dh += dot(b_dz_all, b_w, INPUT_PRECISION, UPCAST_DOT)
+        p_first = dz + ((T - 1 if REVERSE else 0) * B + o_b).to(tl.int64)[:, None] * (4 * H)
+        b_dh += exchanged_product(p_first, m_b[:, None], p_w, m_j[None, :], b_w, 4, H, BLOCK_B,
+                                  BLOCK_H, BLOCK_K, H_PAD, INPUT_PRECISION, UPCAST_DOT)
     tl.store(d_h0 + p_own, b_dh, mask=m_bj)
     tl.store(d_c0 + p_own, b_dc, mask=m_bj)
 
@@ -321,9 +319,34 @@ class LSTMFunction(torch.autograd.Function):
 
 
 def config_for(sweep: Sweep):
-    """The layout for ``sweep``, or ``None`` when no layout runs it."""
-    configs = common.sweep_configs(sweep.hidden_size, sweep.batch_size, sweep.dtype, sweep.device)
-    return configs[0] if configs else None
+    """The layout for ``sweep``, or ``None`` when no layout runs it on this device."""
+    device_index = sweep.device.index if sweep.device.type == "cuda" else None
+    if device_index is None and sweep.device.type == "cuda":
+        device_index = torch.cuda.current_device()
+    return _launchable_config(sweep.hidden_size, sweep.batch_size, sweep.dtype, sweep.device.type, device_index)
+
+
+@functools.lru_cache(maxsize=None)
+def _launchable_config(hidden_size, batch_size, dtype, device_type, device_index):
+    device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
+    configs = common.sweep_configs(hidden_size, batch_size, dtype, device)
+    if device_type == "cuda":
+        with torch.cuda.device(device):
+            return common.first_launchable(configs, functools.partial(_compile, hidden_size, batch_size, dtype))
+    return common.first_launchable(configs, None)
+
+
+def _compile(hidden_size, batch_size, dtype, config):
+    """Compiles (without launching) the forward with every optional input and the backward."""
+    f32, i32, i64 = torch.float32, torch.int32, torch.int64
+    layout = dict(grid=config.grid, **config.constexprs(), **config.launch_options(), **common.dot_options(dtype))
+    forward = _lstm_fwd_kernel.warmup(
+        dtype, dtype, dtype, dtype, i64, None, i64, dtype, dtype, f32, f32, dtype, dtype, i32,
+        2, batch_size, hidden_size, 1.0, 1.0, REVERSE=False, HARD_GATES=False, EPS=EPS, **layout)
+    backward = _lstm_bwd_kernel.warmup(
+        dtype, f32, f32, f32, i64, dtype, dtype, dtype, dtype, f32, f32, i32,
+        2, batch_size, hidden_size, 1.0, REVERSE=False, **layout)
+    return forward, backward
 
 
 def unsupported(sweep: Sweep) -> Optional[str]:

@@ -1,0 +1,333 @@
+"""The Triton sweeps beyond the parity suite: every layout of the persistent kernels,
+G2 noise (reproducibility, regeneration, statistics), and on a GPU multi-program
+grids, awkward sizes, long sequences, concurrent streams and CUDA-graph capture.
+
+On CPU the kernels run on the Triton interpreter (``conftest.py`` sets
+``TRITON_INTERPRET=1``), one program after another: there, only layouts whose grid
+barrier has a single program per batch group can run (they still take the barrier).
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+import fusedrnn  # noqa: E402
+from fusedrnn import dispatch, functional  # noqa: E402
+from fusedrnn.sweep import Sweep  # noqa: E402
+from fusedrnn.triton_kernels import backend as triton_backend, common, lstm, noise  # noqa: E402
+
+from conftest import assert_close, random_weights, tolerance  # noqa: E402
+from test_parity import run_case  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_interpreter = pytest.mark.skipif(not common.interpreting(), reason="needs TRITON_INTERPRET=1 (no CUDA)")
+G2_DEVICES = ["cuda"] if CUDA else ["cpu"]
+
+SweepConfig = common.SweepConfig
+# Layouts the interpreter can run, for (T, B, I, H) = (5, 20, 24, 40): H_PAD = 64.
+CPU_LAYOUTS = {
+    "registers": SweepConfig(32, 64, 64, 1, 1, hidden_on_chip=True),
+    "exchange": SweepConfig(32, 64, 64, 1, 1),
+    "chunked": SweepConfig(32, 64, 64, 1, 1, block_k=16),
+    "batch-groups": SweepConfig(16, 64, 64, 1, 2, hidden_on_chip=True),
+    "batch-groups-chunked": SweepConfig(16, 64, 64, 1, 2, block_k=32),
+}
+VARIANTS = {"forward": (False, False), "reverse-lengths": (True, True)}  # (lengths, reverse)
+
+
+def assert_matches(pairs, dtype, device, label):
+    for name, actual, expected in pairs:
+        assert_close(f"{label}: {name}", actual, expected, tolerance(dtype, device))
+
+
+def force_layout(monkeypatch, config):
+    monkeypatch.setattr(lstm, "config_for", lambda sweep: config)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("case", ["lstm", "g2-noisy"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("layout", list(CPU_LAYOUTS))
+def test_every_layout_matches_reference(monkeypatch, layout, dtype, case, variant):
+    force_layout(monkeypatch, CPU_LAYOUTS[layout])
+    lengths, reverse = VARIANTS[variant]
+    pairs = run_case("triton", case, (5, 20, 24, 40), dtype, "cpu", lengths, reverse)
+    assert_matches(pairs, dtype, "cpu", f"{layout}/{case}")
+
+
+def test_declines_what_it_cannot_run(monkeypatch):
+    def sweep(cell, dtype=torch.float32):
+        weights = [torch.randn(16, 4, dtype=dtype), torch.randn(16, 4, dtype=dtype), None, None]
+        state = torch.zeros(2, 4, dtype=dtype)
+        return Sweep(cell, torch.randn(3, 2, 4, dtype=dtype), state, state, *weights)
+
+    if dispatch.unavailable_reason("triton") is not None:
+        pytest.skip(dispatch.unavailable_reason("triton"))
+    # A cell missing from the routing table is declined, not run.
+    monkeypatch.delitem(triton_backend.CELLS, "mogrifier", raising=False)
+    with pytest.raises(fusedrnn.BackendUnavailableError, match="not implemented"):
+        dispatch.select("triton", sweep("mogrifier"))
+    with pytest.raises(fusedrnn.BackendUnavailableError, match="dtype"):
+        dispatch.select("triton", sweep("lstm", torch.float64))
+    # "auto" never picks the interpreter for CPU tensors.
+    assert dispatch.select("auto", sweep("lstm")).name != "triton"
+
+
+@needs_interpreter
+def test_module_layers_and_directions_match_torch():
+    torch_lstm = torch.nn.LSTM(6, 10, num_layers=2, bidirectional=True, batch_first=True)
+    fused = fusedrnn.LSTM.from_torch(torch_lstm, backend="triton")
+    x = torch.randn(3, 5, 6)
+    results = []
+    for module in (fused, torch_lstm):
+        x_ = x.clone().requires_grad_()
+        out, (h_n, c_n) = module(x_)
+        (out.square().sum() + h_n.sum() + c_n.sum()).backward()
+        results.append([out, h_n, c_n, x_.grad] + [p.grad for p in module.parameters()])
+    for index, (actual, expected) in enumerate(zip(*results)):
+        assert_close(f"tensor {index}", actual, expected, 1e-5)
+
+
+# G2 noise ---------------------------------------------------------------------------
+
+def g2_inputs(device, shape=(6, 4, 8, 24), dtype=torch.float32):
+    seq_len, batch_size, input_size, hidden_size = shape
+    weights = {k: v.to(device, dtype) for k, v in random_weights("g2", input_size, hidden_size).items()}
+    x = torch.randn(seq_len, batch_size, input_size, device=device, dtype=dtype)
+    return x, weights
+
+
+def g2_run(x, weights, backend, **options):
+    """Output, final states and the gradients of every input of one G2 call."""
+    leaves = [x.clone().requires_grad_()] + [w.clone().requires_grad_() for w in weights.values()]
+    out, (h_n, c_n) = functional.g2_lstm(leaves[0], **dict(zip(weights, leaves[1:])), backend=backend, **options)
+    loss = (out.double() * torch.linspace(-1, 1, out.numel(), device=out.device).view_as(out)).sum() + h_n.sum()
+    return [out, h_n, c_n] + list(torch.autograd.grad(loss, leaves))
+
+
+@pytest.mark.parametrize("device", G2_DEVICES)
+def test_g2_same_seed_is_bitwise_identical(device):
+    x, weights = g2_inputs(device)
+    options = dict(gate_mode="noisy", noise_prob=0.7, temperature=0.8)
+    torch.manual_seed(1234)
+    first = g2_run(x, weights, "triton", **options)
+    torch.manual_seed(1234)
+    again = g2_run(x, weights, "triton", **options)
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+    other = g2_run(x, weights, "triton", **options)  # the generator moved on: new noise
+    assert not torch.equal(first[0], other[0])
+
+
+@pytest.mark.parametrize("noise_prob", [1.0, 0.4])
+@pytest.mark.parametrize("device", G2_DEVICES)
+def test_g2_regenerated_noise_reproduces_the_call(device, noise_prob):
+    x, weights = g2_inputs(device)
+    options = dict(gate_mode="noisy", noise_prob=noise_prob, temperature=1.3)
+    generator = torch.cuda if device == "cuda" else torch
+    state = generator.get_rng_state()
+    actual = g2_run(x, weights, "triton", **options)
+    generator.set_rng_state(state)
+    seq_len, batch_size, hidden_size = x.shape[0], x.shape[1], weights["weight_hh"].shape[1]
+    drawn = noise.sample_noise(seq_len, batch_size, hidden_size, noise_prob, device=device)
+    expected = g2_run(x.double().cpu(), {k: v.double().cpu() for k, v in weights.items()}, "reference",
+                      noise=drawn.cpu(), **options)
+    for name, a, e in zip(["output", "h_n", "c_n", "grad x"] + [f"grad {k}" for k in weights], actual, expected):
+        assert_close(name, a, e, tolerance(torch.float32, device))
+
+
+def logistic_cdf(values):
+    return torch.sigmoid(values)
+
+
+@pytest.mark.parametrize("device", G2_DEVICES)
+def test_noise_is_logistic_and_independent(device):
+    shape = (256, 64, 512) if device == "cuda" else (48, 16, 128)
+    seed = noise.draw_seed(device)
+    drawn = noise.noise_from_seed(seed, *shape).double().cpu()  # (T, B, 2, H)
+    samples = drawn.flatten()
+    n = samples.numel()
+    assert abs(samples.mean().item()) < 5 * math.sqrt(math.pi ** 2 / 3 / n)
+    assert samples.var().item() == pytest.approx(math.pi ** 2 / 3, rel=0.03)
+    # Kolmogorov-Smirnov against the logistic CDF; 1.95/√n is the 0.1% critical value.
+    ordered = samples.sort().values
+    cdf = logistic_cdf(ordered)
+    ecdf_hi = torch.arange(1, n + 1, dtype=torch.float64) / n
+    statistic = torch.maximum(ecdf_hi - cdf, cdf - (ecdf_hi - 1 / n)).max().item()
+    assert statistic < 1.95 / math.sqrt(n)
+    # Independent across steps, gates, rows and units: correlations within 5 standard errors.
+    pairs = {"steps": (drawn[1:], drawn[:-1]), "gates": (drawn[:, :, 0], drawn[:, :, 1]),
+             "rows": (drawn[:, 1:], drawn[:, :-1]), "units": (drawn[..., 1:], drawn[..., :-1])}
+    for name, (a, b) in pairs.items():
+        correlation = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()
+        assert abs(correlation) < 5 / math.sqrt(a.numel()), f"{name}: correlation {correlation:.4f}"
+
+
+@pytest.mark.parametrize("device", G2_DEVICES)
+def test_noise_prob_keeps_that_fraction(device):
+    shape = (32, 16, 128)
+    drawn = noise.noise_from_seed(noise.draw_seed(device), *shape, noise_prob=0.3).cpu()
+    kept = (drawn != 0).double().mean().item()
+    n = drawn.numel()
+    assert abs(kept - 0.3) < 5 * math.sqrt(0.3 * 0.7 / n)
+
+
+# Offline GPU compilation (CPU CI) ------------------------------------------------------
+
+@pytest.mark.parametrize("dtype, config", [
+    ("bfloat16", dict(block_b=16, block_h=16, hidden_pad=256, programs_h=16, programs_b=1, num_warps=8)),
+    ("float32", dict(block_b=16, block_h=16, hidden_pad=256, programs_h=16, programs_b=1, num_warps=8, block_k=64)),
+    ("float16", dict(block_b=16, block_h=64, hidden_pad=64, programs_h=1, programs_b=1, hidden_on_chip=True)),
+], ids=["bfloat16-exchange", "float32-chunked", "float16-registers"])
+def test_kernels_compile_for_h100(dtype, config):
+    """The GPU compiler accepts the kernels (the interpreter is laxer); in a subprocess,
+    since the interpreter replaces the kernels in this one."""
+    environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    command = [sys.executable, "-m", "fusedrnn.triton_kernels.offline", "--dtype", dtype,
+               "--config", json.dumps(config)]
+    result = subprocess.run(command, env=environment, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for kernel, used in json.loads(result.stdout).items():
+        assert used["shared_bytes"] <= 227 * 1024, f"{kernel}: {used}"
+        assert 0 < used["registers"] <= 255, f"{kernel}: {used}"
+
+
+# GPU ------------------------------------------------------------------------------------
+
+GPU_SHAPES = {  # (T, B, I, H)
+    "T33-B5-I24-H40": (33, 5, 24, 40),
+    "T17-B1-I7-H100": (17, 1, 7, 100),
+    "T1-B8-I16-H64": (1, 8, 16, 64),
+    "T20-B64-I96-H256": (20, 64, 96, 256),
+    "T9-B3-I5-H1024": (9, 3, 5, 1024),
+    "T6-B130-I8-H48": (6, 130, 8, 48),
+}
+GPU_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+def test_issue_shapes_have_a_layout_on_an_h100(dtype):
+    """Issue 4's benchmark shapes (B, H) get a persistent layout on 132 SMs (pure Python)."""
+    for batch_size, hidden_size in [(16, 256), (64, 512), (64, 1024), (256, 1024), (16, 768), (8, 128)]:
+        configs = common._gpu_configs(hidden_size, batch_size, dtype.itemsize, 132)
+        assert configs, f"B={batch_size} H={hidden_size}: no layout"
+        for config in configs:
+            assert config.programs <= 132
+            assert config.block_b * config.programs_b >= batch_size
+            assert config.block_h * config.programs_h >= hidden_size
+            assert config.shared_memory_bytes(dtype.itemsize) <= common.SHARED_MEMORY_BUDGET
+            assert config.register_pressure(dtype.itemsize) <= common.REGISTER_LIMIT
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("shape", list(GPU_SHAPES.values()), ids=list(GPU_SHAPES))
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_gpu_awkward_sizes(shape, dtype, variant):
+    lengths, reverse = VARIANTS[variant]
+    pairs = run_case("triton", "lstm", shape, dtype, "cuda", lengths, reverse)
+    assert_matches(pairs, dtype, "cuda", "lstm")
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("case", ["g2-noisy", "g2-soft", "g2-hard"])
+@pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_gpu_g2_multi_program(dtype, case, variant):
+    lengths, reverse = VARIANTS[variant]
+    pairs = run_case("triton", case, GPU_SHAPES["T20-B64-I96-H256"], dtype, "cuda", lengths, reverse)
+    assert_matches(pairs, dtype, "cuda", case)
+
+
+@pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_gpu_every_candidate_layout(monkeypatch, dtype):
+    shape = (12, 24, 32, 200)
+    configs = common.sweep_configs(shape[3], shape[1], dtype, torch.device("cuda"))
+    assert any(config.programs_h > 1 for config in configs)
+    for config in configs:
+        monkeypatch.setattr(lstm, "config_for", lambda sweep, config=config: config)
+        pairs = run_case("triton", "lstm", shape, dtype, "cuda", True, False)
+        assert_matches(pairs, dtype, "cuda", str(config))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_gpu_layout_past_the_register_budget(dtype):
+    """B = 256, H = 1024 only has layouts past ``REGISTER_BUDGET`` (they spill)."""
+    pairs = run_case("triton", "lstm", (4, 256, 32, 1024), dtype, "cuda", True, True)
+    assert_matches(pairs, dtype, "cuda", "B=256 H=1024")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_gpu_long_sequence(dtype):
+    pairs = run_case("triton", "lstm", (4096, 2, 8, 32), dtype, "cuda", True, False)
+    assert_matches(pairs, dtype, "cuda", "T=4096")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_gpu_two_streams_at_once():
+    """Two sweeps whose grids together exceed the SMs, on two streams, both finish right."""
+    hidden_size = 2048
+    inputs = []
+    for _ in range(2):
+        x = torch.randn(64, 4, 32, device="cuda")
+        weights = {k: v.float().cuda() for k, v in random_weights("lstm", 32, hidden_size).items()}
+        inputs.append((x, weights))
+    config = lstm.config_for(Sweep("lstm", inputs[0][0], *[torch.zeros(4, hidden_size, device="cuda")] * 2,
+                                   **inputs[0][1]))
+    assert config is not None and 2 * config.programs > torch.cuda.get_device_properties(0).multi_processor_count
+    expected = [functional.lstm(x, **w, backend="triton")[0] for x, w in inputs]
+    streams = [torch.cuda.Stream() for _ in inputs]
+    torch.cuda.synchronize()
+    results = []
+    for stream, (x, w) in zip(streams, inputs):
+        with torch.cuda.stream(stream):
+            results.append(functional.lstm(x, **w, backend="triton")[0])
+    torch.cuda.synchronize()
+    for actual, reference in zip(results, expected):
+        assert torch.equal(actual, reference)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_gpu_cuda_graph_capture():
+    x, weights = g2_inputs("cuda", shape=(16, 8, 32, 128))
+    lengths = torch.tensor([16, 3, 9, 16, 1, 12, 16, 5], device="cuda")
+
+    def step():
+        lstm_out = functional.lstm(x, **weights, lengths=lengths, backend="triton")[0]
+        g2_out = functional.g2_lstm(x, **weights, gate_mode="noisy", backend="triton")[0]
+        return lstm_out, g2_out
+
+    eager_lstm, _ = step()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step()  # warm-up: compiles outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured_lstm, captured_g2 = step()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured_lstm, eager_lstm)
+    first_g2 = captured_g2.clone()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert not torch.equal(captured_g2, first_g2), "each replay must draw fresh noise"
