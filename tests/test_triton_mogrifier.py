@@ -5,6 +5,12 @@ multi-program split with its grid barriers.
 On CPU the kernels run on the Triton interpreter with one program (conftest sets
 ``TRITON_INTERPRET=1``); :func:`small_tiles` makes that program walk many tiles.
 """
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -14,6 +20,7 @@ from conftest import assert_close, map_tensors, random_weights, tolerance
 from fusedrnn import functional
 from fusedrnn.triton_kernels import mogrifier
 
+ROOT = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -89,6 +96,26 @@ def test_declines_more_rounds_than_unrolled():
     x = torch.randn(2, 1, 4, dtype=torch.float64)
     with pytest.raises(fusedrnn.BackendUnavailableError, match="unrolls at most"):
         functional.mogrifier_lstm(x.float(), **map_tensors(weights, torch.Tensor.float), backend="triton")
+
+
+# --------------------------------------------------------------------------- offline GPU compilation
+
+
+@pytest.mark.parametrize("dtype, rounds", [("float32", 5), ("bfloat16", 8), ("float16", 0)],
+                         ids=["float32-r5", "bfloat16-r8", "float16-r0"])
+def test_kernels_compile_for_h100(dtype, rounds):
+    """The sm_90 compiler accepts both kernels in the layout a GPU gets (the interpreter is
+    laxer); in a subprocess, since the interpreter replaces the kernels in this one."""
+    config = dict(programs=64, block_b=mogrifier.GPU_BLOCK_B, block_n=mogrifier.GPU_BLOCK_N,
+                  block_k=mogrifier.GPU_BLOCK_K, num_warps=mogrifier.GPU_NUM_WARPS)
+    environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    command = [sys.executable, "-m", "fusedrnn.triton_kernels.mogrifier_offline", "--dtype", dtype,
+               "--rounds", str(rounds), "--config", json.dumps(config)]
+    result = subprocess.run(command, env=environment, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for kernel, used in json.loads(result.stdout).items():
+        assert used["shared_bytes"] <= 227 * 1024, f"{kernel}: {used}"
+        assert 0 < used["registers"] <= 255, f"{kernel}: {used}"
 
 
 # --------------------------------------------------------------------------- GPU

@@ -14,7 +14,9 @@ the backward reads anyway (one slot per step and round), so no buffer is overwri
 while another program may still read it. A program always gets the same tiles of the
 same phase, so the state ``c`` and the backward's carried gradients need no barrier of
 their own. With ``P = 1`` (the CPU interpreter) the code path is the same and every
-barrier opens at once.
+barrier opens at once. No matrix stays in registers or shared memory: every phase
+re-reads its weight tiles in ``BLOCK_K`` chunks (from L2 once warm), the simplest split
+that runs any ``I``, ``H`` and ``r``; keeping slices resident is the next step for speed.
 
 Backward (SPEC §3): per step the LSTM backward gives ``dz``; the phases after it form
 ``g_x = dz W_ih``, ``g_h = dz W_hh`` and undo the rounds ``j = r..1``, each phase doing one
@@ -350,8 +352,7 @@ def _mogrifier_bwd_kernel(
             else:
                 tl.store(g_h + o_bn, b_g, mask=mask)
         # Rounds j = r..1: round j's product, then round j-1's elementwise part.
-        for done in tl.static_range(ROUNDS):
-            j: tl.constexpr = ROUNDS - done
+        for j in tl.static_range(ROUNDS, 0, -1):
             phase += 1
             grid_barrier(counter, phase * n_programs)
             if j % 2 == 0:  # g_x += da_j R_j
@@ -413,8 +414,11 @@ class MogrifierConfig:
         return {"num_warps": self.num_warps, "launch_cooperative_grid": self.programs > 1}
 
 
-#: Feature columns per tile and reduction chunk on a GPU (not yet tuned on an H100).
-GPU_BLOCK_N, GPU_BLOCK_K = 32, 64
+#: Tile layout on a GPU: at most 64 batch rows, 32 feature columns, 32-column reduction
+#: chunks, 8 warps. Not timed on an H100 yet; chosen because the sm_90 compiler keeps
+#: both kernels (nearly) free of register spills with it, where 64-column chunks or
+#: 4 warps spill 0.5 to 2 KB per thread (offline compile, tests/test_triton_mogrifier.py).
+GPU_BLOCK_B, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS = 64, 32, 32, 8
 
 
 def config_for(sweep: Sweep) -> MogrifierConfig:
@@ -425,10 +429,10 @@ def config_for(sweep: Sweep) -> MogrifierConfig:
         # The interpreter's cost is per operation, not per element: whole-width products.
         return MogrifierConfig(1, common.next_power_of_2(batch_size), common.next_power_of_2(features),
                                common.next_power_of_2(max(features, 4 * sweep.hidden_size)))
-    block_b = min(common.next_power_of_2(batch_size), 64)
+    block_b = min(common.next_power_of_2(batch_size), GPU_BLOCK_B)
     tiles = triton.cdiv(batch_size, block_b) * triton.cdiv(features, GPU_BLOCK_N)
     programs = min(tiles, common._multiprocessor_count(sweep.device.index or 0))
-    return MogrifierConfig(programs, block_b, GPU_BLOCK_N, GPU_BLOCK_K)
+    return MogrifierConfig(programs, block_b, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS)
 
 
 # --------------------------------------------------------------------------- host functions
