@@ -1,6 +1,6 @@
 """The Triton Mogrifier sweep beyond the shared parity suite: every round count, tiles
-that do not divide the sizes, the inference path, declined calls, and (on a GPU) the
-multi-program split with its grid barriers.
+that do not divide the sizes, the inference path, declined calls, the kernels' sm_90
+compile (no GPU needed), and (on a GPU) the multi-program split with its grid barriers.
 
 On CPU the kernels run on the Triton interpreter with one program (conftest sets
 ``TRITON_INTERPRET=1``); :func:`small_tiles` makes that program walk many tiles.
