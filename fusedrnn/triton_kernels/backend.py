@@ -4,12 +4,13 @@ from __future__ import annotations
 from typing import Optional
 
 from ..sweep import Sweep
-from . import common, g2, lstm
+from . import common, g2, lstm, mogrifier
 
 #: cell -> module with ``unsupported(sweep)`` and ``run(sweep)``.
 CELLS = {
     "lstm": lstm,
     "g2": g2,
+    "mogrifier": mogrifier,
 }
 
 

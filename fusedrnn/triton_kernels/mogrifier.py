@@ -1,0 +1,625 @@
+"""The Mogrifier LSTM sweep (SPEC §3) as Triton persistent kernels, forward and backward.
+
+Shape letters as in :mod:`fusedrnn.sweep`; ``r`` rounds, of which ``r_x = ⌈r/2⌉`` are
+odd (they gate ``x`` with an ``(I, H)`` matrix ``Q_j``) and ``r_h = ⌊r/2⌋`` even (they gate
+``h`` with an ``(H, I)`` matrix ``R_j``).
+
+Work split. ``x⁽ʲ⁾`` needs all of ``h⁽ʲ⁻¹⁾`` and the other way round, and the LSTM step
+needs all of the last ``x`` and ``h``: a step is ``r + 1`` phases that each need the whole
+result of the one before. ``P`` programs split every phase into ``(batch tile, feature
+tile)`` pairs, dealt round-robin, and meet at one grid barrier after each phase: ``r + 1``
+barriers per step, forward and backward, the fewest these dependencies allow without
+recomputing a round in every program. Phases exchange their results through the buffers
+the backward reads anyway (one slot per step and round), so no buffer is overwritten
+while another program may still read it. A program always gets the same tiles of the
+same phase, so the state ``c`` and the backward's carried gradients need no barrier of
+their own. With ``P = 1`` (the CPU interpreter) the code path is the same and every
+barrier opens at once. No matrix stays in registers or shared memory: every phase
+re-reads its weight tiles in ``BLOCK_K`` chunks (from L2 once warm), the simplest split
+that runs any ``I``, ``H`` and ``r``; keeping slices resident is the next step for speed.
+
+Backward (SPEC §3): per step the LSTM backward gives ``dz``; the phases after it form
+``g_x = dz W_ih``, ``g_h = dz W_hh`` and undo the rounds ``j = r..1``, each phase doing one
+round's product and the elementwise part of the round below it. Weight gradients are
+products over all ``T·B`` rows after the sweep.
+
+Low rank needs nothing here: the functional layer passes ``Q_j = Q_jᴸ Q_jᴿ`` multiplied
+out, and autograd carries the gradient on to the factors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from ..sweep import Sweep
+from . import common
+from .common import dot, grid_barrier, input_guard, sigmoid, tanh
+
+#: The most rounds the kernels unroll (the paper tunes ``r`` in 4..6).
+MAX_ROUNDS = 8
+
+
+# --------------------------------------------------------------------------- device functions
+
+
+@triton.jit
+def _tile(tile, N, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Offsets of the ``tile``-th ``(batch, feature)`` tile of a ``(B, N)`` phase."""
+    n_tiles = tl.cdiv(N, BLOCK_N)
+    offs_b = (tile // n_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_n = (tile % n_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
+    return offs_b, offs_n
+
+
+@triton.jit
+def _active(lengths, t, offs_b, B, HAS_LENGTHS: tl.constexpr):
+    """``(BLOCK_B, 1)``: whether each row takes step ``t`` (SPEC §5)."""
+    if HAS_LENGTHS:
+        active = t < tl.load(lengths + offs_b, mask=offs_b < B, other=0)
+    else:
+        active = offs_b >= 0
+    return active[:, None]
+
+
+@triton.jit
+def _product(acc, p_a, p_w, stride_wn, stride_wk, offs_b, offs_n, B, N, K,
+             BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """``acc + A[offs_b, :K] @ W[offs_n, :K]ᵀ``.
+
+    ``A`` is a row-major float32 ``(B, K)`` block that other programs wrote during this
+    sweep (read through L2, rounded to the weights' dtype for the product); ``W[n, k]``
+    lies at ``p_w + n·stride_wn + k·stride_wk``, so a matrix and its transpose share code.
+    """
+    mask_b = offs_b[:, None] < B
+    mask_n = offs_n[None, :] < N
+    # A half-precision product rounds A to 8 or 11 bits; for bfloat16 that costs up to
+    # twice SPEC's tolerance, so A enters as hi + lo (two products, both on tensor cores).
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        b_a = tl.load(p_a + offs_b[:, None] * K + offs_k[None, :], mask=mask_b & (offs_k[None, :] < K),
+                      other=0.0, cache_modifier=".cg")
+        b_w = tl.load(p_w + offs_n[None, :] * stride_wn + offs_k[:, None] * stride_wk,
+                      mask=mask_n & (offs_k[:, None] < K), other=0.0)
+        b_a_hi = b_a.to(b_w.dtype)
+        acc += dot(b_a_hi, b_w, INPUT_PRECISION, UPCAST_DOT)
+        if b_w.dtype == tl.bfloat16:
+            acc += dot((b_a - b_a_hi.to(tl.float32)).to(b_w.dtype), b_w, INPUT_PRECISION, UPCAST_DOT)
+    return acc
+
+
+@triton.jit
+def _gate_preactivation(gate, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H,
+                        HAS_BIAS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """One gate's ``z = x W_ihᵀ + h W_hhᵀ + b`` on a ``(batch, H)`` tile."""
+    z = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
+    z = _product(z, p_x, w_ih + gate * H * I, I, 1, offs_b, offs_n, B, H, I, BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
+    z = _product(z, p_h, w_hh + gate * H * H, H, 1, offs_b, offs_n, B, H, H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
+    if HAS_BIAS:
+        z += tl.load(bias + gate * H + offs_n, mask=offs_n < H, other=0.0)[None, :]
+    return z
+
+
+@triton.jit
+def _x_chain(x, xs, t, slot, J: tl.constexpr, stride_x, T_BUF):
+    """Pointer to ``x⁽ᴶ⁾`` of step ``t``: ``J`` odd, or ``-1`` for the input ``x_t``."""
+    if J < 0:
+        p = x + t * stride_x
+    else:
+        p = xs + ((J // 2) * T_BUF + slot) * stride_x
+    return p
+
+
+@triton.jit
+def _h_chain(hs, enter, slot, J: tl.constexpr, stride_h, T_BUF):
+    """Pointer to ``h⁽ᴶ⁾``, ``J`` even; ``h⁽⁰⁾ = h_{t-1}`` is the state, at slot ``enter``."""
+    if J == 0:
+        p = hs + enter * stride_h
+    else:
+        p = hs + ((J // 2) * T_BUF + slot) * stride_h
+    return p
+
+
+@triton.jit
+def _round_bias(q_bias, r_bias, J: tl.constexpr, offs_n, I, H):
+    """Round ``J``'s bias on a feature tile, ``(1, BLOCK_N)`` float32."""
+    if J % 2 == 1:
+        b = tl.load(q_bias + (J // 2) * I + offs_n, mask=offs_n < I, other=0.0)
+    else:
+        b = tl.load(r_bias + (J // 2 - 1) * H + offs_n, mask=offs_n < H, other=0.0)
+    return b.to(tl.float32)[None, :]
+
+
+@triton.jit
+def _round_gates(s_x, s_h, J: tl.constexpr, t, T, stride_x, stride_h):
+    """Pointer to round ``J``'s saved gates ``s_J`` of step ``t``."""
+    if J % 2 == 1:
+        p = s_x + ((J // 2) * T + t) * stride_x
+    else:
+        p = s_h + ((J // 2 - 1) * T + t) * stride_h
+    return p
+
+
+@triton.jit
+def _undo_round(g, J: tl.constexpr, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x, da_h,
+                T, I, H, stride_x, stride_h, T_BUF):
+    """Elementwise backward of round ``J`` on a tile of ``g`` (``g_x`` for odd ``J``, ``g_h``
+    for even): stores ``da = g ⊙ 2·chain⁽ᴶ⁻²⁾ ⊙ s_J(1 - s_J)`` and returns ``g ⊙ 2s_J``."""
+    if J % 2 == 1:
+        N = I
+        p_gated = _x_chain(x, xs, t, slot, J - 2, stride_x, T_BUF)
+    else:
+        N = H
+        p_gated = _h_chain(hs, enter, slot, J - 2, stride_h, T_BUF)
+    o_bn = offs_b[:, None] * N + offs_n[None, :]
+    p_da = _round_gates(da_x, da_h, J, t, T, stride_x, stride_h)
+    b_s = tl.load(_round_gates(s_x, s_h, J, t, T, stride_x, stride_h) + o_bn, mask=mask, other=0.0)
+    b_gated = tl.load(p_gated + o_bn, mask=mask, other=0.0).to(tl.float32)
+    tl.store(p_da + o_bn, g * 2 * b_gated * b_s * (1 - b_s), mask=mask)
+    return g * 2 * b_s
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+@triton.heuristics({
+    "HAS_LENGTHS": lambda args: args["lengths"] is not None,
+    "HAS_BIAS": lambda args: args["bias"] is not None,
+    "HAS_ROUND_BIAS": lambda args: args["q_bias"] is not None,
+    "SAVE": lambda args: args["gates"] is not None,
+})
+@triton.jit(do_not_specialize=["T"])
+def _mogrifier_fwd_kernel(
+    x, lengths, w_ih, w_hh, bias, q, r, q_bias, r_bias,
+    out, hs, xs, cs, s_x, s_h, gates, counter,
+    T, B, I, H, T_BUF,
+    ROUNDS: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HAS_ROUND_BIAS: tl.constexpr, SAVE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+):
+    """Forward sweep. Float32 buffers (``T_BUF = T + 1`` when saving for the backward, else 2):
+
+    - ``hs (r_h + 1, T_BUF, B, H)``: slot 0 is the state ``h`` (entering step ``t`` at
+      ``t + REVERSE``, leaving at ``t + 1 - REVERSE``), slot ``k`` is ``h⁽²ᵏ⁾`` of step ``t``;
+    - ``xs (r_x, T_BUF, B, I)``: slot ``k`` is ``x⁽²ᵏ⁺¹⁾``; ``cs (T_BUF, B, H)`` the state ``c``
+      (indexed like ``hs`` slot 0);
+    - when ``SAVE``: ``s_x (r_x, T, B, I)``, ``s_h (r_h, T, B, H)`` the round gates ``s_j``
+      and ``gates (T, B, 4H)`` the LSTM gates ``i, f, g, o``.
+    """
+    i_p = tl.program_id(0)
+    n_programs = tl.num_programs(0)
+    # Elements per step of a (B, I) and a (B, H) buffer, and per round matrix, in int64.
+    stride_x = tl.cast(B, tl.int64) * I
+    stride_h = tl.cast(B, tl.int64) * H
+    stride_w = tl.cast(I, tl.int64) * H
+    n_b = tl.cdiv(B, BLOCK_B)
+    phase = 0
+    for step in range(T):
+        t = T - 1 - step if REVERSE else step
+        slot = t % T_BUF
+        enter = (t + REVERSE) % T_BUF
+        leave = (t + 1 - REVERSE) % T_BUF
+        # Rounds: odd j gates x by h (I tiles), even j gates h by x (H tiles).
+        for j in tl.static_range(1, ROUNDS + 1):
+            if j % 2 == 1:
+                p_in = _h_chain(hs, enter, slot, j - 1, stride_h, T_BUF)
+                p_gated = _x_chain(x, xs, t, slot, j - 2, stride_x, T_BUF)
+                p_new = _x_chain(x, xs, t, slot, j, stride_x, T_BUF)
+                p_w, N, K = q + (j // 2) * stride_w, I, H
+            else:
+                p_in = _x_chain(x, xs, t, slot, j - 1, stride_x, T_BUF)
+                p_gated = _h_chain(hs, enter, slot, j - 2, stride_h, T_BUF)
+                p_new = _h_chain(hs, enter, slot, j, stride_h, T_BUF)
+                p_w, N, K = r + (j // 2 - 1) * stride_w, H, I
+            for tile in range(i_p, n_b * tl.cdiv(N, BLOCK_N), n_programs):
+                offs_b, offs_n = _tile(tile, N, BLOCK_B, BLOCK_N)
+                o_bn = offs_b[:, None] * N + offs_n[None, :]
+                mask = (offs_b[:, None] < B) & (offs_n[None, :] < N)
+                b_a = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
+                b_a = _product(b_a, p_in, p_w, K, 1, offs_b, offs_n, B, N, K, BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
+                if HAS_ROUND_BIAS:
+                    b_a += _round_bias(q_bias, r_bias, j, offs_n, I, H)
+                b_s = sigmoid(b_a)
+                b_gated = tl.load(p_gated + o_bn, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)
+                tl.store(p_new + o_bn, 2 * b_s * b_gated, mask=mask)
+                if SAVE:
+                    tl.store(_round_gates(s_x, s_h, j, t, T, stride_x, stride_h) + o_bn, b_s, mask=mask)
+            phase += 1
+            grid_barrier(counter, phase * n_programs)
+        # The LSTM step on the last x and h, per (batch, H) tile.
+        p_x = _x_chain(x, xs, t, slot, 2 * ((ROUNDS + 1) // 2) - 1, stride_x, T_BUF)
+        p_h = _h_chain(hs, enter, slot, 2 * (ROUNDS // 2), stride_h, T_BUF)
+        for tile in range(i_p, n_b * tl.cdiv(H, BLOCK_N), n_programs):
+            offs_b, offs_n = _tile(tile, H, BLOCK_B, BLOCK_N)
+            o_bn = offs_b[:, None] * H + offs_n[None, :]
+            mask = (offs_b[:, None] < B) & (offs_n[None, :] < H)
+            b_i = sigmoid(_gate_preactivation(0, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H, HAS_BIAS,
+                                              BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT))
+            b_f = sigmoid(_gate_preactivation(1, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H, HAS_BIAS,
+                                              BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT))
+            b_g = tanh(_gate_preactivation(2, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H, HAS_BIAS,
+                                           BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT))
+            b_o = sigmoid(_gate_preactivation(3, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H, HAS_BIAS,
+                                              BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT))
+            b_c_prev = tl.load(cs + enter * stride_h + o_bn, mask=mask, other=0.0)
+            b_h_prev = tl.load(hs + enter * stride_h + o_bn, mask=mask, other=0.0, cache_modifier=".cg")
+            b_c = b_f * b_c_prev + b_i * b_g
+            b_h = b_o * tanh(b_c)
+            # SPEC §5: a row past its length keeps its state and outputs zero.
+            active = _active(lengths, t, offs_b, B, HAS_LENGTHS)
+            tl.store(cs + leave * stride_h + o_bn, tl.where(active, b_c, b_c_prev), mask=mask)
+            tl.store(hs + leave * stride_h + o_bn, tl.where(active, b_h, b_h_prev), mask=mask)
+            tl.store(out + t * stride_h + o_bn, tl.where(active, b_h, 0.0).to(out.dtype.element_ty), mask=mask)
+            if SAVE:
+                p_gates = gates + t * 4 * stride_h + offs_b[:, None] * 4 * H + offs_n[None, :]
+                tl.store(p_gates, b_i, mask=mask)
+                tl.store(p_gates + H, b_f, mask=mask)
+                tl.store(p_gates + 2 * H, b_g, mask=mask)
+                tl.store(p_gates + 3 * H, b_o, mask=mask)
+        phase += 1
+        grid_barrier(counter, phase * n_programs)
+
+
+@triton.heuristics({"HAS_LENGTHS": lambda args: args["lengths"] is not None})
+@triton.jit(do_not_specialize=["T"])
+def _mogrifier_bwd_kernel(
+    x, lengths, w_ih, w_hh, q, r, d_out, hs, xs, cs, s_x, s_h, gates,
+    dz, da_x, da_h, g_x, g_h, d_h, d_c, d_x, counter,
+    T, B, I, H, T_BUF,
+    ROUNDS: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+):
+    """Backward sweep over the forward's saved buffers (``T_BUF = T + 1``).
+
+    Float32 ``d_h, d_c (B, H)`` carry ``∂L/∂h``, ``∂L/∂c`` from step to step (in: those of
+    ``h_n, c_n``; out: those of ``h_0, c_0``); ``g_x (B, I)``, ``g_h (B, H)`` hold the
+    gradients w.r.t. the current round's ``x`` and ``h`` between phases. Writes float32
+    ``dz (T, B, 4H)``, ``da_x (r_x, T, B, I)``, ``da_h (r_h, T, B, H)`` for the weight
+    gradients, and ``d_x (T, B, I)``.
+    """
+    i_p = tl.program_id(0)
+    n_programs = tl.num_programs(0)
+    stride_x = tl.cast(B, tl.int64) * I
+    stride_h = tl.cast(B, tl.int64) * H
+    stride_w = tl.cast(I, tl.int64) * H
+    n_b = tl.cdiv(B, BLOCK_B)
+    n_tiles_h = n_b * tl.cdiv(H, BLOCK_N)
+    n_tiles_i = n_b * tl.cdiv(I, BLOCK_N)
+    phase = 0
+    for step in range(T):
+        t = step if REVERSE else T - 1 - step
+        slot = t % T_BUF
+        enter = (t + REVERSE) % T_BUF
+        leave = (t + 1 - REVERSE) % T_BUF
+        # The LSTM step's backward (SPEC §2), per (batch, H) tile.
+        for tile in range(i_p, n_tiles_h, n_programs):
+            offs_b, offs_n = _tile(tile, H, BLOCK_B, BLOCK_N)
+            o_bn = offs_b[:, None] * H + offs_n[None, :]
+            mask = (offs_b[:, None] < B) & (offs_n[None, :] < H)
+            active = _active(lengths, t, offs_b, B, HAS_LENGTHS)
+            b_dout = tl.load(d_out + t * stride_h + o_bn, mask=mask, other=0.0).to(tl.float32)
+            b_dh = tl.load(d_h + o_bn, mask=mask, other=0.0) + tl.where(active, b_dout, 0.0)
+            b_dc = tl.load(d_c + o_bn, mask=mask, other=0.0)
+            p_gates = gates + t * 4 * stride_h + offs_b[:, None] * 4 * H + offs_n[None, :]
+            b_i = tl.load(p_gates, mask=mask, other=0.0)
+            b_f = tl.load(p_gates + H, mask=mask, other=0.0)
+            b_g = tl.load(p_gates + 2 * H, mask=mask, other=0.0)
+            b_o = tl.load(p_gates + 3 * H, mask=mask, other=0.0)
+            b_c_prev = tl.load(cs + enter * stride_h + o_bn, mask=mask, other=0.0)
+            b_tanh_c = tanh(tl.load(cs + leave * stride_h + o_bn, mask=mask, other=0.0))
+            b_dc_hat = b_dc + b_dh * b_o * (1 - b_tanh_c * b_tanh_c)
+            p_dz = dz + t * 4 * stride_h + offs_b[:, None] * 4 * H + offs_n[None, :]
+            tl.store(p_dz, tl.where(active, b_dc_hat * b_g * b_i * (1 - b_i), 0.0), mask=mask)
+            tl.store(p_dz + H, tl.where(active, b_dc_hat * b_c_prev * b_f * (1 - b_f), 0.0), mask=mask)
+            tl.store(p_dz + 2 * H, tl.where(active, b_dc_hat * b_i * (1 - b_g * b_g), 0.0), mask=mask)
+            tl.store(p_dz + 3 * H, tl.where(active, b_dh * b_tanh_c * b_o * (1 - b_o), 0.0), mask=mask)
+            # A row past its length passes its gradients through; an active row gets its
+            # recurrent ∂L/∂h_{t-1} added by the last phase of this step.
+            tl.store(d_c + o_bn, tl.where(active, b_dc_hat * b_f, b_dc), mask=mask)
+            tl.store(d_h + o_bn, tl.where(active, 0.0, b_dh), mask=mask)
+        phase += 1
+        grid_barrier(counter, phase * n_programs)
+        # g_x = dz W_ih and g_h = dz W_hh, then the elementwise part of round r.
+        p_dz = dz + t * 4 * stride_h
+        for tile in range(i_p, n_tiles_i, n_programs):
+            offs_b, offs_n = _tile(tile, I, BLOCK_B, BLOCK_N)
+            o_bn = offs_b[:, None] * I + offs_n[None, :]
+            mask = (offs_b[:, None] < B) & (offs_n[None, :] < I)
+            b_g = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
+            b_g = _product(b_g, p_dz, w_ih, 1, I, offs_b, offs_n, B, I, 4 * H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
+            if ROUNDS % 2 == 1:
+                b_g = _undo_round(b_g, ROUNDS, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x, da_h,
+                                  T, I, H, stride_x, stride_h, T_BUF)
+            if ROUNDS <= 1:
+                tl.store(d_x + t * stride_x + o_bn, b_g.to(d_x.dtype.element_ty), mask=mask)
+            else:
+                tl.store(g_x + o_bn, b_g, mask=mask)
+        for tile in range(i_p, n_tiles_h, n_programs):
+            offs_b, offs_n = _tile(tile, H, BLOCK_B, BLOCK_N)
+            o_bn = offs_b[:, None] * H + offs_n[None, :]
+            mask = (offs_b[:, None] < B) & (offs_n[None, :] < H)
+            b_g = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
+            b_g = _product(b_g, p_dz, w_hh, 1, H, offs_b, offs_n, B, H, 4 * H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
+            if ROUNDS >= 2 and ROUNDS % 2 == 0:
+                b_g = _undo_round(b_g, ROUNDS, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x, da_h,
+                                  T, I, H, stride_x, stride_h, T_BUF)
+            if ROUNDS == 0:
+                tl.store(d_h + o_bn, tl.load(d_h + o_bn, mask=mask, other=0.0) + b_g, mask=mask)
+            else:
+                tl.store(g_h + o_bn, b_g, mask=mask)
+        # Rounds j = r..1: round j's product, then round j-1's elementwise part.
+        for j in tl.static_range(ROUNDS, 0, -1):
+            phase += 1
+            grid_barrier(counter, phase * n_programs)
+            if j % 2 == 0:  # g_x += da_j R_j
+                p_da = da_h + ((j // 2 - 1) * T + t) * stride_h
+                p_w = r + (j // 2 - 1) * stride_w
+                for tile in range(i_p, n_tiles_i, n_programs):
+                    offs_b, offs_n = _tile(tile, I, BLOCK_B, BLOCK_N)
+                    o_bn = offs_b[:, None] * I + offs_n[None, :]
+                    mask = (offs_b[:, None] < B) & (offs_n[None, :] < I)
+                    b_g = tl.load(g_x + o_bn, mask=mask, other=0.0)
+                    b_g = _product(b_g, p_da, p_w, 1, I, offs_b, offs_n, B, I, H, BLOCK_K, INPUT_PRECISION,
+                                   UPCAST_DOT)
+                    b_g = _undo_round(b_g, j - 1, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x,
+                                      da_h, T, I, H, stride_x, stride_h, T_BUF)
+                    if j == 2:
+                        tl.store(d_x + t * stride_x + o_bn, b_g.to(d_x.dtype.element_ty), mask=mask)
+                    else:
+                        tl.store(g_x + o_bn, b_g, mask=mask)
+            else:  # g_h += da_j Q_j
+                p_da = da_x + ((j // 2) * T + t) * stride_x
+                p_w = q + (j // 2) * stride_w
+                for tile in range(i_p, n_tiles_h, n_programs):
+                    offs_b, offs_n = _tile(tile, H, BLOCK_B, BLOCK_N)
+                    o_bn = offs_b[:, None] * H + offs_n[None, :]
+                    mask = (offs_b[:, None] < B) & (offs_n[None, :] < H)
+                    b_g = tl.load(g_h + o_bn, mask=mask, other=0.0)
+                    b_g = _product(b_g, p_da, p_w, 1, H, offs_b, offs_n, B, H, I, BLOCK_K, INPUT_PRECISION,
+                                   UPCAST_DOT)
+                    if j == 1:
+                        tl.store(d_h + o_bn, tl.load(d_h + o_bn, mask=mask, other=0.0) + b_g, mask=mask)
+                    else:
+                        b_g = _undo_round(b_g, j - 1, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h,
+                                          da_x, da_h, T, I, H, stride_x, stride_h, T_BUF)
+                        tl.store(g_h + o_bn, b_g, mask=mask)
+        # The next step's LSTM backward reads d_h tiles this program wrote itself.
+        tl.debug_barrier()
+
+
+# --------------------------------------------------------------------------- launch layout
+
+
+@dataclass(frozen=True)
+class MogrifierConfig:
+    """How a sweep is split: ``programs`` programs deal out ``(block_b, block_n)`` tiles
+    of every phase; products run over ``block_k`` columns at a time."""
+
+    programs: int
+    block_b: int
+    block_n: int
+    block_k: int
+    num_warps: int = 4
+
+    def constexprs(self):
+        return {"BLOCK_B": self.block_b, "BLOCK_N": self.block_n, "BLOCK_K": self.block_k}
+
+    def launch_options(self):
+        # With more than one program the whole grid must be resident at once, or the
+        # barrier could wait forever for a program that is not scheduled.
+        return {"num_warps": self.num_warps, "launch_cooperative_grid": self.programs > 1}
+
+
+#: Tile layout on a GPU: at most 64 batch rows, 32 feature columns, 32-column reduction
+#: chunks, 8 warps. Not timed on an H100 yet; chosen because the sm_90 compiler keeps
+#: both kernels (nearly) free of register spills with it, where 64-column chunks or
+#: 4 warps spill 0.5 to 2 KB per thread (offline compile, tests/test_triton_mogrifier.py).
+GPU_BLOCK_B, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS = 64, 32, 32, 8
+
+
+def config_for(sweep: Sweep) -> MogrifierConfig:
+    """One program for everything on the interpreter (programs run one after another);
+    on a GPU as many programs as the widest phase has tiles, at most one per SM."""
+    batch_size, features = sweep.batch_size, max(sweep.input_size, sweep.hidden_size)
+    if sweep.device.type != "cuda":
+        # The interpreter's cost is per operation, not per element: whole-width products.
+        return MogrifierConfig(1, common.next_power_of_2(batch_size), common.next_power_of_2(features),
+                               common.next_power_of_2(max(features, 4 * sweep.hidden_size)))
+    block_b = min(common.next_power_of_2(batch_size), GPU_BLOCK_B)
+    tiles = triton.cdiv(batch_size, block_b) * triton.cdiv(features, GPU_BLOCK_N)
+    programs = min(tiles, common._multiprocessor_count(sweep.device.index or 0))
+    return MogrifierConfig(programs, block_b, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS)
+
+
+# --------------------------------------------------------------------------- host functions
+
+
+def _float32(*shape, device):
+    """A float32 buffer, or ``None`` when it would be empty (no rounds of that kind)."""
+    return torch.empty(shape, dtype=torch.float32, device=device) if all(shape) else None
+
+
+def _chain_x(x, xs, j, seq_len):
+    """``x⁽ʲ⁾`` of every step, ``(T, B, I)`` in time order; ``j = -1`` is the input."""
+    return x if j < 0 else xs[j // 2, :seq_len]
+
+
+def _chain_h(hs, j, seq_len, reverse):
+    """``h⁽ʲ⁾`` of every step, ``(T, B, H)`` in time order; ``j = 0`` is ``h_{t-1}``."""
+    if j == 0:
+        return hs[0, int(reverse):int(reverse) + seq_len]
+    return hs[j // 2, :seq_len]
+
+
+def _round_tensors(weights, biases):
+    """Stacks the rounds' matrices and biases: ``q (r_x, I, H)``, ``r (r_h, H, I)``,
+    ``q_bias (r_x, I)``, ``r_bias (r_h, H)`` (``None`` where there are none)."""
+    def stack(tensors):
+        return torch.stack(tensors) if tensors else None
+
+    q_bias = r_bias = None
+    if biases is not None:
+        q_bias, r_bias = stack(biases[0::2]), stack(biases[1::2])
+    return stack(weights[0::2]), stack(weights[1::2]), q_bias, r_bias
+
+
+def _row_product(grad, chain, dtype):
+    """A weight gradient ``gradᵀ chain`` over all ``T·B`` rows of ``(T, B, M)``, ``(T, B, N)``.
+
+    The product runs in ``dtype`` with float32 accumulation (SPEC §6). bfloat16 keeps 8
+    bits of each operand; rounding the float32 ``chain`` that far costs the round
+    weights' gradients up to twice SPEC's tolerance (measured on tiny sums over few rows),
+    so there ``chain`` enters as ``hi + lo``: two bfloat16 products, as in :func:`_product`.
+    """
+    grad = grad.reshape(-1, grad.shape[-1]).to(dtype).t()
+    chain = chain.reshape(-1, chain.shape[-1])
+    chain_hi = chain.to(dtype)
+    product = grad @ chain_hi
+    if dtype == torch.bfloat16:
+        product = product + grad @ (chain - chain_hi.float()).to(dtype)
+    return product
+
+
+@input_guard
+def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, q, r, q_bias, r_bias, lengths, *, reverse, rounds,
+                  save, config):
+    """Launches the forward sweep.
+
+    Args:
+        x: ``(T, B, I)``; h0, c0: ``(B, H)``; weight_ih: ``(4H, I)``; weight_hh: ``(4H, H)``.
+        bias: float32 ``b_ih + b_hh (4H,)`` or ``None``.
+        q, r, q_bias, r_bias: as from :func:`_round_tensors`.
+        lengths: ``(B,)`` int64 or ``None``.
+        save: keep the buffers the backward reads.
+    Returns:
+        ``output (T, B, H), h_n, c_n (B, H)`` and a dict of the saved float32 buffers
+        (empty unless ``save``).
+    """
+    seq_len, batch_size, input_size = x.shape
+    hidden_size = h0.shape[1]
+    n_x, n_h = (rounds + 1) // 2, rounds // 2
+    t_buf = seq_len + 1 if save else 2
+    first, last = (seq_len, 0) if reverse else (0, seq_len)
+    hs = _float32(n_h + 1, t_buf, batch_size, hidden_size, device=x.device)
+    xs = _float32(n_x, t_buf, batch_size, input_size, device=x.device)
+    cs = _float32(t_buf, batch_size, hidden_size, device=x.device)
+    hs[0, first % t_buf], cs[first % t_buf] = h0, c0
+    out = x.new_empty(seq_len, batch_size, hidden_size)
+    s_x = s_h = gates = None
+    if save:
+        s_x = _float32(n_x, seq_len, batch_size, input_size, device=x.device)
+        s_h = _float32(n_h, seq_len, batch_size, hidden_size, device=x.device)
+        gates = _float32(seq_len, batch_size, 4 * hidden_size, device=x.device)
+    _mogrifier_fwd_kernel[(config.programs,)](
+        x, lengths, weight_ih, weight_hh, bias, q, r, q_bias, r_bias,
+        out, hs, xs, cs, s_x, s_h, gates, torch.zeros(1, dtype=torch.int32, device=x.device),
+        seq_len, batch_size, input_size, hidden_size, t_buf,
+        ROUNDS=rounds, REVERSE=reverse, **common.dot_options(x.dtype), **config.constexprs(),
+        **config.launch_options())
+    h_n, c_n = hs[0, last % t_buf].to(x.dtype), cs[last % t_buf].to(x.dtype)
+    saved = dict(hs=hs, xs=xs, cs=cs, s_x=s_x, s_h=s_h, gates=gates) if save else {}
+    return out, h_n, c_n, saved
+
+
+@input_guard
+def mogrifier_bwd(x, lengths, weight_ih, weight_hh, q, r, saved, d_out, d_h_n, d_c_n, *, reverse, rounds, config):
+    """Launches the backward sweep, then forms the weight gradients over all ``T·B`` rows.
+
+    Returns ``d_x, d_h0, d_c0, d_weight_ih, d_weight_hh``, ``d_bias (4H,)`` and the lists
+    ``d_rounds`` (``(I, H)`` or ``(H, I)``, one per round) and ``d_round_biases``.
+    """
+    seq_len, batch_size, input_size = x.shape
+    hidden_size = weight_hh.shape[1]
+    n_x, n_h = (rounds + 1) // 2, rounds // 2
+    hs, xs = saved["hs"], saved["xs"]
+    dz = _float32(seq_len, batch_size, 4 * hidden_size, device=x.device)
+    da_x = _float32(n_x, seq_len, batch_size, input_size, device=x.device)
+    da_h = _float32(n_h, seq_len, batch_size, hidden_size, device=x.device)
+    d_h = _float32(batch_size, hidden_size, device=x.device).copy_(d_h_n)
+    d_c = _float32(batch_size, hidden_size, device=x.device).copy_(d_c_n)
+    d_x = torch.empty_like(x)
+    _mogrifier_bwd_kernel[(config.programs,)](
+        x, lengths, weight_ih, weight_hh, q, r, d_out, hs, xs, saved["cs"], saved["s_x"], saved["s_h"],
+        saved["gates"], dz, da_x, da_h, _float32(batch_size, input_size, device=x.device),
+        _float32(batch_size, hidden_size, device=x.device), d_h, d_c, d_x,
+        torch.zeros(1, dtype=torch.int32, device=x.device),
+        seq_len, batch_size, input_size, hidden_size, seq_len + 1,
+        ROUNDS=rounds, REVERSE=reverse, **common.dot_options(x.dtype), **config.constexprs(),
+        **config.launch_options())
+
+    d_weight_ih = _row_product(dz, _chain_x(x, xs, 2 * n_x - 1, seq_len), x.dtype)
+    d_weight_hh = _row_product(dz, _chain_h(hs, 2 * n_h, seq_len, reverse), x.dtype)
+    d_rounds, d_round_biases = [], []
+    for j in range(1, rounds + 1):
+        if j % 2 == 1:
+            da = da_x[j // 2]
+            d_rounds.append(_row_product(da, _chain_h(hs, j - 1, seq_len, reverse), x.dtype))
+        else:
+            da = da_h[j // 2 - 1]
+            d_rounds.append(_row_product(da, _chain_x(x, xs, j - 1, seq_len), x.dtype))
+        d_round_biases.append(da.sum((0, 1)).to(x.dtype))
+    return (d_x, d_h.to(x.dtype), d_c.to(x.dtype), d_weight_ih, d_weight_hh, dz.sum((0, 1)).to(x.dtype),
+            d_rounds, d_round_biases)
+
+
+class MogrifierLSTMFunction(torch.autograd.Function):
+    """``(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, config,
+    grad_enabled, has_round_bias, *round_weights, *round_biases) -> (output, h_n, c_n)``.
+
+    ``grad_enabled`` is the caller's grad mode: ``needs_input_grad`` alone is also true
+    under ``torch.no_grad()``, where saving ``T + 1`` slots would only cost memory.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, config, grad_enabled,
+                has_round_bias, *round_params):
+        rounds = len(round_params) // 2 if has_round_bias else len(round_params)
+        weights, biases = round_params[:rounds], (round_params[rounds:] if has_round_bias else None)
+        q, r, q_bias, r_bias = _round_tensors(weights, biases)
+        bias = None if bias_ih is None else bias_ih.float() + bias_hh.float()
+        save = grad_enabled and any(ctx.needs_input_grad)
+        out, h_n, c_n, saved = mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, q, r, q_bias, r_bias, lengths,
+                                             reverse=reverse, rounds=rounds, save=save, config=config)
+        if save:
+            ctx.save_for_backward(x, lengths, weight_ih, weight_hh, q, r, *saved.values())
+            ctx.saved_names = tuple(saved)
+        ctx.reverse, ctx.rounds, ctx.config = reverse, rounds, config
+        ctx.has_bias, ctx.has_round_bias = bias_ih is not None, has_round_bias
+        return out, h_n, c_n
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, d_out, d_h_n, d_c_n):
+        x, lengths, weight_ih, weight_hh, q, r, *buffers = ctx.saved_tensors
+        d_x, d_h0, d_c0, d_weight_ih, d_weight_hh, d_bias, d_rounds, d_round_biases = mogrifier_bwd(
+            x, lengths, weight_ih, weight_hh, q, r, dict(zip(ctx.saved_names, buffers)), d_out, d_h_n, d_c_n,
+            reverse=ctx.reverse, rounds=ctx.rounds, config=ctx.config)
+        d_bias_ih, d_bias_hh = (d_bias, d_bias.clone()) if ctx.has_bias else (None, None)
+        return (d_x, d_h0, d_c0, d_weight_ih, d_weight_hh, d_bias_ih, d_bias_hh, None, None, None, None, None,
+                *d_rounds, *(d_round_biases if ctx.has_round_bias else ()))
+
+
+# --------------------------------------------------------------------------- backend entry points
+
+
+def unsupported(sweep: Sweep) -> Optional[str]:
+    """Why the Mogrifier sweep cannot run ``sweep`` (device and dtype already checked), or ``None``."""
+    if sweep.mogrify_steps > MAX_ROUNDS:
+        return f"mogrify_steps = {sweep.mogrify_steps}: the Triton sweep unrolls at most {MAX_ROUNDS} rounds"
+    if sweep.seq_len == 0 or sweep.batch_size == 0:
+        return "empty sequence or batch"
+    return None
+
+
+def run(sweep: Sweep):
+    """Runs a Mogrifier ``sweep``; returns ``output (T, B, H), h_n, c_n (B, H)``, differentiable."""
+    biases = sweep.mogrify_biases
+    return MogrifierLSTMFunction.apply(
+        sweep.x, sweep.h0, sweep.c0, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh, sweep.lengths,
+        sweep.reverse, config_for(sweep), torch.is_grad_enabled(), biases is not None, *sweep.mogrify_weights,
+        *(biases or ()))

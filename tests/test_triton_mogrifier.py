@@ -1,0 +1,163 @@
+"""The Triton Mogrifier sweep beyond the shared parity suite: every round count, tiles
+that do not divide the sizes, the inference path, declined calls, the kernels' sm_90
+compile (no GPU needed), and (on a GPU) the multi-program split with its grid barriers.
+
+On CPU the kernels run on the Triton interpreter with one program (conftest sets
+``TRITON_INTERPRET=1``); :func:`small_tiles` makes that program walk many tiles.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fusedrnn
+import test_parity
+from conftest import assert_close, map_tensors, random_weights, tolerance
+from fusedrnn import functional
+from fusedrnn.triton_kernels import mogrifier
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def dtype_id(dtype):
+    return str(dtype).replace("torch.", "")
+
+
+def compare(case, shape, dtype, device, lengths, reverse, monkeypatch):
+    """Runs ``case = (options for random_weights, options for the call)`` through the
+    parity suite's harness and checks every output and gradient."""
+    name = f"triton-mogrifier-{case}"
+    monkeypatch.setitem(test_parity.CASES, name, ("mogrifier",) + case)
+    pairs = test_parity.run_case("triton", name, shape, dtype, device, lengths, reverse)
+    for label, actual, expected in pairs:
+        assert_close(f"{name}/{dtype}: {label}", actual, expected, tolerance(dtype, device))
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """One program, 16 x 16 tiles and 32-column reduction chunks, whatever the sizes."""
+    monkeypatch.setattr(mogrifier, "config_for", lambda sweep: mogrifier.MogrifierConfig(1, 16, 16, 32))
+
+
+@pytest.mark.parametrize("rounds", range(mogrifier.MAX_ROUNDS + 1), ids=lambda r: f"r{r}")
+def test_every_round_count(rounds, monkeypatch):
+    case = ({"mogrify_steps": rounds, "mogrify_bias": rounds % 2 == 1, "bias": rounds != 2}, {})
+    compare(case, (4, 3, 5, 7), torch.float32, "cpu", lengths=rounds % 2 == 0, reverse=rounds % 3 == 0,
+            monkeypatch=monkeypatch)
+
+
+MANY_TILES = [  # (T, B, I, H), rounds, dtype: every shape, round parity and dtype kind once
+    pytest.param((3, 20, 33, 40), 5, torch.float32, id="T3-B20-I33-H40-r5-float32"),
+    pytest.param((3, 20, 33, 40), 4, torch.bfloat16, id="T3-B20-I33-H40-r4-bfloat16"),
+    pytest.param((3, 17, 40, 18), 4, torch.float32, id="T3-B17-I40-H18-r4-float32"),
+    pytest.param((3, 17, 40, 18), 5, torch.bfloat16, id="T3-B17-I40-H18-r5-bfloat16"),
+]
+
+
+@pytest.mark.parametrize("shape, rounds, dtype", MANY_TILES)
+def test_many_tiles(shape, rounds, dtype, small_tiles, monkeypatch):
+    case = ({"mogrify_steps": rounds, "mogrify_rank": 3 if rounds == 4 else None}, {})
+    compare(case, shape, dtype, "cpu", lengths=True, reverse=rounds == 5, monkeypatch=monkeypatch)
+
+
+def inference_inputs(seq_len, batch_size, input_size, hidden_size, dtype, device, rounds=5):
+    weights = random_weights("mogrifier", input_size, hidden_size, mogrify_steps=rounds)
+    x = torch.randn(seq_len, batch_size, input_size, dtype=torch.float64)
+    h0 = torch.randn(batch_size, hidden_size, dtype=torch.float64) * 0.5
+    c0 = torch.randn(batch_size, hidden_size, dtype=torch.float64) * 0.5
+    lengths = torch.randint(1, seq_len + 1, (batch_size,))
+    return map_tensors((x, h0, c0, weights), lambda t: t.to(dtype).to(device)), lengths.to(device)
+
+
+@pytest.mark.parametrize("seq_len", [5, 6], ids=lambda t: f"T{t}")
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_inference_path(seq_len, reverse):
+    """Without gradients the forward keeps two time slots instead of all ``T + 1``."""
+    (x, h0, c0, weights), lengths = inference_inputs(seq_len, 3, 6, 5, torch.float32, "cpu")
+    with torch.no_grad():
+        actual = functional.mogrifier_lstm(x, h0=h0, c0=c0, **weights, lengths=lengths, reverse=reverse,
+                                           backend="triton")
+        expected = functional.mogrifier_lstm(x.double(), h0=h0.double(), c0=c0.double(),
+                                             **map_tensors(weights, torch.Tensor.double), lengths=lengths,
+                                             reverse=reverse, backend="reference")
+    for label, a, e in zip(("output", "h_n", "c_n"), (actual[0], *actual[1]), (expected[0], *expected[1])):
+        assert_close(label, a, e, tolerance(torch.float32))
+
+
+def test_declines_more_rounds_than_unrolled():
+    weights = random_weights("mogrifier", 4, 4, mogrify_steps=mogrifier.MAX_ROUNDS + 1)
+    x = torch.randn(2, 1, 4, dtype=torch.float64)
+    with pytest.raises(fusedrnn.BackendUnavailableError, match="unrolls at most"):
+        functional.mogrifier_lstm(x.float(), **map_tensors(weights, torch.Tensor.float), backend="triton")
+
+
+# --------------------------------------------------------------------------- offline GPU compilation
+
+
+@pytest.mark.parametrize("dtype, rounds", [("float32", 5), ("bfloat16", 8), ("float16", 0)],
+                         ids=["float32-r5", "bfloat16-r8", "float16-r0"])
+def test_kernels_compile_for_h100(dtype, rounds):
+    """The sm_90 compiler accepts both kernels in the layout a GPU gets (the interpreter is
+    laxer); in a subprocess, since the interpreter replaces the kernels in this one."""
+    config = dict(programs=64, block_b=mogrifier.GPU_BLOCK_B, block_n=mogrifier.GPU_BLOCK_N,
+                  block_k=mogrifier.GPU_BLOCK_K, num_warps=mogrifier.GPU_NUM_WARPS)
+    environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    command = [sys.executable, "-m", "fusedrnn.triton_kernels.mogrifier_offline", "--dtype", dtype,
+               "--rounds", str(rounds), "--config", json.dumps(config)]
+    result = subprocess.run(command, env=environment, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for kernel, used in json.loads(result.stdout).items():
+        assert used["shared_bytes"] <= 227 * 1024, f"{kernel}: {used}"
+        assert 0 < used["registers"] <= 255, f"{kernel}: {used}"
+
+
+# --------------------------------------------------------------------------- GPU
+
+
+GPU_SHAPES = {  # (T, B, I, H): several programs, batch tiles, sizes that are not powers of two
+    "T33-B37-I100-H300": (33, 37, 100, 300),
+    "T17-B130-I64-H48": (17, 130, 64, 48),
+    "T9-B16-I256-H256": (9, 16, 256, 256),
+}
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("rounds", [0, 1, 2, 5, 8], ids=lambda r: f"r{r}")
+@pytest.mark.parametrize("shape", list(GPU_SHAPES.values()), ids=list(GPU_SHAPES))
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_gpu_matches_reference(dtype, shape, rounds, reverse, monkeypatch):
+    case = ({"mogrify_steps": rounds, "mogrify_bias": rounds != 2}, {})
+    compare(case, shape, dtype, "cuda", lengths=True, reverse=reverse, monkeypatch=monkeypatch)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("programs", [2, 7, 32], ids=lambda p: f"P{p}")
+def test_gpu_barrier_with_many_programs(programs, monkeypatch):
+    """More programs than the default layout picks for this size: small tiles, many barriers."""
+    monkeypatch.setattr(mogrifier, "config_for", lambda sweep: mogrifier.MogrifierConfig(programs, 16, 16, 16))
+    case = ({"mogrify_steps": 5, "mogrify_rank": 8}, {})
+    compare(case, (20, 24, 40, 56), torch.float32, "cuda", lengths=True, reverse=False, monkeypatch=monkeypatch)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_gpu_inference_path(dtype):
+    (x, h0, c0, weights), lengths = inference_inputs(40, 33, 70, 90, dtype, "cuda")
+    with torch.no_grad():
+        actual = functional.mogrifier_lstm(x, h0=h0, c0=c0, **weights, lengths=lengths, backend="triton")
+        expected = functional.mogrifier_lstm(x.double(), h0=h0.double(), c0=c0.double(),
+                                             **map_tensors(weights, torch.Tensor.double), lengths=lengths,
+                                             backend="reference")
+    for label, a, e in zip(("output", "h_n", "c_n"), (actual[0], *actual[1]), (expected[0], *expected[1])):
+        assert_close(label, a, e, tolerance(dtype, "cuda"))
