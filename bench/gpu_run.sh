@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the Triton backend needs a GPU for. Stages (default: all three, in order):
-#   tests   the GPU-marked tests of tests/test_triton.py
-#   parity  the Triton rows of the parity suite on CUDA
+#   tests   the GPU-marked tests of the Triton and extension test files
+#   parity  the triton and cuda rows of the parity suite on CUDA tensors
 #   bench   the benchmark command's GPU grid (all cells, fp16/bf16/fp32, against torch.nn.LSTM)
 # Results (JUnit XML, logs, JSON) go under $OUT (default bench/results/gpu). Kernel
 # compilation dominates a cold run: if one call has too little time, run the stages
@@ -22,12 +22,16 @@ python -c "import torch, triton; print(torch.__version__, triton.__version__, to
 for stage in $stages; do
     log="$OUT/$stage.log"
     case $stage in
-        tests) timeout 420 python -m pytest tests/test_triton.py -m gpu -q -rs --durations=10 \
+        tests) timeout 420 python -m pytest tests/test_triton.py tests/test_triton_mogrifier.py tests/test_extension_build.py -m gpu -q -rs --durations=10 \
                    --junitxml="$OUT/tests.xml" > "$log" 2>&1 ;;
-        parity) timeout 300 python -m pytest tests/test_parity.py -k "triton and cuda" -q -rs \
+        parity) timeout 300 python -m pytest tests/test_parity.py -k "cuda and not cpu-" -q -rs \
                     --junitxml="$OUT/parity.xml" > "$log" 2>&1 ;;
         bench) timeout 480 python -m fusedrnn.bench --no-progress --backends triton cuda nn.LSTM \
-                   --json "$OUT/results.json" --markdown "$OUT/table.md" --plot "$OUT/chart.png" > "$log" 2>&1 ;;
+                   --json "$OUT/results.json" --markdown "$OUT/table.md" --plot "$OUT/chart.png" > "$log" 2>&1 \
+               && timeout 300 python -m fusedrnn.bench --no-progress --cells mogrifier --dtypes float32 \
+                   --directions fwdbwd --backends triton eager \
+                   --shapes 16x512x256x256 64x256x512x512 64x256x1024x1024 256x256x1024x1024 \
+                   --json "$OUT/mogrifier_vs_eager.json" >> "$log" 2>&1 ;;
         *) echo "unknown stage $stage (tests, parity, bench)"; exit 2 ;;
     esac
     code=$?

@@ -152,7 +152,7 @@ class SweepConfig:
 
 
 @functools.lru_cache(maxsize=None)
-def _multiprocessor_count(device_index: int) -> int:
+def multiprocessor_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
@@ -168,7 +168,7 @@ def sweep_configs(hidden_size: int, batch_size: int, dtype: torch.dtype, device:
     hidden_pad = next_power_of_2(hidden_size)
     if device.type != "cuda":
         return [SweepConfig(next_power_of_2(batch_size), hidden_pad, hidden_pad, 1, 1, hidden_on_chip=True)]
-    return list(_gpu_configs(hidden_size, batch_size, dtype.itemsize, _multiprocessor_count(device.index or 0)))
+    return list(_gpu_configs(hidden_size, batch_size, dtype.itemsize, multiprocessor_count(device.index or 0)))
 
 
 @functools.lru_cache(maxsize=None)

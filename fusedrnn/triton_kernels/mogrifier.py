@@ -431,7 +431,7 @@ def config_for(sweep: Sweep) -> MogrifierConfig:
                                common.next_power_of_2(max(features, 4 * sweep.hidden_size)))
     block_b = min(common.next_power_of_2(batch_size), GPU_BLOCK_B)
     tiles = triton.cdiv(batch_size, block_b) * triton.cdiv(features, GPU_BLOCK_N)
-    programs = min(tiles, common._multiprocessor_count(sweep.device.index or 0))
+    programs = min(tiles, common.multiprocessor_count(sweep.device.index or 0))
     return MogrifierConfig(programs, block_b, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS)
 
 
