@@ -219,3 +219,7 @@ def g2_lstm(
             raise ValueError(f"noise must be a floating tensor on {input.device}, got {noise.dtype} on {noise.device}")
         sweep = dataclasses.replace(sweep, noise=noise.float())
     return _run(sweep, backend)
+
+
+#: The whole-sequence function of each cell, by the name ``Sweep.cell`` uses.
+FUNCTIONS = {"lstm": lstm, "mogrifier": mogrifier_lstm, "g2": g2_lstm}

@@ -49,7 +49,7 @@ def random_weights(cell, input_size, hidden_size, *, bias=True, mogrify_steps=5,
 
 
 def cell_function(cell):
-    return {"lstm": functional.lstm, "mogrifier": functional.mogrifier_lstm, "g2": functional.g2_lstm}[cell]
+    return functional.FUNCTIONS[cell]
 
 
 def flat_tensors(value):

@@ -40,7 +40,7 @@ FUNCTIONAL_CASES = {
 def test_functional_rejects(cell, case):
     change, error, message = FUNCTIONAL_CASES[case]
     args = {**_args(), **change}
-    function = {"lstm": functional.lstm, "mogrifier": functional.mogrifier_lstm, "g2": functional.g2_lstm}[cell]
+    function = functional.FUNCTIONS[cell]
     with pytest.raises(error, match=message):
         function(**args)
 

@@ -11,10 +11,11 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 
 from .. import dispatch
+from ..functional import FUNCTIONS
 from ..sweep import CELLS
 from . import baselines, competitors
 from .grid import Config
-from .problem import FUNCTIONS, Problem
+from .problem import Problem
 
 Outputs = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 #: ``prepare(problem) -> (forward() -> (output, h_n, c_n), leaves)``: ``leaves`` are the

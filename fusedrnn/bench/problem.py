@@ -7,11 +7,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .. import functional
 from ..reference import sample_noise
 from .grid import Config
-
-FUNCTIONS = {"lstm": functional.lstm, "mogrifier": functional.mogrifier_lstm, "g2": functional.g2_lstm}
 
 #: Mogrifier rounds: the paper's tuned models use 4 to 6.
 MOGRIFY_STEPS = 5
