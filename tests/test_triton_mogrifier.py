@@ -109,7 +109,7 @@ def test_kernels_compile_for_h100(dtype, rounds):
     config = dict(programs=64, block_b=mogrifier.GPU_BLOCK_B, block_n=mogrifier.GPU_BLOCK_N,
                   block_k=mogrifier.GPU_BLOCK_K, num_warps=mogrifier.GPU_NUM_WARPS)
     environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    command = [sys.executable, "-m", "fusedrnn.triton_kernels.mogrifier_offline", "--dtype", dtype,
+    command = [sys.executable, "-m", "fusedrnn.triton_kernels.offline", "--cell", "mogrifier", "--dtype", dtype,
                "--rounds", str(rounds), "--config", json.dumps(config)]
     result = subprocess.run(command, env=environment, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -417,7 +417,7 @@ class MogrifierConfig:
 #: Tile layout on a GPU: at most 64 batch rows, 32 feature columns, 32-column reduction
 #: chunks, 8 warps. Not timed on an H100 yet; chosen because the sm_90 compiler keeps
 #: both kernels (nearly) free of register spills with it, where 64-column chunks or
-#: 4 warps spill 0.5 to 2 KB per thread (offline compile, tests/test_triton_mogrifier.py).
+#: 4 warps spill 0.5 to 2 KB per thread (`python -m fusedrnn.triton_kernels.offline --cell mogrifier`).
 GPU_BLOCK_B, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS = 64, 32, 32, 8
 
 
