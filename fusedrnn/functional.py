@@ -54,6 +54,8 @@ def _sweep(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths,
         raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
     if input.dim() != 3:
         raise ValueError(f"input must have 3 dimensions (T, B, I), got shape {tuple(input.shape)}")
+    if input.shape[0] == 0:
+        raise ValueError("input must have at least one time step (T >= 1, as torch.nn.LSTM requires), got T = 0")
     if input.dtype not in _FLOATS:
         raise TypeError(f"input must be float16, bfloat16, float32 or float64, got {input.dtype}")
     if not isinstance(weight_hh, Tensor) or weight_hh.dim() != 2 or weight_hh.shape[0] != 4 * weight_hh.shape[1]:

@@ -18,6 +18,7 @@ def _args(dtype=torch.float32):
 
 FUNCTIONAL_CASES = {
     "input rank": (dict(input=torch.randn(T, B)), ValueError, "input must have 3 dimensions"),
+    "input without steps": (dict(input=torch.randn(0, B, I)), ValueError, "at least one time step"),
     "input dtype": (dict(input=torch.randn(T, B, I).int()), TypeError, "input must be float"),
     "input feature size": (dict(input=torch.randn(T, B, I + 1)), ValueError, "weight_ih must have shape"),
     "weight_hh shape": (dict(weight_hh=torch.randn(4 * H, H + 1)), ValueError, "weight_hh must have shape"),
