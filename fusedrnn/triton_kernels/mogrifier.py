@@ -608,11 +608,9 @@ class MogrifierLSTMFunction(torch.autograd.Function):
 
 
 def unsupported(sweep: Sweep) -> Optional[str]:
-    """Why the Mogrifier sweep cannot run ``sweep`` (device and dtype already checked), or ``None``."""
+    """Why the Mogrifier sweep cannot run ``sweep`` (device, dtype and an empty batch already checked), or ``None``."""
     if sweep.mogrify_steps > MAX_ROUNDS:
         return f"mogrify_steps = {sweep.mogrify_steps}: the Triton sweep unrolls at most {MAX_ROUNDS} rounds"
-    if sweep.seq_len == 0 or sweep.batch_size == 0:
-        return "empty sequence or batch"
     return None
 
 
