@@ -17,7 +17,9 @@ namespace fusedrnn {
 #ifndef __CUDA_ARCH__
 // exp for the CPU loops: Cody–Waite range reduction and Cephes' degree-6 polynomial
 // (max error about 2 ulp), written without calls or branches so that the compiler
-// vectorises the loops that use it (std::exp would keep them scalar).
+// vectorises the loops that use it (std::exp would keep them scalar). GCC needs
+// -fno-trapping-math (ext/build.py) to turn the clamp into min/max; check a change with
+// -fopt-info-vec-missed.
 inline float vectorisable_exp(float x) {
   x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
   constexpr float kRound = 12582912.0f;  // 1.5 · 2²³: adding it rounds to an integer

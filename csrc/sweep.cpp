@@ -39,10 +39,10 @@ void linear_into(Tensor out, const Tensor& input, const Tensor& weight, const st
   }
   if (bias.has_value() && bias->defined()) {
     out.copy_(*bias);
+    addmm_acc(out, input, weight.t());
   } else {
-    out.zero_();
+    mm_into(out, input, weight.t());
   }
-  addmm_acc(out, input, weight.t());
 }
 
 Tensor optional_or_undefined(const std::optional<Tensor>& tensor) { return tensor.has_value() ? *tensor : Tensor(); }

@@ -98,6 +98,15 @@ def test_declines_more_rounds_than_unrolled():
         functional.mogrifier_lstm(x.float(), **map_tensors(weights, torch.Tensor.float), backend="triton")
 
 
+def test_declines_a_layout_that_does_not_fit(monkeypatch):
+    """When no layout fits an SM per program, the backend declines instead of launching."""
+    monkeypatch.setattr(mogrifier, "config_for", lambda sweep: None)
+    weights = random_weights("mogrifier", 4, 4, mogrify_steps=2)
+    x = torch.randn(2, 1, 4)
+    with pytest.raises(fusedrnn.BackendUnavailableError, match="does not fit one SM"):
+        functional.mogrifier_lstm(x, **map_tensors(weights, torch.Tensor.float), backend="triton")
+
+
 # --------------------------------------------------------------------------- offline GPU compilation
 
 

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "../cell.h"
@@ -17,7 +18,21 @@ int64_t grain_rows(int64_t width) { return std::max<int64_t>(1, 2048 / std::max<
 
 bool row_active(const int64_t* lengths, int64_t row, int64_t t) { return lengths == nullptr || t < lengths[row]; }
 
-template <typename scalar_t>
+// Calls `loop` with the gate mode as a compile-time constant: a branch on a run-time
+// mode inside the element loop would keep the compiler from vectorising it.
+template <typename Loop>
+void with_gate_mode(GateMode mode, Loop&& loop) {
+  switch (mode) {
+    case GateMode::kNoisy:
+      return loop(std::integral_constant<GateMode, GateMode::kNoisy>());
+    case GateMode::kSoft:
+      return loop(std::integral_constant<GateMode, GateMode::kSoft>());
+    case GateMode::kHard:
+      return loop(std::integral_constant<GateMode, GateMode::kHard>());
+  }
+}
+
+template <typename scalar_t, GateMode mode>
 void cell_forward_rows(const CellForwardArgs& args) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t batch = args.gates.size(0), hidden = args.gates.size(1) / 4;
@@ -30,7 +45,6 @@ void cell_forward_rows(const CellForwardArgs& args) {
   const float* noise = args.noise.defined() ? args.noise.data_ptr<float>() : nullptr;
   const int64_t* lengths = args.lengths.defined() ? args.lengths.data_ptr<int64_t>() : nullptr;
   const acc_t inv_temperature = acc_t(1.0 / args.temperature);
-  const GateMode mode = args.mode;
   const std::vector<float> zeros(noise ? 0 : hidden, 0.0f);
   at::parallel_for(0, batch, grain_rows(4 * hidden), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
@@ -54,6 +68,9 @@ void cell_forward_rows(const CellForwardArgs& args) {
       acc_t* __restrict__ c_out = c_next + row;
       scalar_t* __restrict__ h_out = h_next + row;
       scalar_t* __restrict__ out = output + row;
+      // The rows of distinct buffers never overlap; GCC gives up on proving it (too many
+      // run-time alias checks) and would leave the loop scalar.
+#pragma GCC ivdep
       for (int64_t j = 0; j < hidden; ++j) {
         acc_t c, h;
         const Gates<acc_t> a = cell_forward(Gates<acc_t>{z_i[j], z_f[j], z_g[j], z_o[j]}, acc_t(noise_i[j]),
@@ -70,7 +87,7 @@ void cell_forward_rows(const CellForwardArgs& args) {
   });
 }
 
-template <typename scalar_t>
+template <typename scalar_t, GateMode mode>
 void cell_backward_rows(const CellBackwardArgs& args) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t batch = args.gates.size(0), hidden = args.gates.size(1) / 4;
@@ -84,7 +101,6 @@ void cell_backward_rows(const CellBackwardArgs& args) {
   acc_t* grad_h_carry = args.grad_h_carry.data_ptr<acc_t>();
   const int64_t* lengths = args.lengths.defined() ? args.lengths.data_ptr<int64_t>() : nullptr;
   const acc_t inv_temperature = acc_t(1.0 / args.temperature);
-  const GateMode mode = args.mode;
   at::parallel_for(0, batch, grain_rows(4 * hidden), [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const acc_t* a = gates + b * 4 * hidden;
@@ -109,6 +125,7 @@ void cell_backward_rows(const CellBackwardArgs& args) {
       scalar_t* __restrict__ dz_g = dz + 2 * hidden;
       scalar_t* __restrict__ dz_o = dz + 3 * hidden;
       acc_t* __restrict__ carry = grad_h_carry + row;
+#pragma GCC ivdep  // as in the forward
       for (int64_t j = 0; j < hidden; ++j) {
         const Gates<acc_t> d = cell_backward(Gates<acc_t>{a_i[j], a_f[j], a_g[j], a_o[j]}, c_t[j], c_in[j],
                                              grad_h_in[j] + acc_t(grad_out[j]), grad_c_io[j], inv_temperature, mode);
@@ -125,13 +142,15 @@ void cell_backward_rows(const CellBackwardArgs& args) {
 }  // namespace
 
 void cell_forward(const CellForwardArgs& args) {
-  AT_DISPATCH_FLOATING_TYPES(args.h_prev.scalar_type(), "fusedrnn_cpu_cell_forward",
-                             [&] { cell_forward_rows<scalar_t>(args); });
+  AT_DISPATCH_FLOATING_TYPES(args.h_prev.scalar_type(), "fusedrnn_cpu_cell_forward", [&] {
+    with_gate_mode(args.mode, [&](auto mode) { cell_forward_rows<scalar_t, mode.value>(args); });
+  });
 }
 
 void cell_backward(const CellBackwardArgs& args) {
-  AT_DISPATCH_FLOATING_TYPES(args.grad_output.scalar_type(), "fusedrnn_cpu_cell_backward",
-                             [&] { cell_backward_rows<scalar_t>(args); });
+  AT_DISPATCH_FLOATING_TYPES(args.grad_output.scalar_type(), "fusedrnn_cpu_cell_backward", [&] {
+    with_gate_mode(args.mode, [&](auto mode) { cell_backward_rows<scalar_t, mode.value>(args); });
+  });
 }
 
 }  // namespace fusedrnn::cpu

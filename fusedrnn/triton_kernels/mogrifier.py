@@ -28,6 +28,7 @@ out, and autograd carries the gradient on to the factors.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Optional
 
@@ -421,18 +422,48 @@ class MogrifierConfig:
 GPU_BLOCK_B, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS = 64, 32, 32, 8
 
 
-def config_for(sweep: Sweep) -> MogrifierConfig:
+def config_for(sweep: Sweep) -> Optional[MogrifierConfig]:
     """One program for everything on the interpreter (programs run one after another);
-    on a GPU as many programs as the widest phase has tiles, at most one per SM."""
+    on a GPU as many programs as the widest phase has tiles, at most one per SM, or
+    ``None`` when the kernels of that layout would not fit an SM (the backend then
+    declines, so that a grid barrier never waits for a program that is not resident)."""
     batch_size, features = sweep.batch_size, max(sweep.input_size, sweep.hidden_size)
     if sweep.device.type != "cuda":
         # The interpreter's cost is per operation, not per element: whole-width products.
         return MogrifierConfig(1, common.next_power_of_2(batch_size), common.next_power_of_2(features),
                                common.next_power_of_2(max(features, 4 * sweep.hidden_size)))
+    device_index = sweep.device.index if sweep.device.index is not None else torch.cuda.current_device()
+    return _launchable_config(batch_size, sweep.input_size, sweep.hidden_size, sweep.mogrify_steps, sweep.dtype,
+                              device_index)
+
+
+@functools.lru_cache(maxsize=None)
+def _launchable_config(batch_size, input_size, hidden_size, rounds, dtype, device_index):
     block_b = min(common.next_power_of_2(batch_size), GPU_BLOCK_B)
-    tiles = triton.cdiv(batch_size, block_b) * triton.cdiv(features, GPU_BLOCK_N)
-    programs = min(tiles, common.multiprocessor_count(sweep.device.index or 0))
-    return MogrifierConfig(programs, block_b, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS)
+    tiles = triton.cdiv(batch_size, block_b) * triton.cdiv(max(input_size, hidden_size), GPU_BLOCK_N)
+    programs = min(tiles, common.multiprocessor_count(device_index))
+    config = MogrifierConfig(programs, block_b, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS)
+    with torch.cuda.device(device_index):
+        return common.first_launchable(
+            [config], functools.partial(_compile, batch_size, input_size, hidden_size, rounds, dtype))
+
+
+def _compile(batch_size, input_size, hidden_size, rounds, dtype, config):
+    """Compiles (without launching) both kernels with every optional input, as a call
+    that saves for the backward would launch them."""
+    f32, i32, i64 = torch.float32, torch.int32, torch.int64
+    x_rounds, h_rounds = (dtype if (rounds + 1) // 2 else None), (dtype if rounds // 2 else None)
+    x_buffers, h_buffers = (f32 if x_rounds else None), (f32 if h_rounds else None)
+    sizes = (2, batch_size, input_size, hidden_size, 3)
+    layout = dict(grid=(config.programs,), ROUNDS=rounds, REVERSE=False, **config.constexprs(),
+                  **config.launch_options(), **common.dot_options(dtype))
+    forward = _mogrifier_fwd_kernel.warmup(
+        dtype, i64, dtype, dtype, f32, x_rounds, h_rounds, x_rounds, h_rounds,
+        dtype, f32, x_buffers, f32, x_buffers, h_buffers, f32, i32, *sizes, **layout)
+    backward = _mogrifier_bwd_kernel.warmup(
+        dtype, i64, dtype, dtype, x_rounds, h_rounds, dtype, f32, x_buffers, f32, x_buffers, h_buffers, f32,
+        f32, x_buffers, h_buffers, f32, f32, f32, f32, dtype, i32, *sizes, **layout)
+    return forward, backward
 
 
 # --------------------------------------------------------------------------- host functions
@@ -611,6 +642,8 @@ def unsupported(sweep: Sweep) -> Optional[str]:
     """Why the Mogrifier sweep cannot run ``sweep`` (device, dtype and an empty batch already checked), or ``None``."""
     if sweep.mogrify_steps > MAX_ROUNDS:
         return f"mogrify_steps = {sweep.mogrify_steps}: the Triton sweep unrolls at most {MAX_ROUNDS} rounds"
+    if config_for(sweep) is None:
+        return "the Mogrifier kernels' layout does not fit one SM per program on this GPU"
     return None
 
 
