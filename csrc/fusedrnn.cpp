@@ -31,7 +31,7 @@ struct WithKernels<Sweep> {
 TORCH_LIBRARY(fusedrnn, m) {
   m.def(
       "lstm_forward(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias, "
-      "Tensor? lengths, Tensor? noise, bool reverse, float temperature, int gate_mode) "
+      "Tensor? lengths, Tensor? noise, bool reverse, float temperature, int gate_mode, bool save) "
       "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells, Tensor h_prev)");
   m.def(
       "lstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor x, Tensor c0, "
@@ -41,7 +41,7 @@ TORCH_LIBRARY(fusedrnn, m) {
       "Tensor grad_bias)");
   m.def(
       "mogrifier_forward(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias, "
-      "Tensor[] mogrify_weights, Tensor[] mogrify_biases, Tensor? lengths, bool reverse) "
+      "Tensor[] mogrify_weights, Tensor[] mogrify_biases, Tensor? lengths, bool reverse, bool save) "
       "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells, Tensor h_prev, Tensor[] chains, "
       "Tensor[] round_gates)");
   m.def(

@@ -59,36 +59,42 @@ Tensor chain_value(int64_t k, const Tensor& x, const Tensor& h_prev, at::TensorL
 int64_t last_x(int64_t rounds) { return rounds >= 1 ? (rounds % 2 == 1 ? rounds : rounds - 1) : -1; }
 int64_t last_h(int64_t rounds) { return rounds >= 2 ? (rounds % 2 == 0 ? rounds : rounds - 1) : 0; }
 
+// Step t's slot of a forward buffer: one per step when the backward will read it, else a
+// ring of two (state the next step reads) or one (values used within the step).
+Tensor at_step(const Tensor& buffer, int64_t t) { return buffer.select(0, t % buffer.size(0)); }
+
+// Slots of a forward buffer: all steps when saved for the backward, else `ring`.
+int64_t slots(int64_t seq_len, bool save, int64_t ring) { return save ? seq_len : ring; }
+
 // (T, B, N) → (T·B, N), for the weight gradients taken in one product after the sweep.
 Tensor rows(const Tensor& sequence) { return sequence.reshape({-1, sequence.size(-1)}); }
 
-// The shared forward time loop; `preactivations(t, h)` fills gates[t] with z for step t.
+// The shared forward time loop; `preactivations(t, h)` fills step t's gates with z.
+// `gates`, `h_prev` and `cells` hold every step (save) or a ring (see at_step).
 template <typename Preactivations>
-std::tuple<Tensor, Tensor, Tensor, Tensor> run_forward(const Kernels& kernels, const Tensor& x, const Tensor& h0,
-                                                       const Tensor& c0, const Tensor& gates, const Tensor& h_prev,
-                                                       const std::optional<Tensor>& lengths,
-                                                       const std::optional<Tensor>& noise, bool reverse,
-                                                       double temperature, GateMode mode,
-                                                       Preactivations&& preactivations) {
+std::tuple<Tensor, Tensor, Tensor> run_forward(const Kernels& kernels, const Tensor& x, const Tensor& h0,
+                                               const Tensor& c0, const Tensor& gates, const Tensor& h_prev,
+                                               const Tensor& cells, const std::optional<Tensor>& lengths,
+                                               const std::optional<Tensor>& noise, bool reverse, double temperature,
+                                               GateMode mode, Preactivations&& preactivations) {
   const int64_t seq_len = x.size(0);
-  Tensor cells = at::empty({seq_len, x.size(1), h0.size(1)}, gates.options());
-  Tensor output = at::empty_like(h_prev);
+  Tensor output = at::empty({seq_len, x.size(1), h0.size(1)}, x.options());
   Tensor h_n = at::empty_like(h0);
   Tensor c = c0.to(gates.scalar_type());
-  h_prev.select(0, time_of(0, seq_len, reverse)).copy_(h0);
+  at_step(h_prev, time_of(0, seq_len, reverse)).copy_(h0);
   for (int64_t step = 0; step < seq_len; ++step) {
     const int64_t t = time_of(step, seq_len, reverse);
-    Tensor h = h_prev.select(0, t);
+    Tensor h = at_step(h_prev, t);
     preactivations(t, h);
-    Tensor h_next = step + 1 < seq_len ? h_prev.select(0, time_of(step + 1, seq_len, reverse)) : h_n;
-    Tensor c_next = cells.select(0, t);
+    Tensor h_next = step + 1 < seq_len ? at_step(h_prev, time_of(step + 1, seq_len, reverse)) : h_n;
+    Tensor c_next = at_step(cells, t);
     Tensor noise_t = noise.has_value() && mode == GateMode::kNoisy ? noise->select(0, t) : Tensor();
-    kernels.cell_forward({gates.select(0, t), c, h, c_next, h_next, output.select(0, t), noise_t,
+    kernels.cell_forward({at_step(gates, t), c, h, c_next, h_next, output.select(0, t), noise_t,
                           optional_or_undefined(lengths), t, temperature, mode});
     c = c_next;
   }
   Tensor c_n = c.to(x.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
-  return {output, h_n, c_n, cells};
+  return {output, h_n, c_n};
 }
 
 // The shared backward time loop; `propagate(t, grad_z, grad_h_carry)` adds step t's
@@ -128,15 +134,17 @@ Tensor bias_grad(const Tensor& grad_rows, at::ScalarType dtype) {
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const Kernels& kernels, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
     const Tensor& weight_hh, const std::optional<Tensor>& bias, const std::optional<Tensor>& lengths,
-    const std::optional<Tensor>& noise, bool reverse, double temperature, int64_t gate_mode) {
+    const std::optional<Tensor>& noise, bool reverse, double temperature, int64_t gate_mode, bool save) {
   const int64_t seq_len = x.size(0), batch = x.size(1), hidden = weight_hh.size(1);
+  const auto acc_options = x.options().dtype(acc_type(x));
   // The input projection does not depend on the recurrence: one product over all T·B rows.
-  Tensor gates = at::empty({seq_len, batch, 4 * hidden}, x.options().dtype(acc_type(x)));
+  Tensor gates = at::empty({seq_len, batch, 4 * hidden}, acc_options);
   linear_into(rows(gates), rows(x), weight_ih, bias);
-  Tensor h_prev = at::empty({seq_len, batch, hidden}, x.options());
+  Tensor h_prev = at::empty({slots(seq_len, save, 2), batch, hidden}, x.options());
+  Tensor cells = at::empty({slots(seq_len, save, 2), batch, hidden}, acc_options);
   const Tensor weight_hh_t = weight_hh.t();
-  auto [output, h_n, c_n, cells] =
-      run_forward(kernels, x, h0, c0, gates, h_prev, lengths, noise, reverse, temperature,
+  auto [output, h_n, c_n] =
+      run_forward(kernels, x, h0, c0, gates, h_prev, cells, lengths, noise, reverse, temperature,
                   static_cast<GateMode>(gate_mode), [&](int64_t t, const Tensor& h) {
                     Tensor z = gates.select(0, t);
                     addmm_acc(z, h, weight_hh_t);
@@ -166,31 +174,33 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorList> mogrifier_forward(
     const Kernels& kernels, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
     const Tensor& weight_hh, const std::optional<Tensor>& bias, at::TensorList mogrify_weights,
-    at::TensorList mogrify_biases, const std::optional<Tensor>& lengths, bool reverse) {
+    at::TensorList mogrify_biases, const std::optional<Tensor>& lengths, bool reverse, bool save) {
   const int64_t seq_len = x.size(0), batch = x.size(1), hidden = weight_hh.size(1);
   const int64_t rounds = static_cast<int64_t>(mogrify_weights.size());
   const auto acc_options = x.options().dtype(acc_type(x));
+  const int64_t step_slots = slots(seq_len, save, 1), state_slots = slots(seq_len, save, 2);
   TensorList chains, round_gates;
   for (int64_t j = 1; j <= rounds; ++j) {
     const int64_t width = mogrify_weights[j - 1].size(0);
-    chains.push_back(at::empty({seq_len, batch, width}, x.options()));
-    round_gates.push_back(at::empty({seq_len, batch, width}, acc_options));
+    chains.push_back(at::empty({step_slots, batch, width}, x.options()));
+    round_gates.push_back(at::empty({step_slots, batch, width}, acc_options));
   }
-  Tensor gates = at::empty({seq_len, batch, 4 * hidden}, acc_options);
-  Tensor h_prev = at::empty({seq_len, batch, hidden}, x.options());
+  Tensor gates = at::empty({step_slots, batch, 4 * hidden}, acc_options);
+  Tensor h_prev = at::empty({state_slots, batch, hidden}, x.options());
+  Tensor cells = at::empty({state_slots, batch, hidden}, acc_options);
   const Tensor weight_hh_t = weight_hh.t();
-  auto [output, h_n, c_n, cells] = run_forward(
-      kernels, x, h0, c0, gates, h_prev, lengths, std::nullopt, reverse, 1.0, GateMode::kSoft,
+  auto [output, h_n, c_n] = run_forward(
+      kernels, x, h0, c0, gates, h_prev, cells, lengths, std::nullopt, reverse, 1.0, GateMode::kSoft,
       [&](int64_t t, const Tensor&) {
-        auto value = [&](int64_t k) { return chain_value(k, x, h_prev, chains).select(0, t); };
+        auto value = [&](int64_t k) { return at_step(chain_value(k, x, h_prev, chains), t); };
         for (int64_t j = 1; j <= rounds; ++j) {
-          Tensor gate = round_gates[j - 1].select(0, t);
+          Tensor gate = at_step(round_gates[j - 1], t);
           std::optional<Tensor> round_bias;
           if (!mogrify_biases.empty()) round_bias = mogrify_biases[j - 1];
           linear_into(gate, value(j - 1), mogrify_weights[j - 1], round_bias);
-          kernels.round_forward({gate, value(j - 2), chains[j - 1].select(0, t)});
+          kernels.round_forward({gate, value(j - 2), at_step(chains[j - 1], t)});
         }
-        Tensor z = gates.select(0, t);
+        Tensor z = at_step(gates, t);
         linear_into(z, value(last_x(rounds)), weight_ih, bias);
         addmm_acc(z, value(last_h(rounds)), weight_hh_t);
       });

@@ -22,11 +22,12 @@ using TensorList = std::vector<Tensor>;
 
 // LSTM and G2-LSTM forward. Returns output (T, B, H), h_n, c_n, and for the backward:
 // gates (T, B, 4H) acc (activations i, f, g, o), cells (T, B, H) acc (c after each step,
-// frozen rows carried), h_prev (T, B, H) (the h each step read).
+// frozen rows carried), h_prev (T, B, H) (the h each step read). Without `save` (no
+// backward to come) cells and h_prev are scratch: a ring of 2 slots, not T.
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const Kernels& kernels, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
     const Tensor& weight_hh, const std::optional<Tensor>& bias, const std::optional<Tensor>& lengths,
-    const std::optional<Tensor>& noise, bool reverse, double temperature, int64_t gate_mode);
+    const std::optional<Tensor>& noise, bool reverse, double temperature, int64_t gate_mode, bool save);
 
 // Returns grad_x, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias.
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
@@ -37,10 +38,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
 
 // Mogrifier LSTM forward: as lstm_forward, plus the round chains (x⁽ʲ⁾ or h⁽ʲ⁾ per round,
 // (T, B, I|H)) and round gates (s_j, acc). `mogrify_biases` is empty or one per round.
+// Without `save` every returned buffer but output, h_n and c_n is scratch (1 or 2 slots).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorList> mogrifier_forward(
     const Kernels& kernels, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
     const Tensor& weight_hh, const std::optional<Tensor>& bias, at::TensorList mogrify_weights,
-    at::TensorList mogrify_biases, const std::optional<Tensor>& lengths, bool reverse);
+    at::TensorList mogrify_biases, const std::optional<Tensor>& lengths, bool reverse, bool save);
 
 // As lstm_backward, plus the round weights' and round biases' gradients.
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorList> mogrifier_backward(

@@ -31,11 +31,9 @@ SHAPES = {  # (T, B, I, H)
 }
 
 
-def run_case(backend, case, shape, dtype, device, lengths, reverse):
-    """Runs ``case`` on ``backend`` and on the float64 reference with the same inputs.
-
-    Returns ``[(name, actual, expected)]`` for output, final states and all gradients.
-    """
+def case_inputs(case, shape, dtype, lengths):
+    """Fresh random inputs of ``case``: ``(cell, (x, h0, c0, weights), call options, lengths)``,
+    float64 tensors already rounded to ``dtype`` so that the reference sees the same values."""
     cell, weight_options, call_options = CASES[case]
     seq_len, batch_size, input_size, hidden_size = shape
     weights = random_weights(cell, input_size, hidden_size, **weight_options)
@@ -50,8 +48,16 @@ def run_case(backend, case, shape, dtype, device, lengths, reverse):
         lengths[0] = seq_len
     else:
         lengths = None
-    # Round the inputs to the tested dtype first, so the reference sees the same values.
     inputs = map_tensors((x, h0, c0, weights), lambda t: t.to(dtype).double())
+    return cell, inputs, call_options, lengths
+
+
+def run_case(backend, case, shape, dtype, device, lengths, reverse):
+    """Runs ``case`` on ``backend`` and on the float64 reference with the same inputs.
+
+    Returns ``[(name, actual, expected)]`` for output, final states and all gradients.
+    """
+    cell, inputs, call_options, lengths = case_inputs(case, shape, dtype, lengths)
     grad_seeds = None
     results = []
     for name, run_dtype, run_device, run_backend in (("actual", dtype, device, backend),
@@ -70,7 +76,7 @@ def run_case(backend, case, shape, dtype, device, lengths, reverse):
         grads = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
         results.append([out, h_n, c_n] + grads)
     names = ["output", "h_n", "c_n", "grad x", "grad h0", "grad c0"] + [
-        f"grad {n}" for n in _weight_names(weights)]
+        f"grad {n}" for n in _weight_names(inputs[3])]
     return list(zip(names, *results))
 
 
@@ -100,3 +106,28 @@ def test_matches_float64_reference(backend, device, dtype, case, shape, lengths,
         pytest.skip(str(error))
     for name, actual, expected in pairs:
         assert_close(f"{backend}/{case}/{dtype}: {name}", actual, expected, tolerance(dtype, device))
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", fusedrnn.BACKENDS)
+def test_forward_without_gradients_matches(backend, device, case, reverse):
+    """Under ``torch.no_grad()`` a backend may keep less state (nothing is saved for a
+    backward): outputs and final states still match, with lengths."""
+    dtype = torch.float32
+    cell, (x, h0, c0, weights), options, lengths = case_inputs(case, SHAPES["T7-B3-I5-H6"], dtype, lengths=True)
+    results = []
+    for run_dtype, run_device, run_backend in ((dtype, device, backend), (torch.float64, "cpu", "reference")):
+        x_, h0_, c0_, weights_ = map_tensors((x, h0, c0, weights), lambda t: t.to(run_dtype).to(run_device))
+        options_ = map_tensors(options, lambda t: t.to(run_device))
+        with torch.no_grad():
+            try:
+                out, (h_n, c_n) = cell_function(cell)(x_, h0=h0_, c0=c0_, **weights_, **options_,
+                                                      lengths=lengths.to(run_device), reverse=reverse,
+                                                      backend=run_backend)
+            except fusedrnn.BackendUnavailableError as error:
+                pytest.skip(str(error))
+        results.append((out, h_n, c_n))
+    for name, actual, expected in zip(("output", "h_n", "c_n"), *results):
+        assert_close(f"{backend}/{case} without gradients: {name}", actual, expected, tolerance(dtype, device))

@@ -5,7 +5,9 @@ The operators take contiguous tensors of one dtype on one device; shapes as
 accumulation type (float32 for half types, else the input's).
 The forward saves what the backward needs (gate activations, cell states, the h each
 step read, the Mogrifier's round chains and gates), so the G2 backward sees exactly the
-forward's noise.
+forward's noise. ``save`` is false when no backward can follow (grad mode off, or no input
+requires a gradient: ``Function.forward`` itself always runs without grad mode); the
+operators then keep a ring of one or two steps instead of all ``T``.
 """
 from __future__ import annotations
 
@@ -19,15 +21,21 @@ def gate_mode_code(gate_mode: str) -> int:
     return GATE_MODES.index(gate_mode)
 
 
+def needs_backward(*tensors) -> bool:
+    """Whether a backward can follow a call on ``tensors`` (asked before ``Function.apply``)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 class LstmFunction(torch.autograd.Function):
     """LSTM or G2-LSTM sweep: ``(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse,
-    temperature, gate_mode) -> (output (T, B, H), h_n (B, H), c_n (B, H))``."""
+    temperature, gate_mode, save) -> (output (T, B, H), h_n (B, H), c_n (B, H))``."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode):
+    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode, save):
         output, h_n, c_n, gates, cells, h_prev = torch.ops.fusedrnn.lstm_forward(
-            x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode)
-        ctx.save_for_backward(x, c0, weight_ih, weight_hh, gates, cells, h_prev, lengths)
+            x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode, save)
+        if save:
+            ctx.save_for_backward(x, c0, weight_ih, weight_hh, gates, cells, h_prev, lengths)
         ctx.reverse, ctx.temperature, ctx.gate_mode = reverse, temperature, gate_mode
         ctx.has_bias = bias is not None
         return output, h_n, c_n
@@ -39,21 +47,22 @@ class LstmFunction(torch.autograd.Function):
             grad_output.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous(), x, c0, weight_ih, weight_hh,
             gates, cells, h_prev, lengths, ctx.reverse, ctx.temperature, ctx.gate_mode)
         return (grad_x, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias if ctx.has_bias else None,
-                None, None, None, None, None)
+                None, None, None, None, None, None)
 
 
 class MogrifierFunction(torch.autograd.Function):
-    """Mogrifier LSTM sweep: ``(x, h0, c0, weight_ih, weight_hh, bias, lengths, reverse, rounds,
+    """Mogrifier LSTM sweep: ``(x, h0, c0, weight_ih, weight_hh, bias, lengths, reverse, save, rounds,
     *mogrify_weights, *mogrify_biases)``, the round biases all given or all left out;
     returns ``(output, h_n, c_n)``."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias, lengths, reverse, rounds, *round_tensors):
+    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias, lengths, reverse, save, rounds, *round_tensors):
         weights, biases = list(round_tensors[:rounds]), list(round_tensors[rounds:])
         output, h_n, c_n, gates, cells, h_prev, chains, round_gates = torch.ops.fusedrnn.mogrifier_forward(
-            x, h0, c0, weight_ih, weight_hh, bias, weights, biases, lengths, reverse)
-        ctx.save_for_backward(x, c0, weight_ih, weight_hh, gates, cells, h_prev, lengths,
-                              *weights, *chains, *round_gates)
+            x, h0, c0, weight_ih, weight_hh, bias, weights, biases, lengths, reverse, save)
+        if save:
+            ctx.save_for_backward(x, c0, weight_ih, weight_hh, gates, cells, h_prev, lengths,
+                                  *weights, *chains, *round_gates)
         ctx.reverse, ctx.rounds = reverse, rounds
         ctx.has_bias, ctx.has_round_biases = bias is not None, bool(biases)
         return output, h_n, c_n
@@ -68,4 +77,4 @@ class MogrifierFunction(torch.autograd.Function):
             grad_output.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous(), x, c0, weight_ih, weight_hh,
             gates, cells, h_prev, weights, chains, round_gates, lengths, ctx.reverse)
         return (grad_x, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias if ctx.has_bias else None,
-                None, None, None, *grad_weights, *(grad_biases if ctx.has_round_biases else ()))
+                None, None, None, None, *grad_weights, *(grad_biases if ctx.has_round_biases else ()))
