@@ -84,3 +84,15 @@ class Sweep:
     def noisy(self) -> bool:
         """Whether this G2 call adds gate noise."""
         return self.cell == "g2" and self.gate_mode == "noisy"
+
+    @property
+    def needs_backward(self) -> bool:
+        """Whether a backward can follow: grad mode is on and an input requires a gradient.
+
+        Backends ask before ``autograd.Function.apply``: inside ``forward`` grad mode is
+        always off and ``ctx.needs_input_grad`` ignores it, so neither tells. Without a
+        backward to come, a backend need not keep every step's state.
+        """
+        tensors = (self.x, self.h0, self.c0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+                   *self.mogrify_weights, *(self.mogrify_biases or ()))
+        return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

@@ -8,7 +8,7 @@ import torch
 from ..reference import sample_noise
 from ..sweep import Sweep
 from . import build
-from .ops import LstmFunction, MogrifierFunction, gate_mode_code, needs_backward
+from .ops import LstmFunction, MogrifierFunction, gate_mode_code
 
 
 class ExtensionBackend:
@@ -56,8 +56,8 @@ class ExtensionBackend:
         if sweep.cell == "mogrifier":
             round_tensors = [prepare(w) for w in sweep.mogrify_weights]
             round_tensors += [prepare(b) for b in sweep.mogrify_biases or ()]
-            save = needs_backward(x, h0, c0, weight_ih, weight_hh, bias, *round_tensors)
-            out = MogrifierFunction.apply(x, h0, c0, weight_ih, weight_hh, bias, lengths, sweep.reverse, save,
+            out = MogrifierFunction.apply(x, h0, c0, weight_ih, weight_hh, bias, lengths, sweep.reverse,
+                                          sweep.needs_backward,
                                           sweep.mogrify_steps, *round_tensors)
         else:
             g2 = sweep.cell == "g2"
@@ -68,5 +68,5 @@ class ExtensionBackend:
             noise = noise.contiguous() if sweep.noisy else None
             out = LstmFunction.apply(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, sweep.reverse,
                                      sweep.temperature if g2 else 1.0, gate_mode_code(sweep.gate_mode if g2 else "soft"),
-                                     needs_backward(x, h0, c0, weight_ih, weight_hh, bias))
+                                     sweep.needs_backward)
         return tuple(tensor.to(sweep.dtype) for tensor in out)

@@ -5,9 +5,8 @@ The operators take contiguous tensors of one dtype on one device; shapes as
 accumulation type (float32 for half types, else the input's).
 The forward saves what the backward needs (gate activations, cell states, the h each
 step read, the Mogrifier's round chains and gates), so the G2 backward sees exactly the
-forward's noise. ``save`` is false when no backward can follow (grad mode off, or no input
-requires a gradient: ``Function.forward`` itself always runs without grad mode); the
-operators then keep a ring of one or two steps instead of all ``T``.
+forward's noise. Without ``save`` (no backward can follow, ``Sweep.needs_backward``) the
+operators keep a ring of one or two steps instead of all ``T`` and nothing is saved.
 """
 from __future__ import annotations
 
@@ -19,11 +18,6 @@ from ..sweep import GATE_MODES
 def gate_mode_code(gate_mode: str) -> int:
     """The C++ ``GateMode`` value of a gate mode (csrc/kernels.h)."""
     return GATE_MODES.index(gate_mode)
-
-
-def needs_backward(*tensors) -> bool:
-    """Whether a backward can follow a call on ``tensors`` (asked before ``Function.apply``)."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 class LstmFunction(torch.autograd.Function):

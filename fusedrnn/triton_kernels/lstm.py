@@ -285,11 +285,10 @@ class LSTMFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed,
-                reverse, inv_temperature, noise_prob, hard_gates, config):
+                reverse, inv_temperature, noise_prob, hard_gates, config, save):
         bias = None if bias_ih is None else bias_ih + bias_hh
         # The input projection does not depend on the recurrence: one product over T·B rows.
         gx = F.linear(x, weight_ih, bias)
-        save = any(ctx.needs_input_grad[:7])
         out, states, h_n, c_n, cells, gates = lstm_fwd(
             gx, weight_hh, h0, c0, lengths, noise, seed, reverse=reverse, inv_temperature=inv_temperature,
             noise_prob=noise_prob, hard_gates=hard_gates, save=save, config=config)
@@ -315,7 +314,7 @@ class LSTMFunction(torch.autograd.Function):
         d_bias = dz_rows.sum(0, dtype=torch.float32).to(dz.dtype) if ctx.has_bias else None
         d_bias_hh = None if d_bias is None else d_bias.clone()  # two gradients must not share storage
         return (d_x, d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_weight_ih, d_weight_hh, d_bias, d_bias_hh,
-                None, None, None, None, None, None, None, None)
+                None, None, None, None, None, None, None, None, None)
 
 
 def config_for(sweep: Sweep):
@@ -363,5 +362,6 @@ def run(sweep: Sweep, noise=None, seed=None, inv_temperature=1.0, noise_prob=1.0
     ``hard_gates``. Returns ``output (T, B, H), h_n, c_n (B, H)``."""
     output, h_n, c_n = LSTMFunction.apply(
         sweep.x, sweep.h0, sweep.c0, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh,
-        sweep.lengths, noise, seed, sweep.reverse, inv_temperature, noise_prob, hard_gates, config_for(sweep))
+        sweep.lengths, noise, seed, sweep.reverse, inv_temperature, noise_prob, hard_gates, config_for(sweep),
+        sweep.needs_backward)
     return output, h_n, c_n

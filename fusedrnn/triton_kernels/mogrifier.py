@@ -599,21 +599,20 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, q, r, saved, d_out, d_h_n, d
 
 class MogrifierLSTMFunction(torch.autograd.Function):
     """``(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, config,
-    grad_enabled, has_round_bias, *round_weights, *round_biases) -> (output, h_n, c_n)``.
+    save, has_round_bias, *round_weights, *round_biases) -> (output, h_n, c_n)``.
 
-    ``grad_enabled`` is the caller's grad mode: ``needs_input_grad`` alone is also true
-    under ``torch.no_grad()``, where saving ``T + 1`` slots would only cost memory.
+    Without ``save`` (no backward can follow, ``Sweep.needs_backward``) the forward keeps
+    two time slots instead of ``T + 1``.
     """
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
-    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, config, grad_enabled,
+    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, config, save,
                 has_round_bias, *round_params):
         rounds = len(round_params) // 2 if has_round_bias else len(round_params)
         weights, biases = round_params[:rounds], (round_params[rounds:] if has_round_bias else None)
         q, r, q_bias, r_bias = _round_tensors(weights, biases)
         bias = None if bias_ih is None else bias_ih.float() + bias_hh.float()
-        save = grad_enabled and any(ctx.needs_input_grad)
         out, h_n, c_n, saved = mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, q, r, q_bias, r_bias, lengths,
                                              reverse=reverse, rounds=rounds, save=save, config=config)
         if save:
@@ -652,5 +651,5 @@ def run(sweep: Sweep):
     biases = sweep.mogrify_biases
     return MogrifierLSTMFunction.apply(
         sweep.x, sweep.h0, sweep.c0, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh, sweep.lengths,
-        sweep.reverse, config_for(sweep), torch.is_grad_enabled(), biases is not None, *sweep.mogrify_weights,
+        sweep.reverse, config_for(sweep), sweep.needs_backward, biases is not None, *sweep.mogrify_weights,
         *(biases or ()))
