@@ -27,6 +27,16 @@ from .noise import logistic_noise
 NO_NOISE, NOISE_TENSOR, NOISE_PHILOX = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 
 
+@triton.jit
+def _program_tile(i_h, i_b, B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Program ``(i_h, i_b)``'s batch rows ``o_b`` and hidden units ``o_j``, which of each are
+    in range, and their ``(BLOCK_B, BLOCK_H)`` mask."""
+    o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_j = i_h * BLOCK_H + tl.arange(0, BLOCK_H)
+    m_b, m_j = o_b < B, o_j < H
+    return o_b, o_j, m_b, m_j, m_b[:, None] & m_j[None, :]
+
+
 @triton.heuristics({
     "HAS_LENGTHS": lambda args: args["lengths"] is not None,
     "SAVE": lambda args: args["gates"] is not None,
@@ -52,10 +62,7 @@ def _lstm_fwd_kernel(
     """
     i_h, i_b = tl.program_id(0), tl.program_id(1)
     DTYPE = states.dtype.element_ty
-    o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    o_j = i_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    m_b, m_j = o_b < B, o_j < H
-    m_bj = m_b[:, None] & m_j[None, :]
+    o_b, o_j, m_b, m_j, m_bj = _program_tile(i_h, i_b, B, H, BLOCK_B, BLOCK_H)
 
     # This program's slice of W_hh, transposed: (H_PAD, 4·BLOCK_H), column 4j + gate.
     o_n = tl.arange(0, 4 * BLOCK_H)
@@ -153,10 +160,7 @@ def _lstm_bwd_kernel(
     """
     i_h, i_b = tl.program_id(0), tl.program_id(1)
     DTYPE = dz.dtype.element_ty
-    o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    o_j = i_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    m_b, m_j = o_b < B, o_j < H
-    m_bj = m_b[:, None] & m_j[None, :]
+    o_b, o_j, m_b, m_j, m_bj = _program_tile(i_h, i_b, B, H, BLOCK_B, BLOCK_H)
 
     # W_hh columns of this program's units: (4·H_PAD, BLOCK_H), row 4k + gate.
     p_w = w_hh + o_j[None, :]

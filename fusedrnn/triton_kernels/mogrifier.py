@@ -48,12 +48,21 @@ MAX_ROUNDS = 8
 
 
 @triton.jit
-def _tile(tile, N, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Offsets of the ``tile``-th ``(batch, feature)`` tile of a ``(B, N)`` phase."""
+def _tile(tile, B, N, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The ``tile``-th ``(batch, feature)`` tile of a row-major ``(B, N)`` phase: its row and
+    column offsets, the ``(BLOCK_B, BLOCK_N)`` element offsets and which are in range."""
     n_tiles = tl.cdiv(N, BLOCK_N)
     offs_b = (tile // n_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
     offs_n = (tile % n_tiles) * BLOCK_N + tl.arange(0, BLOCK_N)
-    return offs_b, offs_n
+    o_bn = offs_b[:, None] * N + offs_n[None, :]
+    mask = (offs_b[:, None] < B) & (offs_n[None, :] < N)
+    return offs_b, offs_n, o_bn, mask
+
+
+@triton.jit
+def _step_strides(B, I, H):
+    """Elements per step of a ``(B, I)`` and a ``(B, H)`` buffer, and per round matrix, in int64."""
+    return tl.cast(B, tl.int64) * I, tl.cast(B, tl.int64) * H, tl.cast(I, tl.int64) * H
 
 
 @triton.jit
@@ -193,10 +202,7 @@ def _mogrifier_fwd_kernel(
     """
     i_p = tl.program_id(0)
     n_programs = tl.num_programs(0)
-    # Elements per step of a (B, I) and a (B, H) buffer, and per round matrix, in int64.
-    stride_x = tl.cast(B, tl.int64) * I
-    stride_h = tl.cast(B, tl.int64) * H
-    stride_w = tl.cast(I, tl.int64) * H
+    stride_x, stride_h, stride_w = _step_strides(B, I, H)
     n_b = tl.cdiv(B, BLOCK_B)
     phase = 0
     for step in range(T):
@@ -217,9 +223,7 @@ def _mogrifier_fwd_kernel(
                 p_new = _h_chain(hs, enter, slot, j, stride_h, T_BUF)
                 p_w, N, K = r + (j // 2 - 1) * stride_w, H, I
             for tile in range(i_p, n_b * tl.cdiv(N, BLOCK_N), n_programs):
-                offs_b, offs_n = _tile(tile, N, BLOCK_B, BLOCK_N)
-                o_bn = offs_b[:, None] * N + offs_n[None, :]
-                mask = (offs_b[:, None] < B) & (offs_n[None, :] < N)
+                offs_b, offs_n, o_bn, mask = _tile(tile, B, N, BLOCK_B, BLOCK_N)
                 b_a = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
                 b_a = _product(b_a, p_in, p_w, K, 1, offs_b, offs_n, B, N, K, BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
                 if HAS_ROUND_BIAS:
@@ -235,9 +239,7 @@ def _mogrifier_fwd_kernel(
         p_x = _x_chain(x, xs, t, slot, 2 * ((ROUNDS + 1) // 2) - 1, stride_x, T_BUF)
         p_h = _h_chain(hs, enter, slot, 2 * (ROUNDS // 2), stride_h, T_BUF)
         for tile in range(i_p, n_b * tl.cdiv(H, BLOCK_N), n_programs):
-            offs_b, offs_n = _tile(tile, H, BLOCK_B, BLOCK_N)
-            o_bn = offs_b[:, None] * H + offs_n[None, :]
-            mask = (offs_b[:, None] < B) & (offs_n[None, :] < H)
+            offs_b, offs_n, o_bn, mask = _tile(tile, B, H, BLOCK_B, BLOCK_N)
             b_i = sigmoid(_gate_preactivation(0, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H, HAS_BIAS,
                                               BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT))
             b_f = sigmoid(_gate_preactivation(1, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H, HAS_BIAS,
@@ -284,9 +286,7 @@ def _mogrifier_bwd_kernel(
     """
     i_p = tl.program_id(0)
     n_programs = tl.num_programs(0)
-    stride_x = tl.cast(B, tl.int64) * I
-    stride_h = tl.cast(B, tl.int64) * H
-    stride_w = tl.cast(I, tl.int64) * H
+    stride_x, stride_h, stride_w = _step_strides(B, I, H)
     n_b = tl.cdiv(B, BLOCK_B)
     n_tiles_h = n_b * tl.cdiv(H, BLOCK_N)
     n_tiles_i = n_b * tl.cdiv(I, BLOCK_N)
@@ -298,9 +298,7 @@ def _mogrifier_bwd_kernel(
         leave = (t + 1 - REVERSE) % T_BUF
         # The LSTM step's backward (SPEC §2), per (batch, H) tile.
         for tile in range(i_p, n_tiles_h, n_programs):
-            offs_b, offs_n = _tile(tile, H, BLOCK_B, BLOCK_N)
-            o_bn = offs_b[:, None] * H + offs_n[None, :]
-            mask = (offs_b[:, None] < B) & (offs_n[None, :] < H)
+            offs_b, offs_n, o_bn, mask = _tile(tile, B, H, BLOCK_B, BLOCK_N)
             active = _active(lengths, t, offs_b, B, HAS_LENGTHS)
             b_dout = tl.load(d_out + t * stride_h + o_bn, mask=mask, other=0.0).to(tl.float32)
             b_dh = tl.load(d_h + o_bn, mask=mask, other=0.0) + tl.where(active, b_dout, 0.0)
@@ -327,9 +325,7 @@ def _mogrifier_bwd_kernel(
         # g_x = dz W_ih and g_h = dz W_hh, then the elementwise part of round r.
         p_dz = dz + t * 4 * stride_h
         for tile in range(i_p, n_tiles_i, n_programs):
-            offs_b, offs_n = _tile(tile, I, BLOCK_B, BLOCK_N)
-            o_bn = offs_b[:, None] * I + offs_n[None, :]
-            mask = (offs_b[:, None] < B) & (offs_n[None, :] < I)
+            offs_b, offs_n, o_bn, mask = _tile(tile, B, I, BLOCK_B, BLOCK_N)
             b_g = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
             b_g = _product(b_g, p_dz, w_ih, 1, I, offs_b, offs_n, B, I, 4 * H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
             if ROUNDS % 2 == 1:
@@ -340,9 +336,7 @@ def _mogrifier_bwd_kernel(
             else:
                 tl.store(g_x + o_bn, b_g, mask=mask)
         for tile in range(i_p, n_tiles_h, n_programs):
-            offs_b, offs_n = _tile(tile, H, BLOCK_B, BLOCK_N)
-            o_bn = offs_b[:, None] * H + offs_n[None, :]
-            mask = (offs_b[:, None] < B) & (offs_n[None, :] < H)
+            offs_b, offs_n, o_bn, mask = _tile(tile, B, H, BLOCK_B, BLOCK_N)
             b_g = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
             b_g = _product(b_g, p_dz, w_hh, 1, H, offs_b, offs_n, B, H, 4 * H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
             if ROUNDS >= 2 and ROUNDS % 2 == 0:
@@ -360,9 +354,7 @@ def _mogrifier_bwd_kernel(
                 p_da = da_h + ((j // 2 - 1) * T + t) * stride_h
                 p_w = r + (j // 2 - 1) * stride_w
                 for tile in range(i_p, n_tiles_i, n_programs):
-                    offs_b, offs_n = _tile(tile, I, BLOCK_B, BLOCK_N)
-                    o_bn = offs_b[:, None] * I + offs_n[None, :]
-                    mask = (offs_b[:, None] < B) & (offs_n[None, :] < I)
+                    offs_b, offs_n, o_bn, mask = _tile(tile, B, I, BLOCK_B, BLOCK_N)
                     b_g = tl.load(g_x + o_bn, mask=mask, other=0.0)
                     b_g = _product(b_g, p_da, p_w, 1, I, offs_b, offs_n, B, I, H, BLOCK_K, INPUT_PRECISION,
                                    UPCAST_DOT)
@@ -376,9 +368,7 @@ def _mogrifier_bwd_kernel(
                 p_da = da_x + ((j // 2) * T + t) * stride_x
                 p_w = q + (j // 2) * stride_w
                 for tile in range(i_p, n_tiles_h, n_programs):
-                    offs_b, offs_n = _tile(tile, H, BLOCK_B, BLOCK_N)
-                    o_bn = offs_b[:, None] * H + offs_n[None, :]
-                    mask = (offs_b[:, None] < B) & (offs_n[None, :] < H)
+                    offs_b, offs_n, o_bn, mask = _tile(tile, B, H, BLOCK_B, BLOCK_N)
                     b_g = tl.load(g_h + o_bn, mask=mask, other=0.0)
                     b_g = _product(b_g, p_da, p_w, 1, H, offs_b, offs_n, B, H, I, BLOCK_K, INPUT_PRECISION,
                                    UPCAST_DOT)
