@@ -333,7 +333,8 @@ def _reduction_offsets(o_r, H, GATES: tl.constexpr):
 @triton.jit
 def load_resident_slice(p_w, m_w, GATES: tl.constexpr, H, BLOCK_K: tl.constexpr, H_PAD: tl.constexpr):
     """A program's whole weight slice ``(GATES·H_PAD, N)``, kept in registers for the sweep,
-    when the reduction is not split (``BLOCK_K == H_PAD``); else ``None``.
+    when the reduction is not split (``BLOCK_K == H_PAD``); else a placeholder that
+    :func:`exchanged_product` ignores (Triton 3.3-3.6 cannot return ``None`` from one branch).
 
     ``p_w`` ``(1, N)`` points at reduction index 0 of each column: ``W_hh`` rows for the
     forward (``GATES == 1``, the reduction runs along a row), ``W_hh`` columns for the
@@ -344,7 +345,7 @@ def load_resident_slice(p_w, m_w, GATES: tl.constexpr, H, BLOCK_K: tl.constexpr,
         w_off = off * H if GATES == 4 else off
         return tl.load(p_w + w_off[:, None], mask=m_r[:, None] & m_w, other=0.0)
     else:
-        return None
+        return tl.zeros((1, 1), dtype=p_w.dtype.element_ty)
 
 
 @triton.jit
