@@ -3,6 +3,8 @@
 A backend is a module that exports ``backend``, an object with:
 
 - ``name``: its name in ``BACKENDS``;
+- ``device_type``: the device type of the tensors it is built for (``"cuda"``, ``"cpu"``),
+  or ``None`` for any;
 - ``unavailable() -> str | None``: why this machine cannot run it at all
   (no CUDA, no compiler, a failed build), or ``None``;
 - ``unsupported(sweep, explicit) -> str | None``: why it cannot run this call (device,
@@ -13,7 +15,9 @@ A backend is a module that exports ``backend``, an object with:
 """
 from __future__ import annotations
 
+import functools
 import importlib
+import warnings
 from typing import Dict, List, Optional
 
 from .sweep import Sweep
@@ -66,13 +70,21 @@ def available_backends() -> List[str]:
 
 
 def select(name: str, sweep: Sweep):
-    """The backend object that runs ``sweep``: ``name``, or the first that can under ``"auto"``."""
+    """The backend object that runs ``sweep``: ``name``, or the first that can under ``"auto"``.
+
+    Under ``"auto"``, a backend built for the call's device that declines it (a shape,
+    dtype or compile failure of a fast path) is reported once per reason with a warning;
+    one built for another device is passed over in silence.
+    """
     if name == "auto":
         for candidate in BACKENDS:
             if unavailable_reason(candidate) is None:
                 backend = _loaded[candidate]
-                if backend.unsupported(sweep, explicit=False) is None:
+                reason = backend.unsupported(sweep, explicit=False)
+                if reason is None:
                     return backend
+                if backend.device_type == sweep.device.type:
+                    _warn_declined(backend.name, sweep.cell, reason)
         raise BackendUnavailableError(f"no backend can run this {sweep.cell} call")
     reason = unavailable_reason(name)
     if reason is None:
@@ -81,6 +93,13 @@ def select(name: str, sweep: Sweep):
         if reason is None:
             return backend
     raise BackendUnavailableError(f"backend {name!r} cannot run this {sweep.cell} call: {reason}")
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_declined(name: str, cell: str, reason: str) -> None:
+    """Once per process and reason (the cache), not once per call."""
+    warnings.warn(f"fusedrnn: 'auto' falls back from the {name!r} backend for this {cell} call: {reason}",
+                  RuntimeWarning, stacklevel=5)
 
 
 def run(name: str, sweep: Sweep):

@@ -26,6 +26,7 @@ def test_auto_skips_backends_that_decline(monkeypatch):
 
     class Declines:
         name = "triton"
+        device_type = "cuda"
 
         def unavailable(self):
             return None

@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -79,6 +80,52 @@ def test_declines_what_it_cannot_run(monkeypatch):
         dispatch.select("triton", sweep("lstm", torch.float64))
     # "auto" never picks the interpreter for CPU tensors.
     assert dispatch.select("auto", sweep("lstm")).name != "triton"
+
+
+def _compilation_error(message):
+    """A ``CompilationError`` shaped as Triton raises one: the call site's source excerpt,
+    wrapping the error that says what went wrong."""
+    import ast
+
+    from triton.compiler.errors import CompilationError
+
+    node = ast.parse("b_w = load_resident_slice(p_w)").body[0]
+    inner = CompilationError("b_w = load_resident_slice(p_w)", node, message)
+    outer = CompilationError("b_w = load_resident_slice(p_w)", node, None)
+    outer.__cause__ = inner
+    return outer
+
+
+def test_a_compile_error_declines_the_layout_search(monkeypatch):
+    """A compiler failure ends the search with its message; it never escapes."""
+    def compile_kernels(config):
+        raise _compilation_error("cannot convert None of type NoneType to tensor")
+
+    monkeypatch.setattr(common, "interpreting", lambda: False)
+    layout = common.first_launchable([CPU_LAYOUTS["chunked"], CPU_LAYOUTS["exchange"]], compile_kernels)
+    assert layout.config is None
+    assert layout.reason == ("the Triton compiler failed: CompilationError: "
+                             "cannot convert None of type NoneType to tensor"), layout.reason
+
+
+def test_a_compile_failure_falls_back_under_auto_and_raises_when_named(monkeypatch):
+    failure = "the Triton compiler failed: CompilationError: forced in test_a_compile_failure_falls_back"
+    monkeypatch.setattr(lstm, "layout_for", lambda sweep: common.Layout(None, failure))
+    # Make this CPU call one that Triton would otherwise take under "auto".
+    monkeypatch.setattr(common, "device_unsupported", lambda device, dtype, explicit: None)
+    monkeypatch.setattr(triton_backend.backend, "device_type", "cpu")
+    weights = {k: v.float() for k, v in random_weights("lstm", 4, 6).items()}
+    x = torch.randn(3, 2, 4)
+    with pytest.raises(fusedrnn.BackendUnavailableError, match="forced in test_a_compile_failure"):
+        functional.lstm(x, **weights, backend="triton")
+    with pytest.warns(RuntimeWarning, match="falls back from the 'triton' backend.*forced in test_a_compile"):
+        out, _ = functional.lstm(x, **weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one warning per reason, not one per call
+        again, _ = functional.lstm(x, **weights)
+    expected, _ = functional.lstm(x, **weights, backend="reference")
+    assert_close("auto after the fallback", out, expected, tolerance(torch.float32, "cpu"))
+    assert torch.equal(out, again)
 
 
 @needs_interpreter

@@ -18,7 +18,7 @@ import fusedrnn
 import test_parity
 from conftest import assert_close, map_tensors, random_weights, tolerance
 from fusedrnn import functional
-from fusedrnn.triton_kernels import mogrifier
+from fusedrnn.triton_kernels import common, mogrifier
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
@@ -100,7 +100,7 @@ def test_declines_more_rounds_than_unrolled():
 
 def test_declines_a_layout_that_does_not_fit(monkeypatch):
     """When no layout fits an SM per program, the backend declines instead of launching."""
-    monkeypatch.setattr(mogrifier, "config_for", lambda sweep: None)
+    monkeypatch.setattr(mogrifier, "layout_for", lambda sweep: common.Layout(None))
     weights = random_weights("mogrifier", 4, 4, mogrify_steps=2)
     x = torch.randn(2, 1, 4)
     with pytest.raises(fusedrnn.BackendUnavailableError, match="does not fit one SM"):

@@ -11,6 +11,7 @@ _HALF = (torch.float16, torch.bfloat16)
 
 class ReferenceBackend:
     name = "reference"
+    device_type = None
 
     def unavailable(self):
         return None

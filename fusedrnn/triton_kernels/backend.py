@@ -16,6 +16,7 @@ CELLS = {
 
 class TritonBackend:
     name = "triton"
+    device_type = "cuda"
 
     def unavailable(self) -> Optional[str]:
         return common.unavailable_reason()

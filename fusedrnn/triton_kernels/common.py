@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import triton
@@ -36,6 +36,10 @@ REGISTER_LIMIT = 1.0
 
 #: Software-pipeline stages of a chunked product (more would multiply shared memory).
 NUM_STAGES = 2
+
+#: Fused multiply-add in the kernels' arithmetic, set explicitly: it is Triton's default up to
+#: 3.9, and 3.10 turns the default off, which would change results without a word.
+FP_FUSION = True
 
 #: Hidden units per program on a GPU: 16 was the fastest slice on our H100 for
 #: H = 128, 256 and 512 (PERF_NOTES.md); narrower only when 16 does not fit.
@@ -148,7 +152,8 @@ class SweepConfig:
         """Keyword arguments of the launch. With more than one program the driver must
         make the whole grid resident at once (cooperative launch), or the barrier could
         wait forever for a program queued behind another kernel's."""
-        return {"num_warps": self.num_warps, "num_stages": NUM_STAGES, "launch_cooperative_grid": self.programs > 1}
+        return {"num_warps": self.num_warps, "num_stages": NUM_STAGES, "launch_cooperative_grid": self.programs > 1,
+                "enable_fp_fusion": FP_FUSION}
 
 
 @functools.lru_cache(maxsize=None)
@@ -210,17 +215,28 @@ def _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, elemen
     return min(candidates, key=lambda config: config.register_pressure(element_size), default=None)
 
 
-def first_launchable(configs, compile_kernels) -> Optional[SweepConfig]:
-    """The first of ``configs`` whose kernels compile and fit one SM, or ``None``.
+class Layout(NamedTuple):
+    """The layout a sweep launches with; ``config`` is ``None`` when none can launch, and
+    ``reason`` then says why if it is not the plain one (no layout fits the GPU)."""
+
+    config: Optional[object]
+    reason: Optional[str] = None
+
+
+def first_launchable(configs, compile_kernels) -> Layout:
+    """The first of ``configs`` whose kernels compile and fit one SM, or why none does.
 
     ``compile_kernels(config)`` returns the compiled kernels (``JITFunction.warmup``);
     a config is tried only when the ones before it failed, so a working shape compiles
-    once. On the interpreter nothing is compiled: the first config.
+    once. A config that needs more of an SM than there is makes way for the next; any
+    other error is the compiler's, not the layout's: no config is tried after it, and
+    the backend declines the call with the compiler's message instead of raising. On
+    the interpreter nothing is compiled: the first config.
     """
-    if interpreting() or not configs:
-        return configs[0] if configs else None
-    properties = torch.cuda.get_device_properties(torch.cuda.current_device())
-    registers = getattr(properties, "regs_per_multiprocessor", 65536)
+    if not configs:
+        return Layout(None)
+    if interpreting():
+        return Layout(configs[0])
     for config in configs:
         try:
             kernels = compile_kernels(config)
@@ -228,9 +244,26 @@ def first_launchable(configs, compile_kernels) -> Optional[SweepConfig]:
                 kernel._init_handles()  # raises OutOfResources past the device's shared memory
         except OutOfResources:
             continue
+        except Exception as error:  # noqa: BLE001 - any compiler failure makes the backend decline
+            return Layout(None, f"the Triton compiler failed: {compiler_message(error)}")
+        properties = torch.cuda.get_device_properties(torch.cuda.current_device())
+        registers = getattr(properties, "regs_per_multiprocessor", 65536)
         if all(kernel.n_regs * 32 * config.num_warps <= registers for kernel in kernels):
-            return config
-    return None
+            return Layout(config)
+    return Layout(None)
+
+
+def compiler_message(error: BaseException) -> str:
+    """The first line that says what went wrong: a Triton ``CompilationError`` opens with the
+    source excerpt and keeps its message (or the error it wraps) apart."""
+    cause = error
+    while cause is not None:
+        message = getattr(cause, "error_message", None)
+        if message:
+            return f"{type(cause).__name__}: {message.strip().splitlines()[0]}"
+        cause = cause.__cause__
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else 'no message'}"
 
 
 def dot_precision(dtype: torch.dtype) -> str:

@@ -321,16 +321,22 @@ class LSTMFunction(torch.autograd.Function):
                 None, None, None, None, None, None, None, None, None)
 
 
-def config_for(sweep: Sweep):
-    """The layout for ``sweep``, or ``None`` when no layout runs it on this device."""
+def layout_for(sweep: Sweep) -> common.Layout:
+    """The layout for ``sweep``: no config when none runs it on this device (see
+    :func:`common.first_launchable`)."""
     device_index = sweep.device.index if sweep.device.type == "cuda" else None
     if device_index is None and sweep.device.type == "cuda":
         device_index = torch.cuda.current_device()
-    return _launchable_config(sweep.hidden_size, sweep.batch_size, sweep.dtype, sweep.device.type, device_index)
+    return _launchable_layout(sweep.hidden_size, sweep.batch_size, sweep.dtype, sweep.device.type, device_index)
+
+
+def config_for(sweep: Sweep) -> Optional[common.SweepConfig]:
+    """The layout ``sweep`` launches with (see :func:`layout_for`)."""
+    return layout_for(sweep).config
 
 
 @functools.lru_cache(maxsize=None)
-def _launchable_config(hidden_size, batch_size, dtype, device_type, device_index):
+def _launchable_layout(hidden_size, batch_size, dtype, device_type, device_index):
     device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
     configs = common.sweep_configs(hidden_size, batch_size, dtype, device)
     if device_type == "cuda":
@@ -354,9 +360,10 @@ def _compile(hidden_size, batch_size, dtype, config):
 
 def unsupported(sweep: Sweep) -> Optional[str]:
     """Why the Triton sweep cannot run ``sweep`` (device, dtype and an empty batch already checked), or ``None``."""
-    if config_for(sweep) is None:
-        return (f"W_hh of hidden size {sweep.hidden_size} does not fit on chip for batch {sweep.batch_size} "
-                f"with at most one program per SM")
+    layout = layout_for(sweep)
+    if layout.config is None:
+        return layout.reason or (f"W_hh of hidden size {sweep.hidden_size} does not fit on chip for batch "
+                                 f"{sweep.batch_size} with at most one program per SM")
     return None
 
 

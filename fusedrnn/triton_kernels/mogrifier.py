@@ -402,7 +402,8 @@ class MogrifierConfig:
     def launch_options(self):
         # With more than one program the whole grid must be resident at once, or the
         # barrier could wait forever for a program that is not scheduled.
-        return {"num_warps": self.num_warps, "launch_cooperative_grid": self.programs > 1}
+        return {"num_warps": self.num_warps, "launch_cooperative_grid": self.programs > 1,
+                "enable_fp_fusion": common.FP_FUSION}
 
 
 #: Tile layout on a GPU: at most 64 batch rows, 32 feature columns, 32-column reduction
@@ -412,23 +413,29 @@ class MogrifierConfig:
 GPU_BLOCK_B, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS = 64, 32, 32, 8
 
 
-def config_for(sweep: Sweep) -> Optional[MogrifierConfig]:
+def layout_for(sweep: Sweep) -> common.Layout:
     """One program for everything on the interpreter (programs run one after another);
-    on a GPU as many programs as the widest phase has tiles, at most one per SM, or
-    ``None`` when the kernels of that layout would not fit an SM (the backend then
-    declines, so that a grid barrier never waits for a program that is not resident)."""
+    on a GPU as many programs as the widest phase has tiles, at most one per SM, or no
+    config when the kernels of that layout would not fit an SM or do not compile (the
+    backend then declines, so that a grid barrier never waits for a program that is
+    not resident)."""
     batch_size, features = sweep.batch_size, max(sweep.input_size, sweep.hidden_size)
     if sweep.device.type != "cuda":
         # The interpreter's cost is per operation, not per element: whole-width products.
-        return MogrifierConfig(1, common.next_power_of_2(batch_size), common.next_power_of_2(features),
-                               common.next_power_of_2(max(features, 4 * sweep.hidden_size)))
+        return common.Layout(MogrifierConfig(1, common.next_power_of_2(batch_size), common.next_power_of_2(features),
+                                             common.next_power_of_2(max(features, 4 * sweep.hidden_size))))
     device_index = sweep.device.index if sweep.device.index is not None else torch.cuda.current_device()
-    return _launchable_config(batch_size, sweep.input_size, sweep.hidden_size, sweep.mogrify_steps, sweep.dtype,
+    return _launchable_layout(batch_size, sweep.input_size, sweep.hidden_size, sweep.mogrify_steps, sweep.dtype,
                               device_index)
 
 
+def config_for(sweep: Sweep) -> Optional[MogrifierConfig]:
+    """The layout ``sweep`` launches with (see :func:`layout_for`)."""
+    return layout_for(sweep).config
+
+
 @functools.lru_cache(maxsize=None)
-def _launchable_config(batch_size, input_size, hidden_size, rounds, dtype, device_index):
+def _launchable_layout(batch_size, input_size, hidden_size, rounds, dtype, device_index):
     block_b = min(common.next_power_of_2(batch_size), GPU_BLOCK_B)
     tiles = triton.cdiv(batch_size, block_b) * triton.cdiv(max(input_size, hidden_size), GPU_BLOCK_N)
     programs = min(tiles, common.multiprocessor_count(device_index))
@@ -631,8 +638,9 @@ def unsupported(sweep: Sweep) -> Optional[str]:
     """Why the Mogrifier sweep cannot run ``sweep`` (device, dtype and an empty batch already checked), or ``None``."""
     if sweep.mogrify_steps > MAX_ROUNDS:
         return f"mogrify_steps = {sweep.mogrify_steps}: the Triton sweep unrolls at most {MAX_ROUNDS} rounds"
-    if config_for(sweep) is None:
-        return "the Mogrifier kernels' layout does not fit one SM per program on this GPU"
+    layout = layout_for(sweep)
+    if layout.config is None:
+        return layout.reason or "the Mogrifier kernels' layout does not fit one SM per program on this GPU"
     return None
 
 
