@@ -1,4 +1,4 @@
-"""Building and loading the compiled extensions (``csrc/``), once per process.
+"""Building and loading the compiled extensions (``fusedrnn/csrc/``), once per process.
 
 Two libraries register the ``torch.ops.fusedrnn`` operators: ``fusedrnn_cpu`` (the
 schemas and the CPU kernels; needs a C++ compiler) and ``fusedrnn_cuda`` (the CUDA
@@ -19,8 +19,8 @@ from typing import Dict, List, Optional
 
 import torch
 
-#: The C++/CUDA sources: ``csrc/`` beside the package (a source checkout or editable install).
-SOURCE_DIR = Path(__file__).resolve().parents[2] / "csrc"
+#: The C++/CUDA sources, package data of ``fusedrnn``: every install can build the extension.
+SOURCE_DIR = Path(__file__).resolve().parents[1] / "csrc"
 
 #: Every source of each library, relative to ``SOURCE_DIR``.
 SOURCES: Dict[str, List[str]] = {
@@ -61,7 +61,7 @@ def _missing_tools(kind: str) -> Optional[str]:
         if CUDA_HOME is None:
             return "nvcc not found (set CUDA_HOME)"
     if not SOURCE_DIR.is_dir():
-        return f"the C++ sources are not installed (no {SOURCE_DIR}); build ahead of time with setup.py"
+        return f"the C++ sources are missing (no {SOURCE_DIR}): reinstall fusedrnn"
     return None
 
 

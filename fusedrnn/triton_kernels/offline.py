@@ -24,6 +24,7 @@ from triton.compiler import ASTSource
 
 from ..reference.g2 import EPS
 from . import common, lstm, mogrifier
+from .lstm import NOISE_PHILOX, NOISE_TENSOR
 
 _TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -37,34 +38,48 @@ class Resources:
     spill_bytes: int
 
 
-def _lstm_signatures(dtype):
-    t = _TYPES[dtype]
-    forward = dict(gx=f"*{t}", w_hh=f"*{t}", h0=f"*{t}", c0=f"*{t}", lengths="*i64", noise="constexpr", seed="*i64",
-                   states=f"*{t}", out=f"*{t}", cells="*fp32", gates="*fp32", h_n=f"*{t}", c_n=f"*{t}",
+def _pointer(dtype, present=True):
+    """A pointer argument's signature, or ``constexpr`` where the launch passes ``None``."""
+    return f"*{_TYPES.get(dtype, dtype)}" if present else "constexpr"
+
+
+def lstm_kernels(dtype, noise=NOISE_PHILOX.value, hard_gates=False, lengths=True, save=True, reverse=False):
+    """``(kernel, signature, flags)`` of the LSTM/G2 forward and backward as ``lstm_fwd`` and
+    ``lstm_bwd`` launch them (``noise``: the value of one of ``lstm``'s ``NOISE_*``); the
+    defaults are the variant with the most work."""
+    t, f32 = dtype, torch.float32
+    forward = dict(gx=_pointer(t), w_hh=_pointer(t), h0=_pointer(t), c0=_pointer(t),
+                   lengths=_pointer("i64", lengths), noise=_pointer(f32, noise == NOISE_TENSOR.value),
+                   seed=_pointer("i64", noise == NOISE_PHILOX.value), states=_pointer(t), out=_pointer(t),
+                   cells=_pointer(f32, save), gates=_pointer(f32, save), h_n=_pointer(t), c_n=_pointer(t),
                    counters="*i32", T="i32", B="i32", H="i32", inv_temperature="fp32", noise_prob="fp32")
-    backward = dict(w_hh=f"*{t}", gates="*fp32", cells="*fp32", c0="*fp32", lengths="*i64", d_out=f"*{t}",
-                    d_h_n=f"*{t}", d_c_n=f"*{t}", dz=f"*{t}", d_h0="*fp32", d_c0="*fp32", counters="*i32",
-                    T="i32", B="i32", H="i32", inv_temperature="fp32")
-    # The variants with the most work: lengths, saved gates, Philox noise.
-    forward_flags = dict(noise=None, REVERSE=False, HARD_GATES=False, HAS_LENGTHS=True, SAVE=True,
-                         NOISE=lstm.NOISE_PHILOX.value, EPS=EPS)
-    backward_flags = dict(REVERSE=False, HAS_LENGTHS=True)
+    backward = dict(w_hh=_pointer(t), gates="*fp32", cells="*fp32", c0="*fp32", lengths=_pointer("i64", lengths),
+                    d_out=_pointer(t), d_h_n=_pointer(t), d_c_n=_pointer(t), dz=_pointer(t), d_h0="*fp32",
+                    d_c0="*fp32", counters="*i32", T="i32", B="i32", H="i32", inv_temperature="fp32")
+    forward_flags = dict(REVERSE=reverse, HARD_GATES=hard_gates, HAS_LENGTHS=lengths, SAVE=save, NOISE=noise, EPS=EPS)
+    backward_flags = dict(REVERSE=reverse, HAS_LENGTHS=lengths)
     return ((lstm._lstm_fwd_kernel, forward, forward_flags), (lstm._lstm_bwd_kernel, backward, backward_flags))
 
 
-def _mogrifier_signatures(dtype):
-    t = _TYPES[dtype]
-    shared = dict(x=f"*{t}", lengths="*i64", w_ih=f"*{t}", w_hh=f"*{t}")
-    forward = dict(**shared, bias="*fp32", q=f"*{t}", r=f"*{t}", q_bias=f"*{t}", r_bias=f"*{t}", out=f"*{t}",
-                   hs="*fp32", xs="*fp32", cs="*fp32", s_x="*fp32", s_h="*fp32", gates="*fp32", counter="*i32",
-                   T="i32", B="i32", I="i32", H="i32", T_BUF="i32")
-    backward = dict(**shared, q=f"*{t}", r=f"*{t}", d_out=f"*{t}", hs="*fp32", xs="*fp32", cs="*fp32",
-                    s_x="*fp32", s_h="*fp32", gates="*fp32", dz="*fp32", da_x="*fp32", da_h="*fp32", g_x="*fp32",
-                    g_h="*fp32", d_h="*fp32", d_c="*fp32", d_x=f"*{t}", counter="*i32",
-                    T="i32", B="i32", I="i32", H="i32", T_BUF="i32")
-    # The variants with the most work: lengths, biases, saved buffers.
-    forward_flags = dict(HAS_LENGTHS=True, HAS_BIAS=True, HAS_ROUND_BIAS=True, SAVE=True)
-    backward_flags = dict(HAS_LENGTHS=True)
+def mogrifier_kernels(dtype, rounds, lengths=True, bias=True, round_bias=True, save=True, reverse=False):
+    """Likewise for the Mogrifier as ``mogrifier_fwd`` and ``mogrifier_bwd`` launch it with ``rounds`` rounds."""
+    t, f32 = dtype, torch.float32
+    x_rounds, h_rounds = (rounds + 1) // 2 > 0, rounds // 2 > 0
+    round_bias = round_bias and rounds > 0
+    shared = dict(x=_pointer(t), lengths=_pointer("i64", lengths), w_ih=_pointer(t), w_hh=_pointer(t))
+    sizes = dict(T="i32", B="i32", I="i32", H="i32", T_BUF="i32")
+    forward = dict(**shared, bias=_pointer(f32, bias), q=_pointer(t, x_rounds), r=_pointer(t, h_rounds),
+                   q_bias=_pointer(t, round_bias and x_rounds), r_bias=_pointer(t, round_bias and h_rounds),
+                   out=_pointer(t), hs="*fp32", xs=_pointer(f32, x_rounds), cs="*fp32",
+                   s_x=_pointer(f32, save and x_rounds), s_h=_pointer(f32, save and h_rounds),
+                   gates=_pointer(f32, save), counter="*i32", **sizes)
+    backward = dict(**shared, q=_pointer(t, x_rounds), r=_pointer(t, h_rounds), d_out=_pointer(t), hs="*fp32",
+                    xs=_pointer(f32, x_rounds), cs="*fp32", s_x=_pointer(f32, x_rounds), s_h=_pointer(f32, h_rounds),
+                    gates="*fp32", dz="*fp32", da_x=_pointer(f32, x_rounds), da_h=_pointer(f32, h_rounds),
+                    g_x="*fp32", g_h="*fp32", d_h="*fp32", d_c="*fp32", d_x=_pointer(t), counter="*i32", **sizes)
+    forward_flags = dict(ROUNDS=rounds, REVERSE=reverse, HAS_LENGTHS=lengths, HAS_BIAS=bias,
+                         HAS_ROUND_BIAS=round_bias, SAVE=save)
+    backward_flags = dict(ROUNDS=rounds, REVERSE=reverse, HAS_LENGTHS=lengths)
     return ((mogrifier._mogrifier_fwd_kernel, forward, forward_flags),
             (mogrifier._mogrifier_bwd_kernel, backward, backward_flags))
 
@@ -90,35 +105,38 @@ def _jit_function(kernel):
     return kernel
 
 
+def compile_kernel(kernel, signature, values, options, arch):
+    """One kernel for ``sm_{arch}``: its :class:`Resources`; raises Triton's error where the
+    GPU compiler rejects it."""
+    values = {**{name: None for name, kind in signature.items() if kind == "constexpr"}, **values}
+    signature = {**signature, **{key: "constexpr" for key in values if key not in signature}}
+    compiled = triton.compile(ASTSource(_jit_function(kernel), signature, values),
+                              target=GPUTarget("cuda", arch, 32), options=options)
+    registers, stack = _registers_and_stack(compiled.asm["cubin"])
+    return Resources(compiled.metadata.shared, registers, stack)
+
+
 def _compile(kernels, constexprs, options, arch):
     """Compiles each ``(kernel, signature, flags)`` of ``kernels`` (forward, backward) for
-    ``sm_{arch}`` and returns ``{"forward": Resources, "backward": Resources}``; raises
-    Triton's ``CompilationError`` where the GPU compiler rejects a kernel."""
-    resources = {}
-    for name, (kernel, signature, flags) in zip(("forward", "backward"), kernels):
-        values = {**flags, **constexprs}
-        signature = {**signature, **{key: "constexpr" for key in values if key not in signature}}
-        compiled = triton.compile(ASTSource(_jit_function(kernel), signature, values),
-                                  target=GPUTarget("cuda", arch, 32), options=options)
-        registers, stack = _registers_and_stack(compiled.asm["cubin"])
-        resources[name] = Resources(compiled.metadata.shared, registers, stack)
-    return resources
+    ``sm_{arch}``; returns ``{"forward": Resources, "backward": Resources}``."""
+    return {name: compile_kernel(kernel, signature, {**flags, **constexprs}, options, arch)
+            for name, (kernel, signature, flags) in zip(("forward", "backward"), kernels)}
 
 
-def _precision(dtype):
+def precision_constexprs(dtype):
     return dict(INPUT_PRECISION="tf32" if dtype == torch.float32 else "ieee", UPCAST_DOT=False)
 
 
-def compile_lstm(config: common.SweepConfig, dtype: torch.dtype, arch: int = 90):
-    """The LSTM/G2 sweep kernels of ``config`` for ``sm_{arch}`` (see :func:`_compile`)."""
-    return _compile(_lstm_signatures(dtype), {**config.constexprs(), **_precision(dtype)},
+def compile_lstm(config: common.SweepConfig, dtype: torch.dtype, arch: int = 90, **flags):
+    """The LSTM/G2 sweep kernels of ``config`` for ``sm_{arch}``; ``flags`` as in :func:`lstm_kernels`."""
+    return _compile(lstm_kernels(dtype, **flags), {**config.constexprs(), **precision_constexprs(dtype)},
                     config.launch_options(), arch)
 
 
-def compile_mogrifier(config: mogrifier.MogrifierConfig, dtype: torch.dtype, rounds: int, arch: int = 90):
+def compile_mogrifier(config: mogrifier.MogrifierConfig, dtype: torch.dtype, rounds: int, arch: int = 90, **flags):
     """The Mogrifier sweep kernels of ``config`` with ``rounds`` rounds for ``sm_{arch}``."""
-    constexprs = {**config.constexprs(), **_precision(dtype), "ROUNDS": rounds, "REVERSE": False}
-    return _compile(_mogrifier_signatures(dtype), constexprs, config.launch_options(), arch)
+    return _compile(mogrifier_kernels(dtype, rounds, **flags), {**config.constexprs(), **precision_constexprs(dtype)},
+                    config.launch_options(), arch)
 
 
 def main(argv=None):
