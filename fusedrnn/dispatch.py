@@ -20,6 +20,8 @@ import importlib
 import warnings
 from typing import Dict, List, Optional
 
+import torch
+
 from .sweep import Sweep
 
 #: Every backend, in the order ``"auto"`` tries them.
@@ -54,6 +56,9 @@ def _load(name: str):
     return module.backend
 
 
+# torch.compile calls it while tracing and keeps the answer (a build or a GPU query cannot
+# be traced; the answer does not change within a process).
+@torch.compiler.assume_constant_result
 def unavailable_reason(name: str) -> Optional[str]:
     """Why backend ``name`` cannot run on this machine, or ``None`` if it can."""
     if name not in _MODULES:

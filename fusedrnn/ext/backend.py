@@ -7,8 +7,7 @@ import torch
 
 from ..reference import sample_noise
 from ..sweep import Sweep
-from . import build
-from .ops import LstmFunction, MogrifierFunction, gate_mode_code
+from . import build, ops
 
 
 class ExtensionBackend:
@@ -30,6 +29,8 @@ class ExtensionBackend:
         reason = build.load_error(self.device_type)
         if reason is not None:
             build.warn_unavailable(self.name, reason)
+        else:
+            ops.register()
         return reason
 
     def unsupported(self, sweep: Sweep, explicit: bool) -> Optional[str]:
@@ -54,11 +55,10 @@ class ExtensionBackend:
         bias = None if sweep.bias_ih is None else sweep.bias_ih.to(accumulate) + sweep.bias_hh.to(accumulate)
         lengths = None if sweep.lengths is None else sweep.lengths.contiguous()
         if sweep.cell == "mogrifier":
-            round_tensors = [prepare(w) for w in sweep.mogrify_weights]
-            round_tensors += [prepare(b) for b in sweep.mogrify_biases or ()]
-            out = MogrifierFunction.apply(x, h0, c0, weight_ih, weight_hh, bias, lengths, sweep.reverse,
-                                          sweep.needs_backward,
-                                          sweep.mogrify_steps, *round_tensors)
+            out = ops.mogrifier_sweep(x, h0, c0, weight_ih, weight_hh, bias,
+                                      [prepare(w) for w in sweep.mogrify_weights],
+                                      [prepare(b) for b in sweep.mogrify_biases or ()], lengths, sweep.reverse,
+                                      sweep.needs_backward)
         else:
             g2 = sweep.cell == "g2"
             noise = sweep.noise
@@ -66,7 +66,7 @@ class ExtensionBackend:
                 noise = sample_noise(sweep.seq_len, sweep.batch_size, sweep.hidden_size, sweep.noise_prob,
                                      device=sweep.device)
             noise = noise.contiguous() if sweep.noisy else None
-            out = LstmFunction.apply(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, sweep.reverse,
-                                     sweep.temperature if g2 else 1.0, gate_mode_code(sweep.gate_mode if g2 else "soft"),
-                                     sweep.needs_backward)
+            out = ops.lstm_sweep(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, sweep.reverse,
+                                 sweep.temperature if g2 else 1.0, sweep.gate_mode if g2 else "soft",
+                                 sweep.needs_backward)
         return tuple(tensor.to(sweep.dtype) for tensor in out)

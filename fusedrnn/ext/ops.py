@@ -1,17 +1,26 @@
-"""Autograd over the ``torch.ops.fusedrnn`` operators (schemas in csrc/fusedrnn.cpp).
+"""The ``torch.ops.fusedrnn`` operators (schemas in csrc/fusedrnn.cpp) as PyTorch sees them:
+fake implementations (shapes and dtypes without running, for ``torch.compile``) and
+autograd, registered through ``torch.library`` once the C++ library is loaded.
 
 The operators take contiguous tensors of one dtype on one device; shapes as
 :class:`fusedrnn.sweep.Sweep`, with ``bias = bias_ih + bias_hh`` (4H) or ``None`` in the
-accumulation type (float32 for half types, else the input's).
-The forward saves what the backward needs (gate activations, cell states, the h each
-step read, the Mogrifier's round chains and gates), so the G2 backward sees exactly the
-forward's noise. Without ``save`` (no backward can follow, ``Sweep.needs_backward``) the
-operators keep a ring of one or two steps instead of all ``T`` and nothing is saved.
+accumulation type (float32 for half types, else the input's). The forward returns, besides
+``output, h_n, c_n``, what the backward needs (gate activations, cell states, the ``h``
+each step read, the Mogrifier's round chains and gates), so the G2 backward sees exactly
+the forward's noise. Without ``save`` (no backward can follow, ``Sweep.needs_backward``)
+those are a ring of one or two steps instead of all ``T``.
+
+The C++ backward is not itself differentiable: a backward that must be (``create_graph``)
+goes through :mod:`fusedrnn.reference.double_backward` instead.
 """
 from __future__ import annotations
 
 import torch
 
+from ..reference.double_backward import recomputed_gradients
+from ..reference.g2 import g2_lstm
+from ..reference.lstm import lstm
+from ..reference.mogrifier import mogrifier_lstm
 from ..sweep import GATE_MODES
 
 
@@ -20,55 +29,145 @@ def gate_mode_code(gate_mode: str) -> int:
     return GATE_MODES.index(gate_mode)
 
 
-class LstmFunction(torch.autograd.Function):
-    """LSTM or G2-LSTM sweep: ``(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse,
-    temperature, gate_mode, save) -> (output (T, B, H), h_n (B, H), c_n (B, H))``."""
+def _accumulation(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
-    @staticmethod
-    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode, save):
-        output, h_n, c_n, gates, cells, h_prev = torch.ops.fusedrnn.lstm_forward(
-            x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode, save)
-        if save:
-            ctx.save_for_backward(x, c0, weight_ih, weight_hh, gates, cells, h_prev, lengths)
-        ctx.reverse, ctx.temperature, ctx.gate_mode = reverse, temperature, gate_mode
-        ctx.has_bias = bias is not None
-        return output, h_n, c_n
 
-    @staticmethod
-    def backward(ctx, grad_output, grad_h_n, grad_c_n):
-        x, c0, weight_ih, weight_hh, gates, cells, h_prev, lengths = ctx.saved_tensors
-        grad_x, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias = torch.ops.fusedrnn.lstm_backward(
+# --------------------------------------------------------------------------- LSTM and G2-LSTM
+
+
+def _fake_lstm_forward(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode,
+                       save):
+    seq_len, batch_size, hidden_size = x.shape[0], x.shape[1], weight_hh.shape[1]
+    accumulation, slots = _accumulation(x.dtype), seq_len if save else 2
+    return (x.new_empty(seq_len, batch_size, hidden_size), torch.empty_like(h0), c0.new_empty(c0.shape, dtype=x.dtype),
+            x.new_empty(seq_len, batch_size, 4 * hidden_size, dtype=accumulation),
+            x.new_empty(slots, batch_size, hidden_size, dtype=accumulation), x.new_empty(slots, batch_size, hidden_size))
+
+
+def _fake_lstm_backward(grad_output, grad_h_n, grad_c_n, x, c0, weight_ih, weight_hh, gates, cells, h_prev, lengths,
+                        reverse, temperature, gate_mode):
+    batch_size, hidden_size = c0.shape
+    return (grad_output.new_empty(x.shape), grad_output.new_empty(batch_size, hidden_size),
+            grad_output.new_empty(batch_size, hidden_size), grad_output.new_empty(weight_ih.shape),
+            grad_output.new_empty(weight_hh.shape), gates.new_empty(4 * hidden_size))
+
+
+def _setup_lstm(ctx, inputs, output):
+    x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode, save = inputs
+    _, _, _, gates, cells, h_prev = output
+    ctx.mark_non_differentiable(gates, cells, h_prev)
+    ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, gates, cells, h_prev)
+    ctx.reverse, ctx.temperature, ctx.gate_mode = reverse, temperature, gate_mode
+
+
+def _lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
+    x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, gates, cells, h_prev = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
+        gate_mode = GATE_MODES[ctx.gate_mode]
+
+        def run(*inputs):
+            if gate_mode == "soft" and ctx.temperature == 1.0:
+                return lstm(*inputs, None, lengths, ctx.reverse)
+            return g2_lstm(*inputs, None, lengths, ctx.reverse, ctx.temperature, gate_mode, noise)
+
+        grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias], (grad_output, grad_h_n, grad_c_n))
+    else:
+        grads = torch.ops.fusedrnn.lstm_backward(
             grad_output.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous(), x, c0, weight_ih, weight_hh,
             gates, cells, h_prev, lengths, ctx.reverse, ctx.temperature, ctx.gate_mode)
-        return (grad_x, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias if ctx.has_bias else None,
-                None, None, None, None, None, None)
+        grads = list(grads[:5]) + [grads[5] if bias is not None else None]
+    return (*grads, None, None, None, None, None, None)
 
 
-class MogrifierFunction(torch.autograd.Function):
-    """Mogrifier LSTM sweep: ``(x, h0, c0, weight_ih, weight_hh, bias, lengths, reverse, save, rounds,
-    *mogrify_weights, *mogrify_biases)``, the round biases all given or all left out;
-    returns ``(output, h_n, c_n)``."""
+# --------------------------------------------------------------------------- Mogrifier LSTM
 
-    @staticmethod
-    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias, lengths, reverse, save, rounds, *round_tensors):
-        weights, biases = list(round_tensors[:rounds]), list(round_tensors[rounds:])
-        output, h_n, c_n, gates, cells, h_prev, chains, round_gates = torch.ops.fusedrnn.mogrifier_forward(
-            x, h0, c0, weight_ih, weight_hh, bias, weights, biases, lengths, reverse, save)
-        if save:
-            ctx.save_for_backward(x, c0, weight_ih, weight_hh, gates, cells, h_prev, lengths,
-                                  *weights, *chains, *round_gates)
-        ctx.reverse, ctx.rounds = reverse, rounds
-        ctx.has_bias, ctx.has_round_biases = bias is not None, bool(biases)
-        return output, h_n, c_n
 
-    @staticmethod
-    def backward(ctx, grad_output, grad_h_n, grad_c_n):
-        x, c0, weight_ih, weight_hh, gates, cells, h_prev, lengths, *rest = ctx.saved_tensors
-        rounds = ctx.rounds
-        weights, chains, round_gates = rest[:rounds], rest[rounds:2 * rounds], rest[2 * rounds:]
-        (grad_x, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias, grad_weights,
-         grad_biases) = torch.ops.fusedrnn.mogrifier_backward(
+def _fake_mogrifier_forward(x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, mogrify_biases, lengths,
+                            reverse, save):
+    seq_len, batch_size, hidden_size = x.shape[0], x.shape[1], weight_hh.shape[1]
+    accumulation = _accumulation(x.dtype)
+    steps, states = (seq_len, seq_len) if save else (1, 2)
+    chains = [x.new_empty(steps, batch_size, weight.shape[0]) for weight in mogrify_weights]
+    round_gates = [chain.new_empty(chain.shape, dtype=accumulation) for chain in chains]
+    return (x.new_empty(seq_len, batch_size, hidden_size), torch.empty_like(h0), c0.new_empty(c0.shape, dtype=x.dtype),
+            x.new_empty(steps, batch_size, 4 * hidden_size, dtype=accumulation),
+            x.new_empty(states, batch_size, hidden_size, dtype=accumulation),
+            x.new_empty(states, batch_size, hidden_size), chains, round_gates)
+
+
+def _fake_mogrifier_backward(grad_output, grad_h_n, grad_c_n, x, c0, weight_ih, weight_hh, gates, cells, h_prev,
+                             mogrify_weights, chains, round_gates, lengths, reverse):
+    batch_size, hidden_size = c0.shape
+    return (grad_output.new_empty(x.shape), grad_output.new_empty(batch_size, hidden_size),
+            grad_output.new_empty(batch_size, hidden_size), grad_output.new_empty(weight_ih.shape),
+            grad_output.new_empty(weight_hh.shape), gates.new_empty(4 * hidden_size),
+            [grad_output.new_empty(weight.shape) for weight in mogrify_weights],
+            [grad_output.new_empty(weight.shape[0]) for weight in mogrify_weights])
+
+
+def _setup_mogrifier(ctx, inputs, output):
+    x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, mogrify_biases, lengths, reverse, save = inputs
+    _, _, _, gates, cells, h_prev, chains, round_gates = output
+    ctx.mark_non_differentiable(gates, cells, h_prev, *chains, *round_gates)
+    ctx.rounds, ctx.has_round_biases = len(mogrify_weights), bool(mogrify_biases)
+    ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, bias, lengths, gates, cells, h_prev,
+                          *mogrify_weights, *mogrify_biases, *chains, *round_gates)
+    ctx.reverse = reverse
+
+
+def _mogrifier_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
+    x, h0, c0, weight_ih, weight_hh, bias, lengths, gates, cells, h_prev, *rest = ctx.saved_tensors
+    rounds = ctx.rounds
+    weights = rest[:rounds]
+    biases = rest[rounds:2 * rounds] if ctx.has_round_biases else []
+    chains, round_gates = rest[len(weights) + len(biases):][:rounds], rest[len(weights) + len(biases):][rounds:]
+    if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
+        def run(x, h0, c0, weight_ih, weight_hh, bias, *round_tensors):
+            return mogrifier_lstm(x, h0, c0, weight_ih, weight_hh, bias, None, round_tensors[:rounds],
+                                  round_tensors[rounds:] or None, lengths, ctx.reverse)
+
+        grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias, *weights, *biases],
+                                     (grad_output, grad_h_n, grad_c_n))
+        grad_weights, grad_biases = grads[6:6 + rounds], grads[6 + rounds:]
+        grads = grads[:6]
+    else:
+        *grads, grad_weights, grad_biases = torch.ops.fusedrnn.mogrifier_backward(
             grad_output.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous(), x, c0, weight_ih, weight_hh,
             gates, cells, h_prev, weights, chains, round_gates, lengths, ctx.reverse)
-        return (grad_x, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias if ctx.has_bias else None,
-                None, None, None, None, *grad_weights, *(grad_biases if ctx.has_round_biases else ()))
+        grads[5] = grads[5] if bias is not None else None
+    return (*grads, list(grad_weights), list(grad_biases) if ctx.has_round_biases else [], None, None, None)
+
+
+_registered = False
+
+
+def register() -> None:
+    """Registers the fake implementations and autograd of the operators (once, after the
+    library that defines their schemas is loaded)."""
+    global _registered
+    if _registered:
+        return
+    for name, fake, backward, setup in (
+            ("lstm_forward", _fake_lstm_forward, _lstm_backward, _setup_lstm),
+            ("mogrifier_forward", _fake_mogrifier_forward, _mogrifier_backward, _setup_mogrifier)):
+        torch.library.register_fake(f"fusedrnn::{name}", fake)
+        torch.library.register_autograd(f"fusedrnn::{name}", backward, setup_context=setup)
+    torch.library.register_fake("fusedrnn::lstm_backward", _fake_lstm_backward)
+    torch.library.register_fake("fusedrnn::mogrifier_backward", _fake_mogrifier_backward)
+    _registered = True
+
+
+def lstm_sweep(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode, save):
+    """LSTM or G2-LSTM sweep (``gate_mode`` a name of ``GATE_MODES``); returns ``output (T, B, H),
+    h_n (B, H), c_n (B, H)``, differentiable."""
+    output, h_n, c_n, *_ = torch.ops.fusedrnn.lstm_forward(
+        x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode_code(gate_mode), save)
+    return output, h_n, c_n
+
+
+def mogrifier_sweep(x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, mogrify_biases, lengths, reverse, save):
+    """Mogrifier LSTM sweep; ``mogrify_biases`` empty or one per round. Returns ``output, h_n, c_n``."""
+    output, h_n, c_n, *_ = torch.ops.fusedrnn.mogrifier_forward(
+        x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, mogrify_biases, lengths, reverse, save)
+    return output, h_n, c_n

@@ -16,12 +16,14 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from ..reference.double_backward import recomputed_gradients
 from ..reference.g2 import EPS
+from ..reference.g2 import g2_lstm as reference_g2_lstm
 from ..sweep import Sweep
 from . import common
 from .common import (dot, exchanged_product, grid_barrier, input_guard, join_gates, load_resident_slice, sigmoid,
                      split_gates, tanh)
-from .noise import logistic_noise
+from .noise import logistic_noise, noise_from_seed
 
 # Where the G2 gate noise comes from (the NOISE constexpr).
 NO_NOISE, NOISE_TENSOR, NOISE_PHILOX = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
@@ -297,14 +299,21 @@ class LSTMFunction(torch.autograd.Function):
             gx, weight_hh, h0, c0, lengths, noise, seed, reverse=reverse, inv_temperature=inv_temperature,
             noise_prob=noise_prob, hard_gates=hard_gates, save=save, config=config)
         if save:
-            ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, lengths, states, cells, gates)
+            ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed,
+                                  states, cells, gates)
         ctx.has_bias = bias_ih is not None
         ctx.reverse, ctx.inv_temperature, ctx.config = reverse, inv_temperature, config
+        ctx.noise_prob, ctx.hard_gates = noise_prob, hard_gates
         return out, h_n, c_n
 
     @staticmethod
     def backward(ctx, d_out, d_h_n, d_c_n):
-        x, h0, c0, weight_ih, weight_hh, lengths, states, cells, gates = ctx.saved_tensors
+        (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed,
+         states, cells, gates) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
+            return (*_differentiable_backward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise,
+                                              seed, (d_out, d_h_n, d_c_n)),
+                    None, None, None, None, None, None, None, None, None)
         d_out = torch.zeros_like(states) if d_out is None else d_out
         d_h_n = torch.zeros_like(h0) if d_h_n is None else d_h_n
         d_c_n = torch.zeros_like(c0) if d_c_n is None else d_c_n
@@ -328,6 +337,19 @@ def layout_for(sweep: Sweep) -> common.Layout:
     if device_index is None and sweep.device.type == "cuda":
         device_index = torch.cuda.current_device()
     return _launchable_layout(sweep.hidden_size, sweep.batch_size, sweep.dtype, sweep.device.type, device_index)
+
+
+def _differentiable_backward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed, grads):
+    """The backward through the reference cell (see :mod:`fusedrnn.reference.double_backward`),
+    with the forward's noise (regenerated from its seed when drawn in the kernel)."""
+    if seed is not None:
+        noise = noise_from_seed(seed, x.shape[0], x.shape[1], h0.shape[1], ctx.noise_prob)
+    gate_mode = "hard" if ctx.hard_gates else "noisy" if noise is not None else "soft"
+
+    def run(*inputs):
+        return reference_g2_lstm(*inputs, lengths, ctx.reverse, 1.0 / ctx.inv_temperature, gate_mode, noise)
+
+    return recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh], grads)
 
 
 def config_for(sweep: Sweep) -> Optional[common.SweepConfig]:

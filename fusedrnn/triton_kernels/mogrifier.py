@@ -36,6 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..reference.double_backward import recomputed_gradients
+from ..reference.mogrifier import mogrifier_lstm as reference_mogrifier_lstm
 from ..sweep import Sweep
 from . import common
 from .common import dot, grid_barrier, input_guard, sigmoid, tanh
@@ -613,7 +615,8 @@ class MogrifierLSTMFunction(torch.autograd.Function):
         out, h_n, c_n, saved = mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, q, r, q_bias, r_bias, lengths,
                                              reverse=reverse, rounds=rounds, save=save, config=config)
         if save:
-            ctx.save_for_backward(x, lengths, weight_ih, weight_hh, q, r, *saved.values())
+            ctx.save_for_backward(x, lengths, weight_ih, weight_hh, q, r, h0, c0, bias_ih, bias_hh, *round_params,
+                                  *saved.values())
             ctx.saved_names = tuple(saved)
         ctx.reverse, ctx.rounds, ctx.config = reverse, rounds, config
         ctx.has_bias, ctx.has_round_bias = bias_ih is not None, has_round_bias
@@ -622,7 +625,19 @@ class MogrifierLSTMFunction(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, d_out, d_h_n, d_c_n):
-        x, lengths, weight_ih, weight_hh, q, r, *buffers = ctx.saved_tensors
+        x, lengths, weight_ih, weight_hh, q, r, h0, c0, bias_ih, bias_hh, *rest = ctx.saved_tensors
+        round_params, buffers = rest[:len(rest) - len(ctx.saved_names)], rest[len(rest) - len(ctx.saved_names):]
+        if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
+            rounds = ctx.rounds
+
+            def run(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *round_tensors):
+                return reference_mogrifier_lstm(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
+                                                round_tensors[:rounds], round_tensors[rounds:] or None, lengths,
+                                                ctx.reverse)
+
+            grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *round_params],
+                                         (d_out, d_h_n, d_c_n))
+            return (*grads[:7], None, None, None, None, None, *grads[7:])
         d_x, d_h0, d_c0, d_weight_ih, d_weight_hh, d_bias, d_rounds, d_round_biases = mogrifier_bwd(
             x, lengths, weight_ih, weight_hh, q, r, dict(zip(ctx.saved_names, buffers)), d_out, d_h_n, d_c_n,
             reverse=ctx.reverse, rounds=ctx.rounds, config=ctx.config)
