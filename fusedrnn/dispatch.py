@@ -56,13 +56,18 @@ def _load(name: str):
     return module.backend
 
 
+def check_name(name: str) -> None:
+    """Raises ``ValueError`` unless ``name`` is ``"auto"`` or a backend's name."""
+    if name != "auto" and name not in _MODULES:
+        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {name!r}")
+
+
 # torch.compile calls it while tracing and keeps the answer (a build or a GPU query cannot
 # be traced; the answer does not change within a process).
 @torch.compiler.assume_constant_result
 def unavailable_reason(name: str) -> Optional[str]:
     """Why backend ``name`` cannot run on this machine, or ``None`` if it can."""
-    if name not in _MODULES:
-        raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {name!r}")
+    check_name(name)
     backend = _load(name)
     if backend is None:
         return _missing[name]
@@ -81,6 +86,11 @@ def select(name: str, sweep: Sweep):
     dtype or compile failure of a fast path) is reported once per reason with a warning;
     one built for another device is passed over in silence.
     """
+    if sweep.batch_size == 0:  # nothing to compute: the reference's empty result is every backend's
+        reason = None if name == "auto" else unavailable_reason(name)
+        if reason is None:
+            return _load("reference")
+        raise BackendUnavailableError(f"backend {name!r} cannot run this {sweep.cell} call: {reason}")
     if name == "auto":
         for candidate in BACKENDS:
             if unavailable_reason(candidate) is None:

@@ -5,6 +5,7 @@ once, for the three cells.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -12,8 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import functional
+from . import dispatch, functional
 from .sweep import GATE_MODES
+
+
+def _cast(tensor, dtype):
+    return None if tensor is None else tensor.to(dtype)
 
 
 def _check_positive_int(name, value):
@@ -49,6 +54,9 @@ class _RecurrentBase(nn.Module):
             raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
         if proj_size:
             raise ValueError(f"proj_size is not supported by fusedrnn yet (got proj_size={proj_size}); use 0")
+        if dropout and num_layers == 1:
+            warnings.warn(f"dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
+                          f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -57,7 +65,7 @@ class _RecurrentBase(nn.Module):
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
         self.proj_size = 0
-        self.backend = backend
+        self.backend = backend  # checked by the property below
         factory = {"device": device, "dtype": dtype}
         for layer in range(num_layers):
             layer_input_size = input_size if layer == 0 else hidden_size * self.num_directions
@@ -69,6 +77,16 @@ class _RecurrentBase(nn.Module):
                     self._add(f"bias_ih_l{layer}{suffix}", (gates,), factory)
                     self._add(f"bias_hh_l{layer}{suffix}", (gates,), factory)
                 self._add_cell_parameters(f"l{layer}{suffix}", layer_input_size, factory)
+
+    @property
+    def backend(self) -> str:
+        """The backend every call runs on: ``"auto"`` or a name of ``fusedrnn.BACKENDS``."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str):
+        dispatch.check_name(name)
+        self._backend = name
 
     @property
     def num_directions(self) -> int:
@@ -90,9 +108,17 @@ class _RecurrentBase(nn.Module):
             if name.startswith(("weight_ih", "weight_hh", "bias_ih", "bias_hh")):
                 nn.init.uniform_(parameter, -bound, bound)
 
-    def _lstm_weights(self, tag):
-        get = lambda name: getattr(self, f"{name}_{tag}", None)  # noqa: E731
-        return get("weight_ih"), get("weight_hh"), get("bias_ih"), get("bias_hh")
+    def _lstm_weights(self, tag, dtype):
+        """The LSTM parameters of layer-direction ``tag`` in ``dtype`` (they differ under autocast)."""
+        return tuple(_cast(getattr(self, f"{name}_{tag}", None), dtype)
+                     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+
+    def _autocast_dtype(self, input):
+        """The dtype ``torch.autocast`` runs this module in, as it runs ``nn.LSTM``, or ``None``."""
+        device_type = input.device.type
+        if self.weight_hh_l0.dtype == torch.float32 and torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+        return None
 
     def _sweep(self, x, h0, c0, lengths, tag, reverse):
         """Runs one layer and direction; returns ``output, (h_n, c_n)``."""
@@ -113,9 +139,10 @@ class _RecurrentBase(nn.Module):
             if tuple(state.shape) != expected:
                 raise ValueError(f"{name} must have shape {expected} (num_layers * num_directions, "
                                  f"{'batch, ' if batched else ''}hidden_size), got {tuple(state.shape)}")
-            if state.dtype != input.dtype or state.device != input.device:
-                raise ValueError(f"{name} must match the input's dtype and device ({input.dtype}, {input.device}), "
-                                 f"got ({state.dtype}, {state.device})")
+            if state.dtype != input.dtype:
+                raise TypeError(f"{name} must have the input's dtype {input.dtype}, got {state.dtype}")
+            if state.device != input.device:
+                raise ValueError(f"{name} must be on the input's device {input.device}, got {state.device}")
             states.append(state if batched else state.unsqueeze(1))
         return tuple(states)
 
@@ -130,7 +157,8 @@ class _RecurrentBase(nn.Module):
                 a ``PackedSequence`` carries its own.
         Returns:
             ``output, (h_n, c_n)`` as ``torch.nn.LSTM``: output ``(T, B, D·H)`` (or packed),
-            ``h_n``, ``c_n`` ``(num_layers * D, B, H)``.
+            ``h_n``, ``c_n`` ``(num_layers * D, B, H)``. Under ``torch.autocast`` a float32
+            module computes and returns the autocast dtype, as ``nn.LSTM`` does.
         """
         packed = isinstance(input, PackedSequence)
         if packed:
@@ -151,26 +179,18 @@ class _RecurrentBase(nn.Module):
                 input = input.transpose(0, 1)
         if input.shape[-1] != self.input_size:
             raise ValueError(f"input must have {self.input_size} features (input_size), got {input.shape[-1]}")
-        weight = self.weight_hh_l0
-        if input.dtype != weight.dtype or input.device != weight.device:
-            raise ValueError(f"input must match the module's dtype and device ({weight.dtype}, {weight.device}), "
-                             f"got ({input.dtype}, {input.device})")
+        weight, autocast = self.weight_hh_l0, self._autocast_dtype(input)
+        if autocast is not None and input.is_floating_point():
+            # As nn.LSTM under autocast: input, states and weights in the autocast dtype.
+            input = input.to(autocast)
+            hx = hx if hx is None else tuple(_cast(state, autocast) for state in hx)
+        elif input.dtype != weight.dtype:
+            raise TypeError(f"input must have the module's dtype {weight.dtype}, got {input.dtype}")
+        if input.device != weight.device:
+            raise ValueError(f"input must be on the module's device {weight.device}, got {input.device}")
         h0, c0 = self._check_hx(hx, input.shape[1], batched, input)
-
-        layer_input, h_n, c_n = input, [], []
-        for layer in range(self.num_layers):
-            outputs = []
-            for direction, suffix in enumerate(self._suffixes()):
-                index = layer * self.num_directions + direction
-                output, (h, c) = self._sweep(layer_input, h0[index], c0[index], lengths,
-                                             f"l{layer}{suffix}", reverse=direction == 1)
-                outputs.append(output)
-                h_n.append(h)
-                c_n.append(c)
-            layer_input = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
-        output, h_n, c_n = layer_input, torch.stack(h_n), torch.stack(c_n)
+        with torch.autocast(input.device.type, enabled=False):  # the sweeps compute in input.dtype
+            output, h_n, c_n = self._layers(input, h0, c0, lengths)
 
         if packed:
             order = packed_input.sorted_indices
@@ -184,6 +204,23 @@ class _RecurrentBase(nn.Module):
         elif self.batch_first:
             output = output.transpose(0, 1)
         return output, (h_n, c_n)
+
+    def _layers(self, input, h0, c0, lengths):
+        """Every layer and direction over ``input (T, B, I)``; returns ``output, h_n, c_n``."""
+        layer_input, h_n, c_n = input, [], []
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction, suffix in enumerate(self._suffixes()):
+                index = layer * self.num_directions + direction
+                output, (h, c) = self._sweep(layer_input, h0[index], c0[index], lengths,
+                                             f"l{layer}{suffix}", reverse=direction == 1)
+                outputs.append(output)
+                h_n.append(h)
+                c_n.append(c)
+            layer_input = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        return layer_input, torch.stack(h_n), torch.stack(c_n)
 
     def extra_repr(self):
         text = f"{self.input_size}, {self.hidden_size}"
@@ -213,7 +250,7 @@ class LSTM(_RecurrentBase):
         self.reset_parameters()
 
     def _sweep(self, x, h0, c0, lengths, tag, reverse):
-        return functional.lstm(x, *self._lstm_weights(tag), h0, c0, lengths=lengths, reverse=reverse,
+        return functional.lstm(x, *self._lstm_weights(tag, x.dtype), h0, c0, lengths=lengths, reverse=reverse,
                                backend=self.backend)
 
     @classmethod
@@ -256,12 +293,13 @@ class MogrifierLSTM(_RecurrentBase):
             raise TypeError(f"mogrify_steps must be an int, got {type(mogrify_steps).__name__}")
         if mogrify_steps < 0:
             raise ValueError(f"mogrify_steps must be >= 0, got {mogrify_steps}")
+        if mogrify_rank is not None:
+            _check_positive_int("mogrify_rank", mogrify_rank)
         self.mogrify_steps = mogrify_steps
         self.mogrify_rank = mogrify_rank
         self.mogrify_bias = mogrify_bias
         super().__init__(*args, **kwargs)
         if mogrify_rank is not None:
-            _check_positive_int("mogrify_rank", mogrify_rank)
             limit = min(self.input_size, self.hidden_size)
             if mogrify_rank > limit:
                 raise ValueError(f"mogrify_rank must be at most min(input_size, hidden_size) = {limit}, "
@@ -300,21 +338,21 @@ class MogrifierLSTM(_RecurrentBase):
                 elif name.startswith("mogrify_weight_l"):
                     parameter.normal_(0.0, 1.0 / math.sqrt(parameter.shape[1]))
 
-    def _mogrify_parameters(self, tag):
+    def _mogrify_parameters(self, tag, dtype):
         weights, biases = [], []
         for j in range(1, self.mogrify_steps + 1):
             if self.mogrify_rank is None:
-                weights.append(getattr(self, f"mogrify_weight_{tag}_r{j}"))
+                weights.append(getattr(self, f"mogrify_weight_{tag}_r{j}").to(dtype))
             else:
-                weights.append((getattr(self, f"mogrify_weight_left_{tag}_r{j}"),
-                                getattr(self, f"mogrify_weight_right_{tag}_r{j}")))
+                weights.append((getattr(self, f"mogrify_weight_left_{tag}_r{j}").to(dtype),
+                                getattr(self, f"mogrify_weight_right_{tag}_r{j}").to(dtype)))
             if self.mogrify_bias:
-                biases.append(getattr(self, f"mogrify_bias_{tag}_r{j}"))
+                biases.append(getattr(self, f"mogrify_bias_{tag}_r{j}").to(dtype))
         return weights, (biases if self.mogrify_bias else None)
 
     def _sweep(self, x, h0, c0, lengths, tag, reverse):
-        weights, biases = self._mogrify_parameters(tag)
-        return functional.mogrifier_lstm(x, *self._lstm_weights(tag), h0, c0, mogrify_weights=weights,
+        weights, biases = self._mogrify_parameters(tag, x.dtype)
+        return functional.mogrifier_lstm(x, *self._lstm_weights(tag, x.dtype), h0, c0, mogrify_weights=weights,
                                          mogrify_biases=biases, lengths=lengths, reverse=reverse,
                                          backend=self.backend)
 
@@ -349,7 +387,7 @@ class G2LSTM(_RecurrentBase):
         self.reset_parameters()
 
     def _sweep(self, x, h0, c0, lengths, tag, reverse):
-        return functional.g2_lstm(x, *self._lstm_weights(tag), h0, c0, temperature=self.temperature,
+        return functional.g2_lstm(x, *self._lstm_weights(tag, x.dtype), h0, c0, temperature=self.temperature,
                                   noise_prob=self.noise_prob,
                                   gate_mode="noisy" if self.training else self.eval_gate_mode,
                                   lengths=lengths, reverse=reverse, backend=self.backend)

@@ -55,3 +55,17 @@ def test_named_backend_that_is_missing_says_why(monkeypatch):
     with pytest.raises(fusedrnn.BackendUnavailableError, match="backend 'cuda' cannot run .*not installed"):
         functional.lstm(torch.randn(2, 1, 3), torch.randn(8, 3), torch.randn(8, 2), backend="cuda")
     assert "cuda" not in fusedrnn.available_backends()
+
+
+@pytest.mark.parametrize("backend", ["auto", "cpu", "reference"])
+def test_an_empty_batch_runs_on_every_backend_as_nn_lstm(backend):
+    if backend != "auto" and dispatch.unavailable_reason(backend) is not None:
+        pytest.skip(dispatch.unavailable_reason(backend))
+    reference = torch.nn.LSTM(3, 4)
+    model = fusedrnn.LSTM.from_torch(reference, backend=backend)
+    x = torch.randn(5, 0, 3, requires_grad=True)
+    output, (h_n, c_n) = model(x)
+    expected, (expected_h, expected_c) = reference(x)
+    assert output.shape == expected.shape and h_n.shape == expected_h.shape and c_n.shape == expected_c.shape
+    output.sum().backward()
+    assert x.grad.shape == x.shape

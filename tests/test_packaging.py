@@ -40,3 +40,5 @@ def test_wheel_installed_elsewhere_has_the_cpu_backend(tmp_path):
     run = subprocess.run([sys.executable, "-c", CPU_CALL.format(site=str(site))], cwd=tmp_path, env=environment,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert "fusedrnn: building the cpu extension" in run.stderr, "a first build is announced, not silent"
+    assert "fusedrnn: built the cpu extension in" in run.stderr, run.stderr[-2000:]

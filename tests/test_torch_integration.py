@@ -133,3 +133,23 @@ def test_triton_second_order_gradients_match_the_reference(cell):
         gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
     for name, expected in gradients[1].items():
         assert_close(f"{cell} {name}", gradients[0][name], expected, 1e-5)
+
+
+AUTOCAST = [("cpu", torch.bfloat16)] + ([("cuda", torch.float16)] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device, dtype", AUTOCAST, ids=[device for device, _ in AUTOCAST])
+@pytest.mark.parametrize("cell", list(MODULES))
+def test_autocast_runs_in_the_autocast_dtype_like_nn_lstm(cell, device, dtype):
+    model = _model(cell, "auto").to(device)
+    x = torch.randn(5, 3, 6, device=device)
+    expected, _ = model(x)
+    linear = torch.nn.Linear(6, 6, device=device)
+    with torch.autocast(device, dtype=dtype):
+        output, (h_n, c_n) = model(x)
+        chained, _ = model(linear(x))  # a half-precision input into a float32 module, as nn.LSTM takes it
+        reference_dtype = torch.nn.LSTM(6, 8, device=device)(x)[0].dtype
+    assert output.dtype == h_n.dtype == c_n.dtype == chained.dtype == reference_dtype == dtype
+    assert_close(f"{cell} under autocast", output, expected, 2e-2)
+    output.float().sum().backward()
+    assert all(p.grad.dtype == torch.float32 for p in model.parameters()), "gradients reach the float32 parameters"

@@ -91,6 +91,8 @@ MODULE_CASES = {
     "temperature nan": (fusedrnn.G2LSTM, dict(temperature=math.nan), ValueError, "temperature must be finite"),
     "noise_prob": (fusedrnn.G2LSTM, dict(noise_prob=0), ValueError, "noise_prob must be a number in"),
     "eval_gate_mode": (fusedrnn.G2LSTM, dict(eval_gate_mode="binary"), ValueError, "eval_gate_mode must be one of"),
+    "mogrify_rank type": (fusedrnn.MogrifierLSTM, dict(mogrify_rank=2.5), TypeError, "mogrify_rank must be an int"),
+    "backend": (fusedrnn.G2LSTM, dict(backend="trition"), ValueError, "backend must be 'auto' or one of"),
 }
 
 
@@ -104,12 +106,12 @@ def test_module_constructor_rejects(case):
 @pytest.mark.parametrize("input, hx, error, message", [
     (torch.randn(T, B, I + 1), None, ValueError, "input must have 4 features"),
     (torch.randn(T), None, ValueError, "input must have 3 dimensions"),
-    (torch.randn(T, B, I, dtype=torch.float64), None, ValueError, "input must match the module's dtype"),
+    (torch.randn(T, B, I, dtype=torch.float64), None, TypeError, "input must have the module's dtype"),
     ("text", None, TypeError, "input must be a torch.Tensor or PackedSequence"),
     (torch.randn(T, B, I), (torch.randn(1, B + 1, H), torch.randn(1, B, H)), ValueError, "h_0 must have shape"),
     (torch.randn(T, B, I), (torch.randn(1, B, H),), TypeError, r"hx must be a tuple \(h_0, c_0\)"),
-    (torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(1, B, H, dtype=torch.float64)), ValueError,
-     "c_0 must match the input's dtype"),
+    (torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(1, B, H, dtype=torch.float64)), TypeError,
+     "c_0 must have the input's dtype"),
 ])
 def test_module_call_rejects(input, hx, error, message):
     with pytest.raises(error, match=message):
@@ -120,3 +122,15 @@ def test_module_rejects_lengths_with_packed_input():
     x = torch.nn.utils.rnn.pack_padded_sequence(torch.randn(T, B, I), torch.tensor([5, 3, 2]))
     with pytest.raises(ValueError, match="lengths must not be given with a PackedSequence"):
         fusedrnn.LSTM(I, H)(x, lengths=torch.tensor([5, 3, 2]))
+
+
+def test_backend_is_checked_when_set():
+    model = fusedrnn.LSTM(I, H)
+    with pytest.raises(ValueError, match="backend must be 'auto' or one of"):
+        model.backend = "cuDNN"
+    assert model.backend == "auto"
+
+
+def test_dropout_with_one_layer_warns_as_nn_lstm():
+    with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):
+        fusedrnn.LSTM(I, H, dropout=0.5)

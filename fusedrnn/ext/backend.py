@@ -38,8 +38,6 @@ class ExtensionBackend:
             return f"it runs {self.device_type} tensors, got {sweep.device.type}"
         if sweep.dtype not in self.compute_dtypes:
             return f"it does not run {sweep.dtype}"
-        if sweep.batch_size == 0:
-            return "the batch is empty"
         return None
 
     def run(self, sweep: Sweep):

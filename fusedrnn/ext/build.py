@@ -13,6 +13,9 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -33,6 +36,8 @@ CXX_FLAGS = ["-O3", "-fno-trapping-math"]
 #: ``FUSEDRNN_CUDA`` makes fusedrnn.cpp register the CUDA kernels instead of the schemas.
 CUDA_DEFINES = ["-DFUSEDRNN_CUDA"]
 NVCC_FLAGS = ["-O3"]
+#: A load that takes longer than this is a build, and says so.
+BUILD_NOTICE_AFTER_S = 2.0
 
 
 class ExtensionBuildError(RuntimeError):
@@ -69,15 +74,32 @@ def _compile(kind: str) -> None:
     from torch.utils.cpp_extension import load
 
     cuda = kind == "cuda"
-    load(
-        name=library_name(kind),
-        sources=[str(SOURCE_DIR / source) for source in SOURCES[kind]],
-        extra_cflags=CXX_FLAGS + (CUDA_DEFINES if cuda else []),
-        extra_cuda_cflags=NVCC_FLAGS + CUDA_DEFINES,
-        with_cuda=cuda,
-        is_python_module=False,
-        verbose=os.environ.get("FUSEDRNN_VERBOSE_BUILD") == "1",
-    )
+    # A build takes tens of seconds: say so rather than look hung, but stay quiet when a
+    # cached build loads in a moment.
+    start, announced = time.perf_counter(), threading.Event()
+
+    def announce():
+        print(f"fusedrnn: building the {kind} extension (first use; later processes load it from "
+              f"TORCH_EXTENSIONS_DIR)...", file=sys.stderr, flush=True)
+        announced.set()
+
+    notice = threading.Timer(BUILD_NOTICE_AFTER_S, announce)
+    notice.start()
+    try:
+        load(
+            name=library_name(kind),
+            sources=[str(SOURCE_DIR / source) for source in SOURCES[kind]],
+            extra_cflags=CXX_FLAGS + (CUDA_DEFINES if cuda else []),
+            extra_cuda_cflags=NVCC_FLAGS + CUDA_DEFINES,
+            with_cuda=cuda,
+            is_python_module=False,
+            verbose=os.environ.get("FUSEDRNN_VERBOSE_BUILD") == "1",
+        )
+    finally:
+        notice.cancel()
+    if announced.is_set():
+        print(f"fusedrnn: built the {kind} extension in {time.perf_counter() - start:.0f} s", file=sys.stderr,
+              flush=True)
 
 
 @functools.lru_cache(maxsize=None)

@@ -24,10 +24,7 @@ class TritonBackend:
     def unsupported(self, sweep: Sweep, explicit: bool) -> Optional[str]:
         if sweep.cell not in CELLS:
             return f"the {sweep.cell} cell has no Triton sweep (not implemented)"
-        reason = common.device_unsupported(sweep.device, sweep.dtype, explicit)
-        if reason is None and sweep.batch_size == 0:
-            reason = "the batch is empty"
-        return reason or CELLS[sweep.cell].unsupported(sweep)
+        return common.device_unsupported(sweep.device, sweep.dtype, explicit) or CELLS[sweep.cell].unsupported(sweep)
 
     def run(self, sweep: Sweep):
         return CELLS[sweep.cell].run(sweep)

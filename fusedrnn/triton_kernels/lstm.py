@@ -381,7 +381,7 @@ def _compile(hidden_size, batch_size, dtype, config):
 
 
 def unsupported(sweep: Sweep) -> Optional[str]:
-    """Why the Triton sweep cannot run ``sweep`` (device, dtype and an empty batch already checked), or ``None``."""
+    """Why the Triton sweep cannot run ``sweep`` (device and dtype already checked), or ``None``."""
     layout = layout_for(sweep)
     if layout.config is None:
         return layout.reason or (f"W_hh of hidden size {sweep.hidden_size} does not fit on chip for batch "

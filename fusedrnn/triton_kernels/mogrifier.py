@@ -650,7 +650,7 @@ class MogrifierLSTMFunction(torch.autograd.Function):
 
 
 def unsupported(sweep: Sweep) -> Optional[str]:
-    """Why the Mogrifier sweep cannot run ``sweep`` (device, dtype and an empty batch already checked), or ``None``."""
+    """Why the Mogrifier sweep cannot run ``sweep`` (device and dtype already checked), or ``None``."""
     if sweep.mogrify_steps > MAX_ROUNDS:
         return f"mogrify_steps = {sweep.mogrify_steps}: the Triton sweep unrolls at most {MAX_ROUNDS} rounds"
     layout = layout_for(sweep)
