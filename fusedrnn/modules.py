@@ -18,7 +18,8 @@ from .sweep import GATE_MODES
 
 
 def _cast(tensor, dtype):
-    return None if tensor is None else tensor.to(dtype)
+    # Skipping a no-op .to() matters at T = 1, where the host time is the cost.
+    return tensor if tensor is None or tensor.dtype == dtype else tensor.to(dtype)
 
 
 def _check_positive_int(name, value):
@@ -342,12 +343,12 @@ class MogrifierLSTM(_RecurrentBase):
         weights, biases = [], []
         for j in range(1, self.mogrify_steps + 1):
             if self.mogrify_rank is None:
-                weights.append(getattr(self, f"mogrify_weight_{tag}_r{j}").to(dtype))
+                weights.append(_cast(getattr(self, f"mogrify_weight_{tag}_r{j}"), dtype))
             else:
-                weights.append((getattr(self, f"mogrify_weight_left_{tag}_r{j}").to(dtype),
-                                getattr(self, f"mogrify_weight_right_{tag}_r{j}").to(dtype)))
+                weights.append((_cast(getattr(self, f"mogrify_weight_left_{tag}_r{j}"), dtype),
+                                _cast(getattr(self, f"mogrify_weight_right_{tag}_r{j}"), dtype)))
             if self.mogrify_bias:
-                biases.append(getattr(self, f"mogrify_bias_{tag}_r{j}").to(dtype))
+                biases.append(_cast(getattr(self, f"mogrify_bias_{tag}_r{j}"), dtype))
         return weights, (biases if self.mogrify_bias else None)
 
     def _sweep(self, x, h0, c0, lengths, tag, reverse):

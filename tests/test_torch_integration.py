@@ -153,3 +153,43 @@ def test_autocast_runs_in_the_autocast_dtype_like_nn_lstm(cell, device, dtype):
     assert_close(f"{cell} under autocast", output, expected, 2e-2)
     output.float().sum().backward()
     assert all(p.grad.dtype == torch.float32 for p in model.parameters()), "gradients reach the float32 parameters"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("cell", list(MODULES))
+def test_gpu_cuda_graph_of_a_training_step(cell):
+    """Capture forward, backward and an optimizer step once; each replay is one eager step."""
+    torch.manual_seed(3)
+    model = MODULES[cell](16, 32, num_layers=2, device="cuda")
+    if cell == "g2":
+        model.eval()
+    eager = MODULES[cell](16, 32, num_layers=2, device="cuda").train(model.training)
+    eager.load_state_dict(model.state_dict())
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, eager)]
+    static_x = torch.randn(12, 8, 16, device="cuda")
+
+    def step(module, optimizer, x):
+        optimizer.zero_grad(set_to_none=False)
+        output, _ = module(x)
+        loss = output.square().mean()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        step(model, optimizers[0], static_x)  # warm-up outside the capture (compiles, allocates grads)
+        step(eager, optimizers[1], static_x)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = step(model, optimizers[0], static_x)
+    for _ in range(3):
+        static_x.copy_(torch.randn_like(static_x))
+        graph.replay()
+        expected = step(eager, optimizers[1], static_x)
+        assert_close(f"{cell} loss of a replayed step", static_loss, expected, 1e-4)
+    for (name, parameter), expected in zip(model.named_parameters(), eager.parameters()):
+        assert_close(f"{cell} {name} after replays", parameter, expected, 1e-4)

@@ -44,7 +44,9 @@ class ExtensionBackend:
         compute = self.compute_dtypes[sweep.dtype]
 
         def prepare(tensor):
-            return None if tensor is None else tensor.to(compute).contiguous()
+            if tensor is None or (tensor.dtype == compute and tensor.is_contiguous()):
+                return tensor
+            return tensor.to(compute).contiguous()
 
         x, h0, c0, weight_ih, weight_hh = map(prepare, (sweep.x, sweep.h0, sweep.c0, sweep.weight_ih,
                                                         sweep.weight_hh))
@@ -67,4 +69,4 @@ class ExtensionBackend:
             out = ops.lstm_sweep(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, sweep.reverse,
                                  sweep.temperature if g2 else 1.0, sweep.gate_mode if g2 else "soft",
                                  sweep.needs_backward)
-        return tuple(tensor.to(sweep.dtype) for tensor in out)
+        return out if compute == sweep.dtype else tuple(tensor.to(sweep.dtype) for tensor in out)
