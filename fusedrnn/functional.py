@@ -41,12 +41,16 @@ def _check_lengths(lengths, seq_len, batch_size, device):
         raise TypeError(f"lengths must be an integer tensor, got {lengths.dtype}")
     if tuple(lengths.shape) != (batch_size,):
         raise ValueError(f"lengths must have shape ({batch_size},) (one per batch row), got {tuple(lengths.shape)}")
-    capturing = lengths.is_cuda and torch.cuda.is_current_stream_capturing()
-    if not capturing and batch_size > 0:  # reading the values would break a CUDA graph capture
+    if lengths.device.type == "cpu" and batch_size > 0:
         low, high = int(lengths.min()), int(lengths.max())
         if low < 0 or high > seq_len:
             raise ValueError(f"lengths must lie in [0, {seq_len}] (the sequence length), got [{low}, {high}]")
-    return lengths.to(device=device, dtype=torch.int64)
+    elif lengths.is_cuda and not torch.cuda.is_current_stream_capturing():
+        # Reading device lengths on the host would wait for the GPU: the check runs on the
+        # device instead and fails the stream (a device-side assert), never computes garbage.
+        torch._assert_async(((lengths >= 0) & (lengths <= seq_len)).all(),
+                            f"lengths must lie in [0, {seq_len}] (the sequence length)")
+    return lengths.to(device=device, dtype=torch.int64, non_blocking=True)
 
 
 def _sweep(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, **options):

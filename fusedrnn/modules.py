@@ -190,8 +190,10 @@ class _RecurrentBase(nn.Module):
         if input.device != weight.device:
             raise ValueError(f"input must be on the module's device {weight.device}, got {input.device}")
         h0, c0 = self._check_hx(hx, input.shape[1], batched, input)
+        # Checked and moved to the device once, not per layer and direction.
+        device_lengths = functional._check_lengths(lengths, input.shape[0], input.shape[1], input.device)
         with torch.autocast(input.device.type, enabled=False):  # the sweeps compute in input.dtype
-            output, h_n, c_n = self._layers(input, h0, c0, lengths)
+            output, h_n, c_n = self._layers(input, h0, c0, device_lengths)
 
         if packed:
             order = packed_input.sorted_indices

@@ -193,3 +193,23 @@ def test_gpu_cuda_graph_of_a_training_step(cell):
         assert_close(f"{cell} loss of a replayed step", static_loss, expected, 1e-4)
     for (name, parameter), expected in zip(model.named_parameters(), eager.parameters()):
         assert_close(f"{cell} {name} after replays", parameter, expected, 1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("cell", list(MODULES))
+def test_gpu_forward_and_backward_never_wait_for_the_device(cell):
+    model = MODULES[cell](16, 32, num_layers=2, bidirectional=True, device="cuda")
+    x = torch.randn(12, 8, 16, device="cuda", requires_grad=True)
+    lengths = torch.tensor([12, 3, 9, 12, 1, 7, 12, 5], device="cuda")
+
+    def step():
+        output, (h_n, c_n) = model(x, lengths=lengths)
+        (output.sum() + h_n.sum() + c_n.sum()).backward()
+
+    step()  # compiles and caches layouts first
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
