@@ -43,7 +43,7 @@ def test_auto_skips_backends_that_decline(monkeypatch):
     assert functional.lstm(x, w_ih, w_hh)[0].shape == (2, 1, 2)
     sweep = functional._sweep("lstm", x, w_ih, w_hh, None, None, None, None, None, False)
     assert dispatch.select("auto", sweep) is not dispatch._loaded["triton"]
-    assert dispatch.select("auto", sweep) in (reference, *[dispatch._loaded.get(n) for n in ("cuda", "cpu")])
+    assert dispatch.select("auto", sweep) in (reference, *[dispatch._loaded.get(n) for n in ("torch", "cuda", "cpu")])
     with pytest.raises(fusedrnn.BackendUnavailableError, match="backend 'triton' cannot run this lstm call: never"):
         functional.lstm(x, w_ih, w_hh, backend="triton")
 
@@ -69,3 +69,18 @@ def test_an_empty_batch_runs_on_every_backend_as_nn_lstm(backend):
     assert output.shape == expected.shape and h_n.shape == expected_h.shape and c_n.shape == expected_c.shape
     output.sum().backward()
     assert x.grad.shape == x.shape
+
+
+def test_auto_takes_pytorchs_kernel_where_its_table_says_it_is_faster():
+    """The plain LSTM's speed floor: a call in ``FASTER`` runs nn.LSTM's kernel, others do not."""
+    from fusedrnn.native.backend import FASTER
+
+    def selected(cell, dtype):
+        x, w_ih, w_hh = torch.randn(2, 1, 3, dtype=dtype), torch.randn(8, 3, dtype=dtype), torch.randn(8, 2, dtype=dtype)
+        return dispatch.select("auto", functional._sweep(cell, x, w_ih, w_hh, None, None, None, None, None, False)).name
+
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        with torch.no_grad():
+            expected = ("cpu", dtype, False) in FASTER
+            assert (selected("lstm", dtype) == "torch") == expected, f"lstm {dtype}: table says {expected}"
+        assert selected("g2", dtype) != "torch"

@@ -50,6 +50,8 @@ class Implementation:
 
 
 def _backend_unavailable(name: str) -> Optional[str]:
+    if name == "auto":
+        return None
     reason = dispatch.unavailable_reason(name)
     if reason is None and name == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
         reason = "TRITON_INTERPRET=1 runs Triton's interpreter, a correctness tool: not timed"
@@ -82,14 +84,16 @@ OTHERS = {
     "flashrnn": Implementation("flashrnn", "competitor", competitors.flashrnn_lstm, cells=("lstm",),
                                device_types=("cuda",), unavailable=competitors.flashrnn_unavailable),
 }
-NAMES = dispatch.BACKENDS + tuple(OTHERS)
+#: ``"auto"`` times what a user gets by default: the backend it picks per call.
+NAMES = ("auto",) + dispatch.BACKENDS + tuple(OTHERS)
 
 
 def implementations(names: Optional[Sequence[str]] = None) -> List[Implementation]:
-    """The named implementations, or by default every available fusedrnn backend, the
-    baselines, and flashrnn when it is installed."""
+    """The named implementations, or by default ``"auto"``, every available fusedrnn backend
+    of its own, the baselines, and flashrnn when it is installed."""
     if names is None:
-        names = dispatch.available_backends() + ["nn.LSTM", "eager"]
+        # "torch" is nn.LSTM's own kernel, timed as the nn.LSTM baseline already.
+        names = ["auto"] + [name for name in dispatch.available_backends() if name != "torch"] + ["nn.LSTM", "eager"]
         names += ["flashrnn"] if competitors.flashrnn_unavailable() is None else []
     chosen = []
     for name in names:

@@ -1,0 +1,1 @@
+"""The ``"torch"`` backend: PyTorch's own LSTM kernel, the speed floor of ``"auto"``."""

@@ -1,0 +1,82 @@
+"""The ``"torch"`` backend: the plain LSTM through PyTorch's own kernel, the one ``nn.LSTM``
+calls (``torch._VF.lstm``: oneDNN on the CPU, cuDNN on a GPU).
+
+A drop-in must never be slower than what it replaces: for the plain LSTM, ``"auto"`` tries
+this backend first and it takes the calls that :data:`FASTER` says PyTorch's kernel runs
+faster than fusedrnn's own backends, a table measured on the benchmark grid (not a timing
+per call). Named explicitly, it runs every plain LSTM call it can.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import _VF
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ..sweep import Sweep
+
+#: ``(device type, dtype, with backward)`` where PyTorch's kernel beat every fusedrnn backend
+#: at every point of the benchmark grid. CPU: `bench/results/cpu-auto/` (oneDNN against the
+#: compiled ``cpu`` backend, B 4-64, H 64-256, float32). GPU: not measured yet.
+FASTER = {
+    ("cpu", torch.float32, False),
+    ("cpu", torch.float32, True),
+}
+
+#: What the kernel runs: oneDNN and ATen on the CPU have no float16 LSTM.
+DTYPES = {"cpu": (torch.float32, torch.float64, torch.bfloat16),
+          "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
+
+
+class TorchBackend:
+    name = "torch"
+    device_type = None  # it declines by table, not by device: no fallback warning
+
+    def unavailable(self) -> Optional[str]:
+        return None
+
+    def unsupported(self, sweep: Sweep, explicit: bool) -> Optional[str]:
+        if sweep.cell != "lstm":
+            return f"PyTorch has no {sweep.cell} kernel"
+        if sweep.dtype not in DTYPES.get(sweep.device.type, ()):
+            return f"PyTorch's LSTM kernel does not run {sweep.dtype} on {sweep.device.type}"
+        if not explicit and (sweep.device.type, sweep.dtype, sweep.needs_backward) not in FASTER:
+            return "fusedrnn's own backends are faster for this call"
+        return None
+
+    def run(self, sweep: Sweep):
+        weights = [sweep.weight_ih, sweep.weight_hh]
+        if sweep.bias_ih is not None:
+            weights += [sweep.bias_ih, sweep.bias_hh]
+        x, hx, train = sweep.x, (sweep.h0[None], sweep.c0[None]), sweep.needs_backward
+        if sweep.lengths is None:
+            x = x.flip(0) if sweep.reverse else x
+            output, h_n, c_n = _VF.lstm(x, hx, weights, sweep.bias_ih is not None, 1, 0.0, train, False, False)
+            return (output.flip(0) if sweep.reverse else output), h_n[0], c_n[0]
+        # Rows of other lengths: a PackedSequence, as nn.LSTM takes them. Reversed, each row
+        # runs its own first L_b steps backwards (SPEC §5), then goes back in place.
+        order = _row_reversal(sweep.lengths, x.shape[0]) if sweep.reverse else None
+        x = x if order is None else x.gather(0, order[:, :, None].expand_as(x))
+        lengths = sweep.lengths.cpu().clamp(min=1)  # packing needs L ≥ 1; rows of length 0 are reset below
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        hx = tuple(state.index_select(1, packed.sorted_indices) for state in hx)
+        data, h_n, c_n = _VF.lstm(packed.data, packed.batch_sizes, hx, weights, sweep.bias_ih is not None, 1, 0.0,
+                                  train, False)
+        output, _ = pad_packed_sequence(packed._replace(data=data), total_length=x.shape[0])
+        h_n, c_n = (state[0].index_select(0, packed.unsorted_indices) for state in (h_n, c_n))
+        empty = (sweep.lengths == 0)[:, None]
+        output = output.masked_fill(empty[None], 0.0)
+        h_n, c_n = torch.where(empty, sweep.h0, h_n), torch.where(empty, sweep.c0, c_n)
+        if order is not None:
+            output = output.gather(0, order[:, :, None].expand_as(output))
+        return output, h_n, c_n
+
+
+def _row_reversal(lengths, seq_len):
+    """``(T, B)`` time indices that reverse each row's first ``L_b`` steps and keep the rest."""
+    steps = torch.arange(seq_len, device=lengths.device)[:, None]
+    return torch.where(steps < lengths[None], lengths[None] - 1 - steps, steps)
+
+
+backend = TorchBackend()
