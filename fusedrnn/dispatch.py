@@ -122,3 +122,9 @@ def _warn_declined(name: str, cell: str, reason: str) -> None:
 def run(name: str, sweep: Sweep):
     """Runs ``sweep`` on backend ``name`` (or ``"auto"``); returns ``output, h_n, c_n``."""
     return select(name, sweep).run(sweep)
+
+
+# Every backend module is imported now (they are light: nothing builds or compiles on import),
+# so that code torch.compile traces only reads `_loaded`, never fills it.
+for _name in BACKENDS:
+    _load(_name)

@@ -28,10 +28,11 @@ def _forward_backward(model, x):
 
 # Inductor over the reference backend's Python loop compiles for minutes and tests nothing
 # of ours that aot_eager does not.
-@pytest.mark.parametrize("backend, compiler", [("cpu", "aot_eager"), ("cpu", "inductor"), ("reference", "aot_eager")])
+@pytest.mark.parametrize("backend, compiler", [("auto", "aot_eager"), ("cpu", "aot_eager"), ("cpu", "inductor"),
+                                               ("reference", "aot_eager")])
 @pytest.mark.parametrize("cell", list(MODULES))
 def test_compiled_model_has_no_graph_break_and_matches_eager(cell, backend, compiler):
-    if dispatch.unavailable_reason(backend) is not None:
+    if backend != "auto" and dispatch.unavailable_reason(backend) is not None:
         pytest.skip(dispatch.unavailable_reason(backend))
     torch._dynamo.reset()
     model = _model(cell, backend)
