@@ -16,13 +16,21 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..sweep import Sweep
 
-#: ``(device type, dtype, with backward)`` where PyTorch's kernel beat every fusedrnn backend
-#: at every point of the benchmark grid. CPU: `bench/results/cpu-auto/` (oneDNN against the
-#: compiled ``cpu`` backend, B 4-64, H 64-256, float32). GPU: not measured yet.
-FASTER = {
-    ("cpu", torch.float32, False),
-    ("cpu", torch.float32, True),
-}
+#: ``(device type, dtype)`` where PyTorch's kernel beat every fusedrnn backend at every point of
+#: the benchmark grid, forward and forward+backward. CPU: float32, oneDNN against the compiled
+#: ``cpu`` backend, B 4-64, H 64-256, T 64 (`bench/results/cpu-auto/`). GPU: not measured yet.
+FASTER = {("cpu", torch.float32)}
+
+#: Below this many elements per call (``T·B·H``) fixed costs dominate and the ``cpu`` backend's
+#: are the lower: decoding one step at a time (`bench/cpu_crossover.py`, `bench/results/cpu-auto/`).
+SMALL_CALL = 1024
+
+
+def faster(sweep: Sweep) -> bool:
+    """Whether PyTorch's kernel is the fastest backend for ``sweep`` (see :data:`FASTER`)."""
+    elements = sweep.seq_len * sweep.batch_size * sweep.hidden_size
+    return (sweep.device.type, sweep.dtype) in FASTER and elements >= SMALL_CALL
+
 
 #: What the kernel runs: oneDNN and ATen on the CPU have no float16 LSTM.
 DTYPES = {"cpu": (torch.float32, torch.float64, torch.bfloat16),
@@ -43,7 +51,7 @@ class TorchBackend:
             return "PyTorch's LSTM kernel does not trace into a torch.compile graph"
         if sweep.dtype not in DTYPES.get(sweep.device.type, ()):
             return f"PyTorch's LSTM kernel does not run {sweep.dtype} on {sweep.device.type}"
-        if not explicit and (sweep.device.type, sweep.dtype, sweep.needs_backward) not in FASTER:
+        if not explicit and not faster(sweep):
             return "fusedrnn's own backends are faster for this call"
         return None
 
