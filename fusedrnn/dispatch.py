@@ -38,6 +38,7 @@ _MODULES = {
 
 _loaded: Dict[str, object] = {}
 _missing: Dict[str, str] = {}
+_reasons: Dict[str, Optional[str]] = {}
 
 
 class BackendUnavailableError(RuntimeError):
@@ -68,12 +69,13 @@ def check_name(name: str) -> None:
 # be traced; the answer does not change within a process).
 @torch.compiler.assume_constant_result
 def unavailable_reason(name: str) -> Optional[str]:
-    """Why backend ``name`` cannot run on this machine, or ``None`` if it can."""
+    """Why backend ``name`` cannot run on this machine, or ``None`` if it can (asked once per
+    process: every call of ``"auto"`` asks it of each backend in turn)."""
     check_name(name)
-    backend = _load(name)
-    if backend is None:
-        return _missing[name]
-    return backend.unavailable()
+    if name not in _reasons:
+        backend = _load(name)
+        _reasons[name] = _missing[name] if backend is None else backend.unavailable()
+    return _reasons[name]
 
 
 def available_backends() -> List[str]:

@@ -39,6 +39,7 @@ def test_auto_skips_backends_that_decline(monkeypatch):
 
     monkeypatch.setattr(dispatch, "_loaded", {**dispatch._loaded, "triton": Declines()})
     monkeypatch.setattr(dispatch, "_missing", {k: v for k, v in dispatch._missing.items() if k != "triton"})
+    monkeypatch.setattr(dispatch, "_reasons", {})
     x, w_ih, w_hh = torch.randn(2, 1, 3), torch.randn(8, 3), torch.randn(8, 2)
     assert functional.lstm(x, w_ih, w_hh)[0].shape == (2, 1, 2)
     sweep = functional._sweep("lstm", x, w_ih, w_hh, None, None, None, None, None, False)
@@ -52,6 +53,7 @@ def test_named_backend_that_is_missing_says_why(monkeypatch):
     monkeypatch.setitem(dispatch._MODULES, "cuda", "fusedrnn.no_such_module")
     monkeypatch.setattr(dispatch, "_loaded", {k: v for k, v in dispatch._loaded.items() if k != "cuda"})
     monkeypatch.setattr(dispatch, "_missing", {k: v for k, v in dispatch._missing.items() if k != "cuda"})
+    monkeypatch.setattr(dispatch, "_reasons", {})
     with pytest.raises(fusedrnn.BackendUnavailableError, match="backend 'cuda' cannot run .*not installed"):
         functional.lstm(torch.randn(2, 1, 3), torch.randn(8, 3), torch.randn(8, 2), backend="cuda")
     assert "cuda" not in fusedrnn.available_backends()
