@@ -78,6 +78,7 @@ def broken_cpu_build(monkeypatch):
     reason = "building the cpu extension failed: test"
     original = build.load_error
     monkeypatch.setattr(build, "load_error", lambda kind: reason if kind == "cpu" else original(kind))
+    monkeypatch.setattr(dispatch, "_reasons", {})  # availability is asked once per process
     build.warn_unavailable.cache_clear()
     yield reason
     build.warn_unavailable.cache_clear()
