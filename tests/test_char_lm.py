@@ -179,9 +179,9 @@ def test_resume_past_the_requested_steps_is_a_usage_error(tmp_path, capsys):
     checkpoint = str(tmp_path / "run.pt")
     char_lm.main(tiny_args("lstm") + ["--steps", "2", "--checkpoint", checkpoint])
     for steps in (1, 2):
-        with pytest.raises(SystemExit) as exit:
+        with pytest.raises(SystemExit) as stopped:
             char_lm.main(resume_args(checkpoint, steps))
-        assert exit.value.code == 2
+        assert stopped.value.code == 2
         message = capsys.readouterr().err.strip().splitlines()[-1]
         assert message.endswith(f"error: --steps {steps}: checkpoint {checkpoint!r} is already at step 2; "
                                 "--steps is the total to train to, give a larger one")
@@ -199,9 +199,9 @@ def test_results_record_the_command_line_that_ran(tmp_path, monkeypatch):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="Triton runs here: it has a CUDA device")
 def test_backend_this_machine_cannot_run_is_a_one_line_error(monkeypatch, capsys):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # conftest turns the CPU interpreter on
-    with pytest.raises(SystemExit) as exit:
+    with pytest.raises(SystemExit) as stopped:
         char_lm.main(tiny_args("lstm") + ["--steps", "1", "--backend", "triton"])
-    assert exit.value.code == 2
+    assert stopped.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         ": error: --backend triton cannot run on this machine: "
         "needs a CUDA device or the Triton CPU interpreter (TRITON_INTERPRET=1)")
@@ -213,7 +213,7 @@ def test_backend_that_refuses_the_call_is_a_one_line_error(monkeypatch):
     assert fusedrnn.dispatch.unavailable_reason("triton") is None
     monkeypatch.setattr(sys, "argv", [str(_PATH)] + tiny_args("lstm", dtype="float64")
                         + ["--steps", "1", "--backend", "triton"])
-    with pytest.raises(SystemExit) as exit:
+    with pytest.raises(SystemExit) as stopped:
         runpy.run_path(str(_PATH), run_name="__main__")
-    assert exit.value.code == ("char_lm.py: error: backend 'triton' cannot run this lstm call: "
+    assert stopped.value.code == ("char_lm.py: error: backend 'triton' cannot run this lstm call: "
                                "dtype torch.float64 is not supported (float32, bfloat16, float16)")
