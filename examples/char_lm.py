@@ -20,13 +20,14 @@ Run from the repository root (or with fusedrnn installed, without ``PYTHONPATH``
     PYTHONPATH=. python examples/char_lm.py --cell lstm --steps 2000 --checkpoint lstm.pt
     PYTHONPATH=. python examples/char_lm.py --cell g2 --steps 2000 --checkpoint g2.pt \\
         --gate-histogram gates.png --histogram-baseline lstm.pt
-    PYTHONPATH=. python examples/char_lm.py --resume g2.pt --steps 4000   # train on
+    PYTHONPATH=. python examples/char_lm.py --resume g2.pt --steps 4000   # train on, saved back to g2.pt
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import math
+import os
 import shlex
 import sys
 import time
@@ -326,7 +327,7 @@ def plot_gate_histograms(histograms: Sequence[Tuple[str, Dict[str, torch.Tensor]
 
 # --- command line -------------------------------------------------------------------------
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     run = parser.add_argument_group("the run (restored from the checkpoint with --resume)")
@@ -353,12 +354,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (None: torch chooses)")
     parser.add_argument("--eval-every", type=int, default=500, help="validate every this many steps (0: at the end)")
     parser.add_argument("--eval-batch-size", type=int, default=16)
-    parser.add_argument("--checkpoint", help="save the run here, at every validation and at the end")
-    parser.add_argument("--resume", help="continue the run saved in this checkpoint")
-    parser.add_argument("--results", help="write the final numbers and this command to this JSON file")
+    parser.add_argument("--checkpoint", help="save the run here, at every validation and at the end "
+                        "(default with --resume: back to the resumed file)")
+    parser.add_argument("--resume", help="continue the run saved in this checkpoint, up to --steps steps in all, "
+                        "and save it back there (unless --checkpoint names another file)")
+    parser.add_argument("--results", help="write the final numbers and the command line to this JSON file")
     parser.add_argument("--gate-histogram", help="draw the input/forget gate histogram (PNG) of this model")
     parser.add_argument("--histogram-baseline", help="checkpoint of a plain LSTM of the same size to draw beside")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """``parser``'s arguments, checked as far as they can be before the data and checkpoint are read."""
     args = parser.parse_args(argv)
     for name in ("layers", "embedding_size", "hidden_size", "batch_size", "bptt", "eval_batch_size"):
         if getattr(args, name) <= 0:
@@ -367,7 +375,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--steps and --eval-every must be >= 0")
     if args.histogram_baseline and not args.gate_histogram:
         parser.error("--histogram-baseline needs --gate-histogram")
+    reason = None if args.backend == "auto" else fusedrnn.dispatch.unavailable_reason(args.backend)
+    if reason:
+        parser.error(f"--backend {args.backend} cannot run on this machine: {reason}")
     return args
+
+
+def command_line(argv: Optional[Sequence[str]]) -> str:
+    """The command that runs this again: the one typed, or for ``main(argv)`` called from
+    Python, the command with those arguments."""
+    script, arguments = (sys.argv[0], sys.argv[1:]) if argv is None else (os.path.relpath(__file__), argv)
+    return shlex.join(["python", script, *arguments])
 
 
 def baseline_histogram(path: str, corpus: Corpus, config: Dict, args) -> Tuple[str, Dict[str, torch.Tensor]]:
@@ -389,11 +407,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     """Trains (or resumes), validates, checkpoints; returns the numbers it reports."""
     from tqdm import tqdm
 
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parse_args(parser, argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     corpus = build_corpus(load_text())
     checkpoint = load_checkpoint(args.resume, corpus) if args.resume else None
+    if checkpoint and args.steps <= checkpoint["trainer"]["step"]:
+        parser.error(f"--steps {args.steps}: checkpoint {args.resume!r} is already at step "
+                     f"{checkpoint['trainer']['step']}; --steps is the total to train to, give a larger one")
+    # Resuming without --checkpoint trains on the resumed file: otherwise the new steps would be lost.
+    checkpoint_path = args.checkpoint or args.resume
     config = checkpoint["config"] if checkpoint else {key: getattr(args, key) for key in CONFIG_KEYS}
     model = build_model(config, len(corpus.vocabulary), args.backend, args.device)
     trainer = Trainer(model, corpus.train, config["batch_size"], config["bptt"], config["lr"], config["clip"])
@@ -427,17 +451,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
             log(f"step {trainer.step}: train {train_bpc:.3f} bpc, validation {valid_bpc:.3f} bpc, "
                 f"{tokens / train_seconds:,.0f} tokens/s")
             interval_losses = []
-            if args.checkpoint:
-                save_checkpoint(args.checkpoint, trainer, config, corpus)
+            if checkpoint_path:
+                save_checkpoint(checkpoint_path, trainer, config, corpus)
     progress.close()
 
     if valid_bpc is None or interval_losses:
         valid_bpc = validate()
-    if args.checkpoint:
-        save_checkpoint(args.checkpoint, trainer, config, corpus)
+    if checkpoint_path:
+        save_checkpoint(checkpoint_path, trainer, config, corpus)
     recent = losses[-(args.eval_every or len(losses)):]  # the training loss since the last validation
     results = dict(
-        command="PYTHONPATH=. python examples/char_lm.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        command=command_line(argv),
         config=config, backend=args.backend, available_backends=fusedrnn.available_backends(),
         device=str(args.device), torch=torch.__version__, threads=torch.get_num_threads(),
         parameters=sum(p.numel() for p in model.parameters()), steps=trainer.step, steps_this_run=len(losses),
@@ -468,4 +492,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except fusedrnn.BackendUnavailableError as error:
+        # A backend this machine runs can still refuse a call (a dtype or device it lacks);
+        # parse_args has already turned away one that cannot run here at all.
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {error}")

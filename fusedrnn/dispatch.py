@@ -79,7 +79,13 @@ def unavailable_reason(name: str) -> Optional[str]:
 
 
 def available_backends() -> List[str]:
-    """The backends this machine can run, in the order ``"auto"`` tries them."""
+    """The backends this machine can run, in ``"auto"``'s order of preference.
+
+    Which of them a call gets also depends on the call: ``"auto"`` takes the first that
+    accepts its device, dtype and shape. ``"triton"`` is listed under ``TRITON_INTERPRET=1``
+    without a GPU, but ``"auto"`` never picks the Triton interpreter: it runs only calls
+    that name ``"triton"``.
+    """
     return [name for name in BACKENDS if unavailable_reason(name) is None]
 
 

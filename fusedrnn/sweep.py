@@ -1,6 +1,6 @@
 """`Sweep`: one layer, one direction, a whole sequence: what every backend computes.
 
-Shape letters (SPEC.md): T time steps, B batch, I input size, H hidden size.
+Shape letters (docs/SPEC.md): T time steps, B batch, I input size, H hidden size.
 """
 from __future__ import annotations
 

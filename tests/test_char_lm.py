@@ -1,14 +1,18 @@
 """The character-level language model example, ``examples/char_lm.py``: training lowers
 the loss for each cell, every backend follows the float64 reference step by step, a
-resumed checkpoint gives exactly the next loss of an uninterrupted run, and the gate
-histogram counts every gate value.
+resumed checkpoint gives exactly the next loss of an uninterrupted run (and is saved back),
+the gate histogram counts every gate value, and the command line says what it ran or why
+it cannot run.
 
 Needs the example's own dependencies: ``pip install tqdm matplotlib``.
 """
 import copy
 import importlib.util
+import json
 import math
 import pathlib
+import runpy
+import shlex
 import sys
 
 import pytest
@@ -152,3 +156,64 @@ def test_gate_histogram_command_draws_g2_beside_lstm(tmp_path):
     with pytest.raises(ValueError, match="this model.s size"):
         char_lm.main(tiny_args("g2", hidden_size=8) + ["--steps", "1", "--gate-histogram", str(picture),
                                                        "--histogram-baseline", baseline])
+
+
+def resume_args(checkpoint, steps):
+    return ["--resume", checkpoint, "--steps", str(steps), "--backend", "reference", "--eval-every", "0",
+            "--eval-batch-size", "64", "--quiet"]
+
+
+def saved_step(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["trainer"]["step"]
+
+
+def test_resume_without_checkpoint_saves_back_to_the_resumed_file(tmp_path):
+    checkpoint = str(tmp_path / "run.pt")
+    char_lm.main(tiny_args("lstm") + ["--steps", "2", "--checkpoint", checkpoint])
+    resumed = char_lm.main(resume_args(checkpoint, 3))
+    assert resumed["steps"] == 3
+    assert saved_step(checkpoint) == 3, "the steps trained after --resume without --checkpoint were not saved"
+
+
+def test_resume_past_the_requested_steps_is_a_usage_error(tmp_path, capsys):
+    checkpoint = str(tmp_path / "run.pt")
+    char_lm.main(tiny_args("lstm") + ["--steps", "2", "--checkpoint", checkpoint])
+    for steps in (1, 2):
+        with pytest.raises(SystemExit) as stopped:
+            char_lm.main(resume_args(checkpoint, steps))
+        assert stopped.value.code == 2
+        message = capsys.readouterr().err.strip().splitlines()[-1]
+        assert message.endswith(f"error: --steps {steps}: checkpoint {checkpoint!r} is already at step 2; "
+                                "--steps is the total to train to, give a larger one")
+    assert saved_step(checkpoint) == 2
+
+
+def test_results_record_the_command_line_that_ran(tmp_path, monkeypatch):
+    results = tmp_path / "results.json"
+    argv = ["examples/char_lm.py"] + tiny_args("lstm") + ["--steps", "1", "--results", str(results)]
+    monkeypatch.setattr(sys, "argv", argv)
+    char_lm.main()
+    assert json.loads(results.read_text())["command"] == shlex.join(["python"] + argv)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="Triton runs here: it has a CUDA device")
+def test_backend_this_machine_cannot_run_is_a_one_line_error(monkeypatch, capsys):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # conftest turns the CPU interpreter on
+    with pytest.raises(SystemExit) as stopped:
+        char_lm.main(tiny_args("lstm") + ["--steps", "1", "--backend", "triton"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        ": error: --backend triton cannot run on this machine: "
+        "needs a CUDA device or the Triton CPU interpreter (TRITON_INTERPRET=1)")
+
+
+def test_backend_that_refuses_the_call_is_a_one_line_error(monkeypatch):
+    # Triton runs here (a GPU, or conftest's interpreter) but never float64: dispatch
+    # refuses the first step, and the command says so instead of a traceback.
+    assert fusedrnn.dispatch.unavailable_reason("triton") is None
+    monkeypatch.setattr(sys, "argv", [str(_PATH)] + tiny_args("lstm", dtype="float64")
+                        + ["--steps", "1", "--backend", "triton"])
+    with pytest.raises(SystemExit) as stopped:
+        runpy.run_path(str(_PATH), run_name="__main__")
+    assert stopped.value.code == ("char_lm.py: error: backend 'triton' cannot run this lstm call: "
+                               "dtype torch.float64 is not supported (float32, bfloat16, float16)")

@@ -1,6 +1,6 @@
 """What the benchmark measures: configurations, and the presets that choose them.
 
-Shape letters as in SPEC.md: B batch, T time steps, I input size, H hidden size.
+Shape letters as in docs/SPEC.md: B batch, T time steps, I input size, H hidden size.
 """
 from __future__ import annotations
 
