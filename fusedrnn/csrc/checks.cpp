@@ -74,6 +74,12 @@ bool values_readable([[maybe_unused]] const Tensor& tensor) {
   return true;
 }
 
+// The dtype a tensor must have, and why (for the message).
+struct Dtype {
+  ScalarType type;
+  std::string why;
+};
+
 // One operator's checks against the sizes of x (T, B, I) and weight_hh (4H, H), which it
 // checks first.
 class Checker {
@@ -85,25 +91,27 @@ class Checker {
     const bool supported =
         std::find(std::begin(kKernelDtypes), std::end(kKernelDtypes), x.scalar_type()) != std::end(kKernelDtypes);
     TORCH_CHECK_TYPE(supported, op_, ": x must be ", kKernelDtypeNames, ", got ", dtype_str(x.scalar_type()));
-    layout("x", x, dtype());
+    layout("x", x, like_x());
     TORCH_CHECK_VALUE(weight_hh.dim() == 2 && weight_hh.size(0) == 4 * weight_hh.size(1), op_,
                       ": weight_hh must have shape (4H, H), got ", shape_str(weight_hh.sizes()));
     hidden_ = weight_hh.size(1);
-    layout("weight_hh", weight_hh, dtype());
+    layout("weight_hh", weight_hh, like_x());
   }
 
   int64_t seq_len() const { return x_.size(0); }
   int64_t batch() const { return x_.size(1); }
   int64_t input() const { return x_.size(2); }
   int64_t hidden() const { return hidden_; }
-  ScalarType dtype() const { return x_.scalar_type(); }
+  Dtype like_x() const { return {x_.scalar_type(), "like x"}; }
   // Where sweep.cpp accumulates: float32 for half types (SPEC §6), else x's dtype.
-  ScalarType acc() const { return at::toOpMathType(dtype()); }
+  Dtype accumulation() const {
+    return {at::toOpMathType(x_.scalar_type()), "(the accumulation type of x's " + dtype_str(x_.scalar_type()) + ")"};
+  }
 
   // `tensor` has shape `expected` (spelled `letters`, e.g. "(B, H)"), `dtype`, x's device
   // and a contiguous layout.
   void tensor(const std::string& name, const Tensor& tensor, at::IntArrayRef expected, const std::string& letters,
-              ScalarType dtype) const {
+              const Dtype& dtype) const {
     TORCH_CHECK_VALUE(tensor.sizes() == expected, op_, ": ", name, " must have shape ", letters, " = ",
                       shape_str(expected), " (T, B, I from x, H from weight_hh), got ", shape_str(tensor.sizes()));
     layout(name, tensor, dtype);
@@ -111,21 +119,19 @@ class Checker {
 
   // The (B, H) state tensors and their gradients, in x's dtype.
   void state(const char* name, const Tensor& tensor) const {
-    this->tensor(name, tensor, {batch(), hidden()}, "(B, H)", dtype());
+    this->tensor(name, tensor, {batch(), hidden()}, "(B, H)", like_x());
   }
 
   // A (T, B, N) sequence: all T steps, as the forward saves them with `save`.
   void sequence(const std::string& name, const Tensor& tensor, int64_t width, const std::string& letter,
-                ScalarType dtype) const {
+                const Dtype& dtype) const {
     this->tensor(name, tensor, {seq_len(), batch(), width}, "(T, B, " + letter + ")", dtype);
   }
 
   void lengths(const std::optional<Tensor>& lengths) const {
     if (!given(lengths)) return;
     const Tensor& values = *lengths;
-    TORCH_CHECK_TYPE(values.scalar_type() == ScalarType::Long, op_, ": lengths must be torch.int64, got ",
-                     dtype_str(values.scalar_type()));
-    tensor("lengths", values, {batch()}, "(B,)", ScalarType::Long);
+    tensor("lengths", values, {batch()}, "(B,)", {ScalarType::Long, "(steps per batch row)"});
     if (values.numel() == 0 || !values_readable(values)) return;
     // One reduction and one read back (a host sync on CUDA) for both bounds.
     const auto [low, high] = at::aminmax(values);
@@ -159,10 +165,9 @@ class Checker {
   }
 
  private:
-  void layout(const std::string& name, const Tensor& tensor, ScalarType dtype) const {
-    TORCH_CHECK_TYPE(tensor.scalar_type() == dtype, op_, ": ", name, " must be ", dtype_str(dtype),
-                     dtype == this->dtype() ? " like x" : " (the accumulation type of x's dtype)", ", got ",
-                     dtype_str(tensor.scalar_type()));
+  void layout(const std::string& name, const Tensor& tensor, const Dtype& dtype) const {
+    TORCH_CHECK_TYPE(tensor.scalar_type() == dtype.type, op_, ": ", name, " must be ", dtype_str(dtype.type), " ",
+                     dtype.why, ", got ", dtype_str(tensor.scalar_type()));
     TORCH_CHECK_VALUE(tensor.device() == x_.device(), op_, ": ", name, " must be on x's device ", x_.device(),
                       ", got ", tensor.device());
     // The kernels index the tensors' memory as dense row-major arrays.
@@ -181,8 +186,8 @@ void forward_inputs(const Checker& check, const Tensor& h0, const Tensor& c0, co
                     const std::optional<Tensor>& bias, const std::optional<Tensor>& lengths) {
   check.state("h0", h0);
   check.state("c0", c0);
-  check.tensor("weight_ih", weight_ih, {4 * check.hidden(), check.input()}, "(4H, I)", check.dtype());
-  if (given(bias)) check.tensor("bias", *bias, {4 * check.hidden()}, "(4H,)", check.acc());
+  check.tensor("weight_ih", weight_ih, {4 * check.hidden(), check.input()}, "(4H, I)", check.like_x());
+  if (given(bias)) check.tensor("bias", *bias, {4 * check.hidden()}, "(4H,)", check.accumulation());
   check.lengths(lengths);
 }
 
@@ -191,14 +196,14 @@ void backward_inputs(const Checker& check, const Tensor& grad_output, const Tens
                      const Tensor& grad_c_n, const Tensor& c0, const Tensor& weight_ih, const Tensor& gates,
                      const Tensor& cells, const Tensor& h_prev, const std::optional<Tensor>& lengths) {
   const int64_t hidden = check.hidden();
-  check.sequence("grad_output", grad_output, hidden, "H", check.dtype());
+  check.sequence("grad_output", grad_output, hidden, "H", check.like_x());
   check.state("grad_h_n", grad_h_n);
   check.state("grad_c_n", grad_c_n);
   check.state("c0", c0);
-  check.tensor("weight_ih", weight_ih, {4 * hidden, check.input()}, "(4H, I)", check.dtype());
-  check.sequence("gates", gates, 4 * hidden, "4H", check.acc());
-  check.sequence("cells", cells, hidden, "H", check.acc());
-  check.sequence("h_prev", h_prev, hidden, "H", check.dtype());
+  check.tensor("weight_ih", weight_ih, {4 * hidden, check.input()}, "(4H, I)", check.like_x());
+  check.sequence("gates", gates, 4 * hidden, "4H", check.accumulation());
+  check.sequence("cells", cells, hidden, "H", check.accumulation());
+  check.sequence("h_prev", h_prev, hidden, "H", check.like_x());
   check.lengths(lengths);
 }
 
@@ -207,7 +212,7 @@ void round_weights(const Checker& check, at::TensorList weights) {
   for (int64_t j = 1; j <= static_cast<int64_t>(weights.size()); ++j) {
     const int64_t other = j % 2 == 1 ? check.hidden() : check.input();
     check.tensor(Checker::round_name("mogrify_weights", j), weights[j - 1], {check.round_width(j), other},
-                 j % 2 == 1 ? "(I, H)" : "(H, I)", check.dtype());
+                 j % 2 == 1 ? "(I, H)" : "(H, I)", check.like_x());
   }
 }
 
@@ -227,7 +232,7 @@ c10::Device check_lstm_forward(const Tensor& x, const Tensor& h0, const Tensor& 
                     "(noisy), got ", given(noise) ? "noise" : "no noise", " with gate_mode ", gate_mode);
   if (noisy) {
     check.tensor("noise", *noise, {check.seq_len(), check.batch(), 2, check.hidden()}, "(T, B, 2, H)",
-                 ScalarType::Float);
+                 {ScalarType::Float, "(the G2 noise is float32 for every dtype of x)"});
   }
   return x.device();
 }
@@ -255,7 +260,7 @@ c10::Device check_mogrifier_forward(const Tensor& x, const Tensor& h0, const Ten
   if (!mogrify_biases.empty()) check.per_round("mogrify_biases", mogrify_biases, rounds);
   for (int64_t j = 1; j <= static_cast<int64_t>(mogrify_biases.size()); ++j) {
     check.tensor(Checker::round_name("mogrify_biases", j), mogrify_biases[j - 1], {check.round_width(j)},
-                 "(" + Checker::round_letter(j) + ",)", check.dtype());
+                 "(" + Checker::round_letter(j) + ",)", check.like_x());
   }
   return x.device();
 }
@@ -274,9 +279,9 @@ c10::Device check_mogrifier_backward(const Tensor& grad_output, const Tensor& gr
   check.per_round("round_gates", round_gates, rounds);
   for (int64_t j = 1; j <= rounds; ++j) {
     const std::string letter = Checker::round_letter(j);
-    check.sequence(Checker::round_name("chains", j), chains[j - 1], check.round_width(j), letter, check.dtype());
+    check.sequence(Checker::round_name("chains", j), chains[j - 1], check.round_width(j), letter, check.like_x());
     check.sequence(Checker::round_name("round_gates", j), round_gates[j - 1], check.round_width(j), letter,
-                   check.acc());
+                   check.accumulation());
   }
   return x.device();
 }
