@@ -251,7 +251,7 @@ CHECKS = [
      lambda a: replaced(a["mogrify_weights"], 0, strided(a["mogrify_weights"][0])), ValueError,
      "mogrify_weights[0] (round 1) must be contiguous"),
     ("mogrifier_forward", "mogrify_biases", "one too few", lambda a: a["mogrify_biases"][:-1], ValueError,
-     "mogrify_biases must hold one tensor per round (3, as mogrify_weights), got 2"),
+     "mogrify_biases must be empty or hold one tensor per round (3, as mogrify_weights), got 2"),
     ("mogrifier_forward", "mogrify_biases", "round 2 of width I",
      lambda a: replaced(a["mogrify_biases"], 1, a["mogrify_biases"][0]), ValueError,
      f"mogrify_biases[1] (round 2) must have shape (H,) = (32,) {SHAPE} (16,)"),
@@ -321,6 +321,17 @@ def test_bad_argument_is_refused(op, argument, what, bad, error, message):
 def test_every_check_starts_from_a_valid_call():
     for op in ("lstm_forward", "lstm_backward", "mogrifier_forward", "mogrifier_backward"):
         operator(op)(**valid_args(op))
+
+
+@pytest.mark.parametrize("op, left_out", [
+    ("lstm_forward", dict(bias=None, lengths=None, noise=None, gate_mode=SOFT)),
+    ("lstm_backward", dict(lengths=None)),
+    ("mogrifier_forward", dict(bias=None, lengths=None, mogrify_biases=[])),
+    ("mogrifier_forward", dict(mogrify_weights=[], mogrify_biases=[])),
+    ("mogrifier_backward", dict(lengths=None)),
+], ids=["lstm_forward", "lstm_backward", "mogrifier_forward", "mogrifier_forward-no-rounds", "mogrifier_backward"])
+def test_optional_arguments_may_be_left_out(op, left_out):
+    operator(op)(**dict(valid_args(op), **left_out))
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])

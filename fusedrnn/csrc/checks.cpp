@@ -257,7 +257,9 @@ c10::Device check_mogrifier_forward(const Tensor& x, const Tensor& h0, const Ten
   forward_inputs(check, h0, c0, weight_ih, bias, lengths);
   round_weights(check, mogrify_weights);
   const int64_t rounds = static_cast<int64_t>(mogrify_weights.size());
-  if (!mogrify_biases.empty()) check.per_round("mogrify_biases", mogrify_biases, rounds);
+  TORCH_CHECK_VALUE(mogrify_biases.empty() || static_cast<int64_t>(mogrify_biases.size()) == rounds,
+                    "fusedrnn.mogrifier_forward: mogrify_biases must be empty or hold one tensor per round (", rounds,
+                    ", as mogrify_weights), got ", mogrify_biases.size());
   for (int64_t j = 1; j <= static_cast<int64_t>(mogrify_biases.size()); ++j) {
     check.tensor(Checker::round_name("mogrify_biases", j), mogrify_biases[j - 1], {check.round_width(j)},
                  "(" + Checker::round_letter(j) + ",)", check.like_x());

@@ -3,6 +3,12 @@
 The operators take contiguous tensors of one dtype on one device; shapes as
 :class:`fusedrnn.sweep.Sweep`, with ``bias = bias_ih + bias_hh`` (4H) or ``None`` in the
 accumulation type (float32 for half types, else the input's).
+Called directly they are public API too, so each checks its arguments first (csrc/checks.h):
+a bad shape, value, device or layout raises ``ValueError``, a bad dtype ``TypeError``, with a
+message naming the argument, what was expected and what was got (in C++,
+``TORCH_CHECK_VALUE``/``TORCH_CHECK_TYPE``, which PyTorch raises as these Python types).
+Checking ``lengths`` against ``[0, T]`` reads it back, a host sync on CUDA (skipped while
+the stream is captured into a CUDA graph).
 The forward saves what the backward needs (gate activations, cell states, the h each
 step read, the Mogrifier's round chains and gates), so the G2 backward sees exactly the
 forward's noise. Without ``save`` (no backward can follow, ``Sweep.needs_backward``) the
