@@ -1,5 +1,6 @@
 """The compiled backends: the CUDA sources compile, a failed build is reported clearly,
 and G2 noise drawn by the backend is reproducible and reused by the backward."""
+import os
 import shutil
 import subprocess
 import sysconfig
@@ -45,11 +46,32 @@ def test_cuda_sources_are_listed_for_the_build():
     assert listed == set(CUDA_SOURCES)
 
 
+def cuda_toolkit_include():
+    """The CUDA toolkit's include directory, or None: a CPU torch does not look for one."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    nvcc = shutil.which("nvcc")
+    homes = [CUDA_HOME, os.environ.get("CUDA_HOME"), nvcc and str(Path(nvcc).resolve().parents[1]), "/usr/local/cuda"]
+    found = [Path(home) / "include" for home in homes if home and (Path(home) / "include/cuda_runtime_api.h").exists()]
+    return found[0] if found else None
+
+
+CUDA_LIBRARY_CPP = [source for source in build.SOURCES["cuda"] if source.endswith(".cpp")]
+
+
 @pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler")
-def test_cuda_registration_compiles():
-    """fusedrnn.cpp as the CUDA library compiles it (-DFUSEDRNN_CUDA), without a CUDA torch."""
-    command = ["c++", "-fsyntax-only", "-std=c++20", *build.CUDA_DEFINES, *torch_include_flags(),
-               str(build.SOURCE_DIR / "fusedrnn.cpp")]
+@pytest.mark.parametrize("source", CUDA_LIBRARY_CPP)
+def test_cuda_library_cpp_compiles(source):
+    """The C++ sources as the CUDA library compiles them (-DFUSEDRNN_CUDA), without a CUDA torch;
+    those that include c10/cuda headers need the CUDA toolkit's headers too."""
+    path = build.SOURCE_DIR / source
+    flags = [*build.CUDA_DEFINES, *torch_include_flags()]
+    if "<c10/cuda/" in path.read_text():
+        include = cuda_toolkit_include()
+        if include is None:
+            pytest.skip(f"{source} includes c10/cuda headers and no CUDA toolkit headers were found")
+        flags.append(f"-I{include}")
+    command = ["c++", "-fsyntax-only", "-std=c++20", *flags, str(path)]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-4000:]
 

@@ -3,8 +3,10 @@
 // Compiled into both extensions: the CPU one defines the schemas and registers the CPU
 // kernels; the CUDA one (built with -DFUSEDRNN_CUDA, loaded after the CPU one) only
 // registers the CUDA kernels. Autograd lives in Python (fusedrnn/ext/ops.py).
+#include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include "checks.h"
 #include "sweep.h"
 
 namespace fusedrnn {
@@ -16,13 +18,18 @@ const Kernels kDeviceKernels{cuda::cell_forward, cuda::cell_backward, cuda::roun
 const Kernels kDeviceKernels{cpu::cell_forward, cpu::cell_backward, cpu::round_forward, cpu::round_backward};
 #endif
 
-// A sweep of sweep.h with this library's kernels bound: the operator's implementation.
-template <auto Sweep>
-struct WithKernels;
+// An operator's implementation: `Check` (checks.h) vets the arguments, since anything
+// registered in torch.ops is public and the sweeps trust their inputs; then the sweep of
+// sweep.h runs with this library's kernels, on the device the check returns.
+template <auto Check, auto Sweep>
+struct Operator;
 
-template <typename Result, typename... Args, Result (*Sweep)(const Kernels&, Args...)>
-struct WithKernels<Sweep> {
-  static Result call(Args... args) { return Sweep(kDeviceKernels, args...); }
+template <typename Result, typename... Args, c10::Device (*Check)(Args...), Result (*Sweep)(const Kernels&, Args...)>
+struct Operator<Check, Sweep> {
+  static Result call(Args... args) {
+    const c10::DeviceGuard guard(Check(args...));
+    return Sweep(kDeviceKernels, args...);
+  }
 };
 
 }  // namespace
@@ -58,10 +65,10 @@ TORCH_LIBRARY_IMPL(fusedrnn, CUDA, m) {
 #else
 TORCH_LIBRARY_IMPL(fusedrnn, CPU, m) {
 #endif
-  m.impl("lstm_forward", &WithKernels<&lstm_forward>::call);
-  m.impl("lstm_backward", &WithKernels<&lstm_backward>::call);
-  m.impl("mogrifier_forward", &WithKernels<&mogrifier_forward>::call);
-  m.impl("mogrifier_backward", &WithKernels<&mogrifier_backward>::call);
+  m.impl("lstm_forward", &Operator<&check_lstm_forward, &lstm_forward>::call);
+  m.impl("lstm_backward", &Operator<&check_lstm_backward, &lstm_backward>::call);
+  m.impl("mogrifier_forward", &Operator<&check_mogrifier_forward, &mogrifier_forward>::call);
+  m.impl("mogrifier_backward", &Operator<&check_mogrifier_backward, &mogrifier_backward>::call);
 }
 
 }  // namespace fusedrnn

@@ -27,8 +27,8 @@ SOURCE_DIR = Path(__file__).resolve().parents[1] / "csrc"
 
 #: Every source of each library, relative to ``SOURCE_DIR``.
 SOURCES: Dict[str, List[str]] = {
-    "cpu": ["fusedrnn.cpp", "sweep.cpp", "cpu/lstm.cpp", "cpu/mogrifier.cpp"],
-    "cuda": ["fusedrnn.cpp", "sweep.cpp", "cuda/lstm.cu", "cuda/mogrifier.cu"],
+    "cpu": ["fusedrnn.cpp", "checks.cpp", "sweep.cpp", "cpu/lstm.cpp", "cpu/mogrifier.cpp"],
+    "cuda": ["fusedrnn.cpp", "checks.cpp", "sweep.cpp", "cuda/lstm.cu", "cuda/mogrifier.cu"],
 }
 #: ``-fno-trapping-math`` lets GCC if-convert the clamp in cell.h's exp, without which it
 #: leaves the gate loops scalar ("control flow in loop"); nothing here reads FP exceptions.

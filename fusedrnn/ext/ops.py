@@ -10,6 +10,11 @@ each step read, the Mogrifier's round chains and gates), so the G2 backward sees
 the forward's noise. Without ``save`` (no backward can follow, ``Sweep.needs_backward``)
 those are a ring of one or two steps instead of all ``T``.
 
+Called directly they are public API too, so each checks its arguments first (csrc/checks.h):
+a bad shape, value, device or layout raises ``ValueError``, a bad dtype ``TypeError``, with a
+message naming the argument, what was expected and what was got (in C++,
+``TORCH_CHECK_VALUE``/``TORCH_CHECK_TYPE``, which PyTorch raises as these Python types).
+
 The C++ backward is not itself differentiable: a backward that must be (``create_graph``)
 goes through :mod:`fusedrnn.reference.double_backward` instead.
 """
