@@ -199,6 +199,7 @@ def test_results_record_the_command_line_that_ran(tmp_path, monkeypatch):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="Triton runs here: it has a CUDA device")
 def test_backend_this_machine_cannot_run_is_a_one_line_error(monkeypatch, capsys):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # conftest turns the CPU interpreter on
+    monkeypatch.setattr(fusedrnn.dispatch, "_reasons", {})  # availability is asked once per process
     with pytest.raises(SystemExit) as stopped:
         char_lm.main(tiny_args("lstm") + ["--steps", "1", "--backend", "triton"])
     assert stopped.value.code == 2
