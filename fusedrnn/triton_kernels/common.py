@@ -131,13 +131,20 @@ class SweepConfig:
         or ``NUM_STAGES`` pipeline stages of their chunks."""
         return (NUM_STAGES if self.chunked else 1) * self._operand_elements() * element_size
 
-    def register_pressure(self, element_size: int) -> float:
+    def register_pressure(self, element_size: int, vector_loads: bool = True) -> float:
         """Estimated 32-bit registers per thread as a fraction of what a thread may use:
         the product's operands (or chunks) and about sixteen float32 ``(block_b, block_h)``
         tiles (pre-activations, gates, state). Compiled kernels used about twice the
-        estimate (ptxas on sm_90), so a config keeps this at most ``REGISTER_BUDGET``."""
+        estimate (ptxas on sm_90), so a config keeps this at most ``REGISTER_BUDGET``.
+
+        ``vector_loads=False`` (``H`` not a multiple of 16, see :func:`vector_loads`) counts
+        the operands twice: rows exchanged through memory are then loaded element by element,
+        each with its own 64-bit address. Calibrated on sm_90 compiles of both kinds of ``H``
+        for every layout ``_gpu_configs`` picks; with one count, e.g. B = 37, H = 100 in
+        bfloat16 spilled 184 bytes in the backward, and B = 1, H = 500 336 in the forward."""
         threads = 32 * self.num_warps
-        registers = self._operand_elements() * element_size / 4 + 16 * self.block_b * self.block_h
+        operands = self._operand_elements() * element_size / 4 * (1 if vector_loads else 2)
+        registers = operands + 16 * self.block_b * self.block_h
         return registers / threads / min(255, 65536 // threads)
 
     def constexprs(self):
@@ -173,9 +180,17 @@ def sweep_configs(hidden_size: int, batch_size: int, dtype: torch.dtype, device:
     return list(_gpu_configs(hidden_size, batch_size, dtype.itemsize, multiprocessor_count(device.index or 0)))
 
 
+def vector_loads(hidden_size: int) -> bool:
+    """Whether the kernels can load rows of ``h`` and ``dz`` in 16-byte vectors: the launch
+    specialises an integer argument divisible by 16 (``H``, so every gate's offset ``gate·H``
+    and row stride), and Triton vectorises only what it can prove aligned."""
+    return hidden_size % 16 == 0
+
+
 @functools.lru_cache(maxsize=None)
 def _gpu_configs(hidden_size, batch_size, element_size, multiprocessors):
     hidden_pad = next_power_of_2(hidden_size)
+    vector = vector_loads(hidden_size)
     widths = [w for w in (PREFERRED_BLOCK_H, 8, 4, 32, 64, 128, 256) if w <= hidden_pad]
     if hidden_pad <= 64:
         widths.insert(0, hidden_pad)  # small H: one program, h in registers
@@ -185,17 +200,17 @@ def _gpu_configs(hidden_size, batch_size, element_size, multiprocessors):
         for block_h in dict.fromkeys(widths):
             programs_h = triton.cdiv(hidden_size, block_h)
             if programs_h * programs_b <= multiprocessors:
-                config = _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size)
+                config = _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size, vector)
                 if config is not None:
-                    fits = config.register_pressure(element_size) <= REGISTER_BUDGET
+                    fits = config.register_pressure(element_size, vector) <= REGISTER_BUDGET
                     (within_budget if fits else over_budget).append(config)
     # Past the register budget a kernel spills (slower, still right): better than no sweep
     # when nothing fits, e.g. B = 256 with H = 1024.
-    over_budget.sort(key=lambda config: config.register_pressure(element_size))
+    over_budget.sort(key=lambda config: config.register_pressure(element_size, vector))
     return tuple(within_budget + over_budget)
 
 
-def _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size):
+def _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size, vector=True):
     """The widest reduction chunk, then the fewest warps, that fit the budgets; failing the
     register budget, the one with the least register pressure within ``REGISTER_LIMIT``."""
     candidates = []
@@ -204,12 +219,12 @@ def _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, elemen
             config = SweepConfig(block_b, block_h, hidden_pad, programs_h, programs_b, num_warps,
                                  hidden_on_chip=programs_h == 1 and block_h == block_k == hidden_pad,
                                  block_k=block_k)
-            pressure = config.register_pressure(element_size)
+            pressure = config.register_pressure(element_size, vector)
             if config.shared_memory_bytes(element_size) <= SHARED_MEMORY_BUDGET and pressure <= REGISTER_LIMIT:
                 if pressure <= REGISTER_BUDGET:
                     return config
                 candidates.append(config)
-    return min(candidates, key=lambda config: config.register_pressure(element_size), default=None)
+    return min(candidates, key=lambda config: config.register_pressure(element_size, vector), default=None)
 
 
 def first_launchable(configs, compile_kernels) -> Optional[SweepConfig]:
