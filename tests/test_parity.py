@@ -34,6 +34,35 @@ SHAPES = {  # (T, B, I, H)
 }
 
 
+def with_hard_gate_margin(x, h0, weights):
+    """Makes every input- and forget-gate pre-activation of the sweep at least 1/2 away from 0.
+
+    A hard gate ``1[z ≥ 0]`` is discontinuous: where ``z`` is within rounding of 0 (about
+    0.2% of the gates at T=20, B=64, H=256 with :func:`random_weights`) a float32/TF32 or
+    bfloat16 kernel and the float64 reference take different branches, and each flip
+    moves ``c`` by ``g`` for the rest of the sequence. The gates still depend on the data:
+    ``x[..., 0]`` is ``±1`` and each i/f row reads it with weight ``±1``, while the rest of
+    the row (other inputs, ``W_hh``, biases) is scaled so that it adds at most 1/2 in
+    magnitude (``|h_t| < 1`` for ``t ≥ 1``). Changes ``x`` and ``weights`` in place.
+    """
+    hidden_size = h0.shape[-1]
+    rows = slice(0, 2 * hidden_size)  # i and f (SPEC §1)
+    sign = lambda shape: torch.randint(0, 2, shape, dtype=torch.float64) * 2 - 1  # noqa: E731
+    x[..., 0] = sign(x.shape[:-1])
+    w_ih, w_hh = weights["weight_ih"], weights["weight_hh"]
+    w_ih[rows, 0] = sign((2 * hidden_size,))
+    biases = [weights[name] for name in ("bias_ih", "bias_hh") if weights.get(name) is not None]
+    x_max = x[..., 1:].abs().max().item() if x.shape[-1] > 1 else 0.0
+    rest = (w_ih[rows, 1:].abs().sum(1) * x_max
+            + w_hh[rows].abs().sum(1) * max(1.0, h0.abs().max().item())
+            + sum(b[rows].abs() for b in biases))
+    scale = 0.5 / rest.clamp(min=0.5)
+    w_ih[rows, 1:] *= scale[:, None]
+    w_hh[rows] *= scale[:, None]
+    for b in biases:
+        b[rows] *= scale
+
+
 def case_inputs(case, shape, dtype, lengths):
     """Fresh random inputs of ``case``: ``(cell, (x, h0, c0, weights), call options, lengths)``,
     float64 tensors already rounded to ``dtype`` so that the reference sees the same values."""
@@ -44,6 +73,8 @@ def case_inputs(case, shape, dtype, lengths):
     h0 = torch.randn(batch_size, hidden_size, dtype=torch.float64) * 0.5
     c0 = torch.randn(batch_size, hidden_size, dtype=torch.float64) * 0.5
     call_options = dict(call_options)
+    if call_options.get("gate_mode") == "hard":
+        with_hard_gate_margin(x, h0, weights)
     if call_options.get("gate_mode") == "noisy":
         call_options["noise"] = sample_noise(seq_len, batch_size, hidden_size, noise_prob=0.6)
     if lengths:
@@ -102,6 +133,11 @@ def test_matches_float64_reference(backend, device, dtype, case, shape, lengths,
         pytest.skip("ill-conditioned in bfloat16: a rank-2 factor's gradient from a single row is a "
                     "projection of a gradient rounded to 8 bits that cancels below bfloat16's resolution "
                     "for every backend, the reference computed in bfloat16 included")
+    if case == "g2-hard" and shape == SHAPES["T1-B1-I4-H4"] and dtype != torch.float64:
+        pytest.skip("ill-conditioned below float64: with one step, one row and hard gates most gradient entries "
+                    "are exactly 0 (closed gates) and the rest sums of a few terms that can cancel, so a rounding "
+                    "of the inputs' precision can exceed the relative tolerance for every backend, the reference "
+                    "computed in float32 included")
     try:
         pairs = run_case(backend, case, shape, dtype, device, lengths, reverse)
     except fusedrnn.BackendUnavailableError as error:

@@ -8,7 +8,9 @@ barrier is needed; programs then only split the batch (``programs_b``).
 
 Gate layout inside a program: a product with the ``4 * BLOCK_H`` columns of a slice
 puts unit ``j``'s four gates next to each other (column ``4 j + gate``), so that
-:func:`split_gates` separates them without moving data between threads.
+:func:`split_gates` separates them without moving data between threads. The backward
+reduces over ``dz`` and the ``W_hh`` rows in their natural, gate-major order instead
+(index ``gate·H + k``), so that the rows it reads from global memory are contiguous.
 """
 from __future__ import annotations
 
@@ -133,13 +135,20 @@ class SweepConfig:
         or ``NUM_STAGES`` pipeline stages of their chunks."""
         return (NUM_STAGES if self.chunked else 1) * self._operand_elements() * element_size
 
-    def register_pressure(self, element_size: int) -> float:
+    def register_pressure(self, element_size: int, vector_loads: bool = True) -> float:
         """Estimated 32-bit registers per thread as a fraction of what a thread may use:
         the product's operands (or chunks) and about sixteen float32 ``(block_b, block_h)``
         tiles (pre-activations, gates, state). Compiled kernels used about twice the
-        estimate (ptxas on sm_90), so a config keeps this at most ``REGISTER_BUDGET``."""
+        estimate (ptxas on sm_90), so a config keeps this at most ``REGISTER_BUDGET``.
+
+        ``vector_loads=False`` (``H`` not a multiple of 16, see :func:`vector_loads`) counts
+        the operands twice: rows exchanged through memory are then loaded element by element,
+        each with its own 64-bit address. Calibrated on sm_90 compiles of both kinds of ``H``
+        for every layout ``_gpu_configs`` picks; with one count, e.g. B = 37, H = 100 in
+        bfloat16 spilled 184 bytes in the backward, and B = 1, H = 500 336 in the forward."""
         threads = 32 * self.num_warps
-        registers = self._operand_elements() * element_size / 4 + 16 * self.block_b * self.block_h
+        operands = self._operand_elements() * element_size / 4 * (1 if vector_loads else 2)
+        registers = operands + 16 * self.block_b * self.block_h
         return registers / threads / min(255, 65536 // threads)
 
     def constexprs(self):
@@ -176,9 +185,17 @@ def sweep_configs(hidden_size: int, batch_size: int, dtype: torch.dtype, device:
     return list(_gpu_configs(hidden_size, batch_size, dtype.itemsize, multiprocessor_count(device.index or 0)))
 
 
+def vector_loads(hidden_size: int) -> bool:
+    """Whether the kernels can load rows of ``h`` and ``dz`` in 16-byte vectors: the launch
+    specialises an integer argument divisible by 16 (``H``, so every gate's offset ``gate·H``
+    and row stride), and Triton vectorises only what it can prove aligned."""
+    return hidden_size % 16 == 0
+
+
 @functools.lru_cache(maxsize=None)
 def _gpu_configs(hidden_size, batch_size, element_size, multiprocessors):
     hidden_pad = next_power_of_2(hidden_size)
+    vector = vector_loads(hidden_size)
     widths = [w for w in (PREFERRED_BLOCK_H, 8, 4, 32, 64, 128, 256) if w <= hidden_pad]
     if hidden_pad <= 64:
         widths.insert(0, hidden_pad)  # small H: one program, h in registers
@@ -188,17 +205,17 @@ def _gpu_configs(hidden_size, batch_size, element_size, multiprocessors):
         for block_h in dict.fromkeys(widths):
             programs_h = triton.cdiv(hidden_size, block_h)
             if programs_h * programs_b <= multiprocessors:
-                config = _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size)
+                config = _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size, vector)
                 if config is not None:
-                    fits = config.register_pressure(element_size) <= REGISTER_BUDGET
+                    fits = config.register_pressure(element_size, vector) <= REGISTER_BUDGET
                     (within_budget if fits else over_budget).append(config)
     # Past the register budget a kernel spills (slower, still right): better than no sweep
     # when nothing fits, e.g. B = 256 with H = 1024.
-    over_budget.sort(key=lambda config: config.register_pressure(element_size))
+    over_budget.sort(key=lambda config: config.register_pressure(element_size, vector))
     return tuple(within_budget + over_budget)
 
 
-def _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size):
+def _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size, vector=True):
     """The widest reduction chunk, then the fewest warps, that fit the budgets; failing the
     register budget, the one with the least register pressure within ``REGISTER_LIMIT``."""
     candidates = []
@@ -207,12 +224,12 @@ def _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, elemen
             config = SweepConfig(block_b, block_h, hidden_pad, programs_h, programs_b, num_warps,
                                  hidden_on_chip=programs_h == 1 and block_h == block_k == hidden_pad,
                                  block_k=block_k)
-            pressure = config.register_pressure(element_size)
+            pressure = config.register_pressure(element_size, vector)
             if config.shared_memory_bytes(element_size) <= SHARED_MEMORY_BUDGET and pressure <= REGISTER_LIMIT:
                 if pressure <= REGISTER_BUDGET:
                     return config
                 candidates.append(config)
-    return min(candidates, key=lambda config: config.register_pressure(element_size), default=None)
+    return min(candidates, key=lambda config: config.register_pressure(element_size, vector), default=None)
 
 
 class Layout(NamedTuple):
@@ -346,21 +363,30 @@ def split_gates(z, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
 
 
 @triton.jit
-def join_gates(z_i, z_f, z_g, z_o, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
-    """Inverse of :func:`split_gates`."""
-    z = tl.join(tl.join(z_i, z_g), tl.join(z_f, z_o))
+def concat_gates(z_i, z_f, z_g, z_o, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Four ``(BLOCK_B, BLOCK_H)`` -> ``(BLOCK_B, 4 * BLOCK_H)`` with column ``gate·BLOCK_H + j``:
+    gate-major like the ``4H`` axis of ``dz`` and ``W_hh``, the order of the backward's reduction."""
+    z = tl.join(tl.join(z_i, z_g), tl.join(z_f, z_o))  # (BLOCK_B, BLOCK_H, 2, 2): [b, j, p, q] is gate 2p + q
+    z = tl.permute(z, (0, 2, 3, 1))
     return tl.reshape(z, (BLOCK_B, 4 * BLOCK_H))
 
 
 @triton.jit
-def _reduction_offsets(o_r, H, GATES: tl.constexpr):
-    """Offsets of reduction indices ``o_r`` in a row of ``h`` (``GATES == 1``: unit ``k``) or
-    of ``dz`` (``GATES == 4``: ``r = 4k + gate``, stored gate-major), and which are in range."""
+def _reduction_offsets(o_r, k0, H, GATES: tl.constexpr, BLOCK: tl.constexpr):
+    """Offsets in a row of ``h`` (``GATES == 1``) or ``dz`` (``GATES == 4``) of the reduction
+    indices ``o_r`` of a chunk of ``BLOCK`` units from unit ``k0``, and which are in range.
+
+    ``GATES == 4`` reduces in the natural order of ``dz`` and of the ``W_hh`` rows: index
+    ``gate·BLOCK + kk`` is unit ``k = k0 + kk`` of that gate, at ``gate·H + k``. Each gate's
+    units are then contiguous in memory, so neighbouring lanes load neighbouring elements
+    (the order ``4k + gate`` put them ``H`` elements apart, one memory sector each).
+    """
     if GATES == 1:
-        return o_r, o_r < H
+        unit = k0 + o_r
+        return unit, unit < H
     else:
-        unit = o_r // 4
-        return (o_r % 4) * H + unit, unit < H
+        unit = k0 + o_r % BLOCK
+        return (o_r // BLOCK) * H + unit, unit < H
 
 
 @triton.jit
@@ -371,10 +397,11 @@ def load_resident_slice(p_w, m_w, GATES: tl.constexpr, H, BLOCK_K: tl.constexpr,
 
     ``p_w`` ``(1, N)`` points at reduction index 0 of each column: ``W_hh`` rows for the
     forward (``GATES == 1``, the reduction runs along a row), ``W_hh`` columns for the
-    backward (``GATES == 4``, the reduction runs down the ``4H`` rows).
+    backward (``GATES == 4``, the reduction runs down the ``4H`` rows, row ``gate·H_PAD + k``
+    of the slice holding row ``gate·H + k`` of ``W_hh``).
     """
     if BLOCK_K == H_PAD:
-        off, m_r = _reduction_offsets(tl.arange(0, GATES * H_PAD), H, GATES)
+        off, m_r = _reduction_offsets(tl.arange(0, GATES * H_PAD), 0, H, GATES, H_PAD)
         w_off = off * H if GATES == 4 else off
         return tl.load(p_w + w_off[:, None], mask=m_r[:, None] & m_w, other=0.0)
     else:
@@ -389,17 +416,17 @@ def exchanged_product(p_rows, m_rows, p_w, m_w, b_w, GATES: tl.constexpr, H, BLO
     ``(BLOCK_M, 1)`` that other programs wrote (``h_{t-1}`` or ``dz``).
 
     With ``BLOCK_K == H_PAD`` the slice is ``b_w`` (registers, :func:`load_resident_slice`);
-    otherwise the reduction runs in chunks of ``GATES·BLOCK_K`` and re-reads the slice,
-    which then stays in L1/L2 instead of registers.
+    otherwise the reduction runs in chunks of ``BLOCK_K`` units (``GATES·BLOCK_K`` indices)
+    and re-reads the slice, which then stays in L1/L2 instead of registers.
     """
     if BLOCK_K == H_PAD:
-        off, m_r = _reduction_offsets(tl.arange(0, GATES * H_PAD), H, GATES)
+        off, m_r = _reduction_offsets(tl.arange(0, GATES * H_PAD), 0, H, GATES, H_PAD)
         b_v = tl.load(p_rows + off[None, :], mask=m_rows & m_r[None, :], other=0.0, cache_modifier=".cg")
         return dot(b_v, b_w, INPUT_PRECISION, UPCAST_DOT)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for r0 in range(0, GATES * H, GATES * BLOCK_K):
-            off, m_r = _reduction_offsets(r0 + tl.arange(0, GATES * BLOCK_K), H, GATES)
+        for k0 in range(0, H, BLOCK_K):
+            off, m_r = _reduction_offsets(tl.arange(0, GATES * BLOCK_K), k0, H, GATES, BLOCK_K)
             w_off = off * H if GATES == 4 else off
             b_v = tl.load(p_rows + off[None, :], mask=m_rows & m_r[None, :], other=0.0, cache_modifier=".cg")
             b_wk = tl.load(p_w + w_off[:, None], mask=m_r[:, None] & m_w, other=0.0)

@@ -21,8 +21,8 @@ from ..reference.g2 import EPS
 from ..reference.g2 import g2_lstm as reference_g2_lstm
 from ..sweep import Sweep
 from . import common
-from .common import (dot, exchanged_product, grid_barrier, input_guard, join_gates, load_resident_slice, sigmoid,
-                     split_gates, tanh)
+from .common import (concat_gates, dot, exchanged_product, grid_barrier, input_guard, load_resident_slice,
+                     sigmoid, split_gates, tanh)
 from .noise import logistic_noise, noise_from_seed
 
 # Where the G2 gate noise comes from (the NOISE constexpr).
@@ -164,7 +164,7 @@ def _lstm_bwd_kernel(
     DTYPE = dz.dtype.element_ty
     o_b, o_j, m_b, m_j, m_bj = _program_tile(i_h, i_b, B, H, BLOCK_B, BLOCK_H)
 
-    # W_hh columns of this program's units: (4·H_PAD, BLOCK_H), row 4k + gate.
+    # W_hh columns of this program's units: (4·H_PAD, BLOCK_H), row gate·H_PAD + k.
     p_w = w_hh + o_j[None, :]
     b_w = load_resident_slice(p_w, m_j[None, :], 4, H, BLOCK_K, H_PAD)
 
@@ -226,7 +226,7 @@ def _lstm_bwd_kernel(
         tl.store(p_dz_own + H, dz_f.to(DTYPE), mask=m_bj)
         tl.store(p_dz_own + 2 * H, dz_g.to(DTYPE), mask=m_bj)
         tl.store(p_dz_own + 3 * H, dz_o.to(DTYPE), mask=m_bj)
-        b_dz = join_gates(dz_i.to(DTYPE), dz_f.to(DTYPE), dz_g.to(DTYPE), dz_o.to(DTYPE), BLOCK_B, BLOCK_H)
+        b_dz = concat_gates(dz_i.to(DTYPE), dz_f.to(DTYPE), dz_g.to(DTYPE), dz_o.to(DTYPE), BLOCK_B, BLOCK_H)
 
     # δh_0 from the first forward step's dz.
     if HIDDEN_ON_CHIP:

@@ -105,12 +105,22 @@ def _jit_function(kernel):
     return kernel
 
 
-def compile_kernel(kernel, signature, values, options, arch):
+def launch_attributes(kernel, signature, batch_size: int, hidden_size: int):
+    """What a launch tells the compiler: every pointer 16-byte aligned (torch allocations are),
+    and ``B``, ``H`` divisible by 16 where they are. It decides whether rows load as vectors."""
+    names = _jit_function(kernel).arg_names
+    divisible = {"B": batch_size % 16 == 0, "H": hidden_size % 16 == 0}
+    return {(names.index(name),): [["tt.divisibility", 16]] for name, kind in signature.items()
+            if kind.startswith("*") or divisible.get(name, False)}
+
+
+def compile_kernel(kernel, signature, values, options, arch, attributes=None):
     """One kernel for ``sm_{arch}``: its :class:`Resources`; raises Triton's error where the
-    GPU compiler rejects it."""
+    GPU compiler rejects it. ``attributes`` as from :func:`launch_attributes` (default: none,
+    the least the compiler may assume)."""
     values = {**{name: None for name, kind in signature.items() if kind == "constexpr"}, **values}
     signature = {**signature, **{key: "constexpr" for key in values if key not in signature}}
-    compiled = triton.compile(ASTSource(_jit_function(kernel), signature, values),
+    compiled = triton.compile(ASTSource(_jit_function(kernel), signature, values, attributes),
                               target=GPUTarget("cuda", arch, 32), options=options)
     registers, stack = _registers_and_stack(compiled.asm["cubin"])
     return Resources(compiled.metadata.shared, registers, stack)
