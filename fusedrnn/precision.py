@@ -1,5 +1,11 @@
-"""SPEC §6 in code: how far a result may be from the float64 reference."""
+"""SPEC §6 in code: the type products accumulate in, and how far a result may be from the
+float64 reference."""
 import torch
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Where half-precision values are summed and the cell state kept: float32; else ``dtype``."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def tolerance(dtype: torch.dtype, device="cpu") -> float:

@@ -5,6 +5,7 @@ from typing import Dict, Optional
 
 import torch
 
+from ..precision import accumulation_dtype
 from ..reference import sample_noise
 from ..sweep import Sweep
 from . import build, ops
@@ -51,7 +52,7 @@ class ExtensionBackend:
         x, h0, c0, weight_ih, weight_hh = map(prepare, (sweep.x, sweep.h0, sweep.c0, sweep.weight_ih,
                                                         sweep.weight_hh))
         # The two biases are summed in the accumulation type, where the gates are summed.
-        accumulate = torch.float32 if compute in (torch.float16, torch.bfloat16) else compute
+        accumulate = accumulation_dtype(compute)
         bias = None if sweep.bias_ih is None else sweep.bias_ih.to(accumulate) + sweep.bias_hh.to(accumulate)
         lengths = None if sweep.lengths is None else sweep.lengths.contiguous()
         if sweep.cell == "mogrifier":

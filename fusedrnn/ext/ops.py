@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import torch
 
+from ..precision import accumulation_dtype
 from ..reference.double_backward import recomputed_gradients
 from ..reference.g2 import g2_lstm
-from ..reference.lstm import lstm
 from ..reference.mogrifier import mogrifier_lstm
 from ..sweep import GATE_MODES
 
@@ -34,17 +34,13 @@ def gate_mode_code(gate_mode: str) -> int:
     return GATE_MODES.index(gate_mode)
 
 
-def _accumulation(dtype: torch.dtype) -> torch.dtype:
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
-
-
 # --------------------------------------------------------------------------- LSTM and G2-LSTM
 
 
 def _fake_lstm_forward(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode,
                        save):
     seq_len, batch_size, hidden_size = x.shape[0], x.shape[1], weight_hh.shape[1]
-    accumulation, slots = _accumulation(x.dtype), seq_len if save else 2
+    accumulation, slots = accumulation_dtype(x.dtype), seq_len if save else 2
     return (x.new_empty(seq_len, batch_size, hidden_size), torch.empty_like(h0), c0.new_empty(c0.shape, dtype=x.dtype),
             x.new_empty(seq_len, batch_size, 4 * hidden_size, dtype=accumulation),
             x.new_empty(slots, batch_size, hidden_size, dtype=accumulation), x.new_empty(slots, batch_size, hidden_size))
@@ -69,12 +65,8 @@ def _setup_lstm(ctx, inputs, output):
 def _lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
     x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, gates, cells, h_prev = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
-        gate_mode = GATE_MODES[ctx.gate_mode]
-
-        def run(*inputs):
-            if gate_mode == "soft" and ctx.temperature == 1.0:
-                return lstm(*inputs, None, lengths, ctx.reverse)
-            return g2_lstm(*inputs, None, lengths, ctx.reverse, ctx.temperature, gate_mode, noise)
+        def run(*inputs):  # the plain LSTM is G2 with soft gates at τ = 1
+            return g2_lstm(*inputs, None, lengths, ctx.reverse, ctx.temperature, GATE_MODES[ctx.gate_mode], noise)
 
         grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias], (grad_output, grad_h_n, grad_c_n))
     else:
@@ -91,7 +83,7 @@ def _lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
 def _fake_mogrifier_forward(x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, mogrify_biases, lengths,
                             reverse, save):
     seq_len, batch_size, hidden_size = x.shape[0], x.shape[1], weight_hh.shape[1]
-    accumulation = _accumulation(x.dtype)
+    accumulation = accumulation_dtype(x.dtype)
     steps, states = (seq_len, seq_len) if save else (1, 2)
     chains = [x.new_empty(steps, batch_size, weight.shape[0]) for weight in mogrify_weights]
     round_gates = [chain.new_empty(chain.shape, dtype=accumulation) for chain in chains]
@@ -124,9 +116,9 @@ def _setup_mogrifier(ctx, inputs, output):
 def _mogrifier_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
     x, h0, c0, weight_ih, weight_hh, bias, lengths, gates, cells, h_prev, *rest = ctx.saved_tensors
     rounds = ctx.rounds
-    weights = rest[:rounds]
-    biases = rest[rounds:2 * rounds] if ctx.has_round_biases else []
-    chains, round_gates = rest[len(weights) + len(biases):][:rounds], rest[len(weights) + len(biases):][rounds:]
+    round_biases = rounds if ctx.has_round_biases else 0
+    weights, biases = rest[:rounds], rest[rounds:rounds + round_biases]
+    chains, round_gates = rest[rounds + round_biases:][:rounds], rest[2 * rounds + round_biases:]
     if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
         def run(x, h0, c0, weight_ih, weight_hh, bias, *round_tensors):
             return mogrifier_lstm(x, h0, c0, weight_ih, weight_hh, bias, None, round_tensors[:rounds],

@@ -1,12 +1,9 @@
 """The reference backend: runs any call, on any device, in plain PyTorch."""
-import torch
-
+from ..precision import accumulation_dtype
 from ..sweep import Sweep
 from .g2 import g2_lstm, sample_noise
 from .lstm import lstm
 from .mogrifier import mogrifier_lstm
-
-_HALF = (torch.float16, torch.bfloat16)
 
 
 class ReferenceBackend:
@@ -21,7 +18,7 @@ class ReferenceBackend:
 
     def run(self, sweep: Sweep):
         # SPEC §6: half-precision calls compute in float32 and return their own dtype.
-        compute = torch.float32 if sweep.dtype in _HALF else sweep.dtype
+        compute = accumulation_dtype(sweep.dtype)
 
         def up(tensor):
             return None if tensor is None else tensor.to(compute)

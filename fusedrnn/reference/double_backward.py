@@ -9,14 +9,13 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-_HALF = (torch.float16, torch.bfloat16)
-
+from ..precision import accumulation_dtype
 
 def recomputed_gradients(run: Callable, inputs: Sequence[Optional[torch.Tensor]], grads):
     """``∂run(*inputs)/∂inputs · grads`` with a graph (one entry per input, ``None`` where an
     input is ``None`` or needs no gradient). ``run`` returns the cell's ``output, h_n, c_n``
     from the reference; half-precision inputs enter it in float32 (SPEC §6)."""
-    upcast = [t.float() if t is not None and t.dtype in _HALF else t for t in inputs]
+    upcast = [t if t is None else t.to(accumulation_dtype(t.dtype)) for t in inputs]
     outputs = run(*upcast)
     wanted = [t for t in inputs if t is not None and t.requires_grad]
     found = iter(torch.autograd.grad(outputs, wanted, grads, create_graph=True, allow_unused=True))
