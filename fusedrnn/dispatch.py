@@ -1,6 +1,7 @@
 """The one place that picks a backend for a call, and falls back.
 
-A backend is a module that exports ``backend``, an object with:
+Which backends implement a cell is the cell's to say (``fusedrnn.cells``). A backend is a
+module that exports ``backend``, an object with:
 
 - ``name``: its name in ``BACKENDS``;
 - ``device_type``: the device type of the tensors it is built for (``"cuda"``, ``"cpu"``),
@@ -22,6 +23,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from .cells import CELLS
 from .sweep import Sweep
 
 #: Every backend, in the order ``"auto"`` tries them. ``"torch"`` (PyTorch's own LSTM kernel)
@@ -96,6 +98,10 @@ def select(name: str, sweep: Sweep):
     dtype or compile failure of a fast path) is reported once per reason with a warning;
     one built for another device is passed over in silence.
     """
+    implemented_by = CELLS[sweep.cell].backends
+    if name != "auto" and name not in implemented_by:
+        raise BackendUnavailableError(f"backend {name!r} cannot run this {sweep.cell} call: "
+                                      f"it does not implement the {sweep.cell} cell")
     if sweep.batch_size == 0:  # nothing to compute: the reference's empty result is every backend's
         reason = None if name == "auto" else unavailable_reason(name)
         if reason is None:
@@ -103,7 +109,7 @@ def select(name: str, sweep: Sweep):
         raise BackendUnavailableError(f"backend {name!r} cannot run this {sweep.cell} call: {reason}")
     if name == "auto":
         for candidate in BACKENDS:
-            if unavailable_reason(candidate) is None:
+            if candidate in implemented_by and unavailable_reason(candidate) is None:
                 backend = _loaded[candidate]
                 reason = backend.unsupported(sweep, explicit=False)
                 if reason is None:

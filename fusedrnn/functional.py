@@ -8,13 +8,13 @@ directions). Shapes: ``input (T, B, I)``, ``weight_ih (4H, I)``, ``weight_hh (4H
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
 from . import dispatch
-from .sweep import GATE_MODES, Sweep
+from .cells import G2, GATE_MODE, NOISE_PROB, TEMPERATURE, mogrify_round_shape
+from .sweep import Sweep
 
 Tensor = torch.Tensor
 MogrifyWeight = Union[Tensor, Tuple[Tensor, Tensor]]
@@ -53,7 +53,7 @@ def _check_lengths(lengths, seq_len, batch_size, device):
     return lengths.to(device=device, dtype=torch.int64, non_blocking=True)
 
 
-def _sweep(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, **options):
+def _validated_call(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, **options):
     if not isinstance(input, Tensor):
         raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
     if input.dim() != 3:
@@ -110,7 +110,7 @@ def lstm(
         >>> out.shape, h_n.shape
         (torch.Size([50, 8, 64]), torch.Size([8, 64]))
     """
-    sweep = _sweep("lstm", input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse)
+    sweep = _validated_call("lstm", input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse)
     return _run(sweep, backend)
 
 
@@ -149,11 +149,11 @@ def mogrifier_lstm(
     """
     if not isinstance(mogrify_weights, (list, tuple)):
         raise TypeError(f"mogrify_weights must be a list of tensors, got {type(mogrify_weights).__name__}")
-    sweep = _sweep("lstm", input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse)
+    sweep = _validated_call("lstm", input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse)
     input_size, hidden_size = sweep.input_size, sweep.hidden_size
     weights = []
     for j, weight in enumerate(mogrify_weights, start=1):
-        shape = (input_size, hidden_size) if j % 2 == 1 else (hidden_size, input_size)
+        shape = mogrify_round_shape(j, input_size, hidden_size)
         if isinstance(weight, (tuple, list)):
             if len(weight) != 2:
                 raise ValueError(f"mogrify_weights[{j - 1}] must be a tensor or a (left, right) pair")
@@ -167,7 +167,8 @@ def mogrifier_lstm(
         if len(mogrify_biases) != len(weights):
             raise ValueError(f"mogrify_biases must have one bias per round ({len(weights)}), got {len(mogrify_biases)}")
         for j, bias in enumerate(mogrify_biases, start=1):
-            _check_tensor(f"mogrify_biases[{j - 1}]", bias, (input_size if j % 2 else hidden_size,), input)
+            _check_tensor(f"mogrify_biases[{j - 1}]", bias, mogrify_round_shape(j, input_size, hidden_size)[:1],
+                          input)
         mogrify_biases = tuple(mogrify_biases)
     sweep = dataclasses.replace(sweep, cell="mogrifier", mogrify_weights=tuple(weights),
                                 mogrify_biases=mogrify_biases)
@@ -183,9 +184,9 @@ def g2_lstm(
     h0: Optional[Tensor] = None,
     c0: Optional[Tensor] = None,
     *,
-    temperature: float = 1.0,
-    noise_prob: float = 1.0,
-    gate_mode: str = "noisy",
+    temperature: float = TEMPERATURE.default,
+    noise_prob: float = NOISE_PROB.default,
+    gate_mode: str = GATE_MODE.default,
     noise: Optional[Tensor] = None,
     lengths: Optional[Tensor] = None,
     reverse: bool = False,
@@ -202,18 +203,8 @@ def g2_lstm(
             from the torch generator of the device.
     Other arguments and the return value as :func:`lstm`.
     """
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-    if isinstance(noise_prob, bool) or not isinstance(noise_prob, (int, float)):
-        raise TypeError(f"noise_prob must be a number, got {type(noise_prob).__name__}")
-    if not 0 < noise_prob <= 1:
-        raise ValueError(f"noise_prob must lie in (0, 1], got {noise_prob}")
-    if gate_mode not in GATE_MODES:
-        raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
-    sweep = _sweep("g2", input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse,
-                   temperature=float(temperature), noise_prob=float(noise_prob), gate_mode=gate_mode)
+    options = G2.check_options(temperature=temperature, noise_prob=noise_prob, gate_mode=gate_mode)
+    sweep = _validated_call("g2", input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, **options)
     if noise is not None:
         if gate_mode != "noisy":
             raise ValueError(f"noise is only used with gate_mode='noisy', got gate_mode={gate_mode!r}")

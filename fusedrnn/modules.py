@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from . import dispatch, functional
-from .sweep import GATE_MODES
+from . import cells, dispatch, functional
 
 
 def _cast(tensor, dtype):
@@ -30,7 +29,10 @@ def _check_positive_int(name, value):
 
 
 class _RecurrentBase(nn.Module):
-    """Layers and directions of one cell; subclasses add their parameters and sweep."""
+    """Layers and directions of one cell (``cell``, a :class:`fusedrnn.cells.Cell`, names the
+    parameters); subclasses set it and run one layer and direction."""
+
+    cell: cells.Cell
 
     def __init__(
         self,
@@ -67,17 +69,14 @@ class _RecurrentBase(nn.Module):
         self.bidirectional = bidirectional
         self.proj_size = 0
         self.backend = backend  # checked by the property below
-        factory = {"device": device, "dtype": dtype}
+        structure = {option.name: getattr(self, option.name) for option in self.cell.structure}
         for layer in range(num_layers):
             layer_input_size = input_size if layer == 0 else hidden_size * self.num_directions
             for suffix in self._suffixes():
-                gates = 4 * hidden_size
-                self._add(f"weight_ih_l{layer}{suffix}", (gates, layer_input_size), factory)
-                self._add(f"weight_hh_l{layer}{suffix}", (gates, hidden_size), factory)
-                if bias:
-                    self._add(f"bias_ih_l{layer}{suffix}", (gates,), factory)
-                    self._add(f"bias_hh_l{layer}{suffix}", (gates,), factory)
-                self._add_cell_parameters(f"l{layer}{suffix}", layer_input_size, factory)
+                shapes = self.cell.parameter_shapes(layer_input_size, hidden_size, bias, **structure)
+                for name, shape in shapes.items():
+                    parameter = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+                    self.register_parameter(name.format(tag=f"l{layer}{suffix}"), parameter)
 
     @property
     def backend(self) -> str:
@@ -95,12 +94,6 @@ class _RecurrentBase(nn.Module):
 
     def _suffixes(self):
         return ("", "_reverse") if self.bidirectional else ("",)
-
-    def _add(self, name, shape, factory):
-        self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
-
-    def _add_cell_parameters(self, tag, layer_input_size, factory):
-        """Registers a subclass's extra parameters of one layer and direction."""
 
     def reset_parameters(self):
         """``Uniform(-1/√H, 1/√H)`` for every LSTM weight and bias, as ``nn.LSTM``."""
@@ -121,8 +114,8 @@ class _RecurrentBase(nn.Module):
             return torch.get_autocast_dtype(device_type)
         return None
 
-    def _sweep(self, x, h0, c0, lengths, tag, reverse):
-        """Runs one layer and direction; returns ``output, (h_n, c_n)``."""
+    def _run_direction(self, x, h0, c0, lengths, tag, reverse):
+        """Runs layer-direction ``tag`` over ``x (T, B, ·)``; returns ``output, (h_n, c_n)``."""
         raise NotImplementedError
 
     def _check_hx(self, hx, batch_size, batched, input):
@@ -215,7 +208,7 @@ class _RecurrentBase(nn.Module):
             outputs = []
             for direction, suffix in enumerate(self._suffixes()):
                 index = layer * self.num_directions + direction
-                output, (h, c) = self._sweep(layer_input, h0[index], c0[index], lengths,
+                output, (h, c) = self._run_direction(layer_input, h0[index], c0[index], lengths,
                                              f"l{layer}{suffix}", reverse=direction == 1)
                 outputs.append(output)
                 h_n.append(h)
@@ -248,11 +241,13 @@ class LSTM(_RecurrentBase):
     ``proj_size`` is not supported.
     """
 
+    cell = cells.LSTM
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.reset_parameters()
 
-    def _sweep(self, x, h0, c0, lengths, tag, reverse):
+    def _run_direction(self, x, h0, c0, lengths, tag, reverse):
         return functional.lstm(x, *self._lstm_weights(tag, x.dtype), h0, c0, lengths=lengths, reverse=reverse,
                                backend=self.backend)
 
@@ -290,38 +285,19 @@ class MogrifierLSTM(_RecurrentBase):
     ``mogrify_bias_l{l}_r{j}``; ``_reverse`` follows ``l{l}`` for direction 1.
     """
 
-    def __init__(self, *args, mogrify_steps: int = 5, mogrify_rank: Optional[int] = None,
-                 mogrify_bias: bool = True, **kwargs):
-        if isinstance(mogrify_steps, bool) or not isinstance(mogrify_steps, int):
-            raise TypeError(f"mogrify_steps must be an int, got {type(mogrify_steps).__name__}")
-        if mogrify_steps < 0:
-            raise ValueError(f"mogrify_steps must be >= 0, got {mogrify_steps}")
-        if mogrify_rank is not None:
-            _check_positive_int("mogrify_rank", mogrify_rank)
-        self.mogrify_steps = mogrify_steps
-        self.mogrify_rank = mogrify_rank
-        self.mogrify_bias = mogrify_bias
+    cell = cells.MOGRIFIER
+
+    def __init__(self, *args, mogrify_steps: int = cells.MOGRIFY_STEPS.default,
+                 mogrify_rank: Optional[int] = cells.MOGRIFY_RANK.default,
+                 mogrify_bias: bool = cells.MOGRIFY_BIAS.default, **kwargs):
+        self.mogrify_steps = cells.MOGRIFY_STEPS.check(mogrify_steps)
+        self.mogrify_rank = cells.MOGRIFY_RANK.check(mogrify_rank)
+        self.mogrify_bias = cells.MOGRIFY_BIAS.check(mogrify_bias)
         super().__init__(*args, **kwargs)
-        if mogrify_rank is not None:
-            limit = min(self.input_size, self.hidden_size)
-            if mogrify_rank > limit:
-                raise ValueError(f"mogrify_rank must be at most min(input_size, hidden_size) = {limit}, "
-                                 f"got {mogrify_rank}")
+        limit = min(self.input_size, self.hidden_size)
+        if mogrify_rank is not None and mogrify_rank > limit:
+            raise ValueError(f"mogrify_rank must be at most min(input_size, hidden_size) = {limit}, got {mogrify_rank}")
         self.reset_parameters()
-
-    def _round_shape(self, j, layer_input_size):
-        return (layer_input_size, self.hidden_size) if j % 2 == 1 else (self.hidden_size, layer_input_size)
-
-    def _add_cell_parameters(self, tag, layer_input_size, factory):
-        for j in range(1, self.mogrify_steps + 1):
-            rows, cols = self._round_shape(j, layer_input_size)
-            if self.mogrify_rank is None:
-                self._add(f"mogrify_weight_{tag}_r{j}", (rows, cols), factory)
-            else:
-                self._add(f"mogrify_weight_left_{tag}_r{j}", (rows, self.mogrify_rank), factory)
-                self._add(f"mogrify_weight_right_{tag}_r{j}", (self.mogrify_rank, cols), factory)
-            if self.mogrify_bias:
-                self._add(f"mogrify_bias_{tag}_r{j}", (rows,), factory)
 
     def reset_parameters(self):
         """LSTM weights as ``nn.LSTM``; round matrices with std ``1/√fan_in`` (low rank:
@@ -353,7 +329,7 @@ class MogrifierLSTM(_RecurrentBase):
                 biases.append(_cast(getattr(self, f"mogrify_bias_{tag}_r{j}"), dtype))
         return weights, (biases if self.mogrify_bias else None)
 
-    def _sweep(self, x, h0, c0, lengths, tag, reverse):
+    def _run_direction(self, x, h0, c0, lengths, tag, reverse):
         weights, biases = self._mogrify_parameters(tag, x.dtype)
         return functional.mogrifier_lstm(x, *self._lstm_weights(tag, x.dtype), h0, c0, mogrify_weights=weights,
                                          mogrify_biases=biases, lengths=lengths, reverse=reverse,
@@ -373,23 +349,19 @@ class G2LSTM(_RecurrentBase):
     ``eval_gate_mode``.
     """
 
-    def __init__(self, *args, temperature: float = 1.0, noise_prob: float = 1.0,
-                 eval_gate_mode: str = "soft", **kwargs):
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-            raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
-        if not math.isfinite(temperature) or temperature <= 0:
-            raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-        if isinstance(noise_prob, bool) or not isinstance(noise_prob, (int, float)) or not 0 < noise_prob <= 1:
-            raise ValueError(f"noise_prob must be a number in (0, 1], got {noise_prob!r}")
-        if eval_gate_mode not in GATE_MODES:
-            raise ValueError(f"eval_gate_mode must be one of {GATE_MODES}, got {eval_gate_mode!r}")
+    cell = cells.G2
+
+    def __init__(self, *args, temperature: float = cells.TEMPERATURE.default,
+                 noise_prob: float = cells.NOISE_PROB.default, eval_gate_mode: str = "soft", **kwargs):
+        options = cells.G2.check_options(temperature=temperature, noise_prob=noise_prob,
+                                         gate_mode=cells.GATE_MODE.check(eval_gate_mode, "eval_gate_mode"))
         super().__init__(*args, **kwargs)
-        self.temperature = float(temperature)
-        self.noise_prob = float(noise_prob)
+        self.temperature = options["temperature"]
+        self.noise_prob = options["noise_prob"]
         self.eval_gate_mode = eval_gate_mode
         self.reset_parameters()
 
-    def _sweep(self, x, h0, c0, lengths, tag, reverse):
+    def _run_direction(self, x, h0, c0, lengths, tag, reverse):
         return functional.g2_lstm(x, *self._lstm_weights(tag, x.dtype), h0, c0, temperature=self.temperature,
                                   noise_prob=self.noise_prob,
                                   gate_mode="noisy" if self.training else self.eval_gate_mode,

@@ -1,11 +1,23 @@
 """SPEC §6 in code: the type products accumulate in, and how far a result may be from the
 float64 reference."""
+from typing import Optional
+
 import torch
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """Where half-precision values are summed and the cell state kept: float32; else ``dtype``."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def summed_bias(bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``b_ih + b_hh`` (SPEC §2 adds both to every step's gates) in the accumulation dtype,
+    where the gates are summed; ``None`` without biases. Every fused backend adds this one
+    vector instead of two (rounded once to the input's dtype where a product takes it)."""
+    if bias_ih is None:
+        return None
+    accumulation = accumulation_dtype(bias_ih.dtype)
+    return bias_ih.to(accumulation) + bias_hh.to(accumulation)
 
 
 def tolerance(dtype: torch.dtype, device="cpu") -> float:

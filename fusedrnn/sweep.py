@@ -5,12 +5,11 @@ Shape letters (docs/SPEC.md): T time steps, B batch, I input size, H hidden size
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
-CELLS = ("lstm", "mogrifier", "g2")
-GATE_MODES = ("noisy", "soft", "hard")
+from .cells import CELLS
 
 
 @dataclass(frozen=True)
@@ -18,7 +17,7 @@ class Sweep:
     """A validated call: every tensor on one device and of one floating dtype.
 
     Attributes:
-        cell: ``"lstm"``, ``"mogrifier"`` or ``"g2"``.
+        cell: a key of :data:`fusedrnn.cells.CELLS`.
         x: ``(T, B, I)`` input.
         h0, c0: ``(B, H)`` initial state (zeros already filled in).
         weight_ih: ``(4H, I)``, gate order i, f, g, o.
@@ -30,7 +29,9 @@ class Sweep:
         mogrify_weights: Mogrifier round matrices, round ``j = 1..r``: ``Q_j (I, H)``
             for odd ``j``, ``R_j (H, I)`` for even ``j`` (low rank already multiplied out).
         mogrify_biases: round biases ``(I,)`` / ``(H,)`` or ``None``.
-        temperature, noise_prob, gate_mode: G2-LSTM options (SPEC §4).
+        temperature, noise_prob, gate_mode: G2-LSTM options (SPEC §4), checked with
+            ``cells.G2.check_options``. Other cells keep the values under which G2's
+            gates are the LSTM's (τ = 1, soft), so a backend may run an LSTM as a G2 sweep.
         noise: ``(T, B, 2, H)`` float32, ``m ⊙ ℓ`` for the i and f gates, or ``None``
             to let the backend draw its own (only read when ``gate_mode == "noisy"``).
     """
@@ -51,6 +52,14 @@ class Sweep:
     noise_prob: float = 1.0
     gate_mode: str = "soft"
     noise: Optional[torch.Tensor] = None
+
+    def lstm_arguments(self) -> Tuple[Optional[torch.Tensor], ...]:
+        """``x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0``: the functional API's order."""
+        return self.x, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.h0, self.c0
+
+    def cell_arguments(self) -> Dict[str, object]:
+        """The fields the cell reads besides the LSTM's (``Cell.sweep_fields``), by name."""
+        return {name: getattr(self, name) for name in CELLS[self.cell].sweep_fields}
 
     @property
     def seq_len(self) -> int:

@@ -5,7 +5,7 @@ from typing import Dict, Optional
 
 import torch
 
-from ..precision import accumulation_dtype
+from ..precision import summed_bias
 from ..reference import sample_noise
 from ..sweep import Sweep
 from . import build, ops
@@ -51,9 +51,7 @@ class ExtensionBackend:
 
         x, h0, c0, weight_ih, weight_hh = map(prepare, (sweep.x, sweep.h0, sweep.c0, sweep.weight_ih,
                                                         sweep.weight_hh))
-        # The two biases are summed in the accumulation type, where the gates are summed.
-        accumulate = accumulation_dtype(compute)
-        bias = None if sweep.bias_ih is None else sweep.bias_ih.to(accumulate) + sweep.bias_hh.to(accumulate)
+        bias = summed_bias(sweep.bias_ih, sweep.bias_hh)
         lengths = None if sweep.lengths is None else sweep.lengths.contiguous()
         if sweep.cell == "mogrifier":
             out = ops.mogrifier_sweep(x, h0, c0, weight_ih, weight_hh, bias,

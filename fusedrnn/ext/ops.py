@@ -26,7 +26,7 @@ from ..precision import accumulation_dtype
 from ..reference.double_backward import recomputed_gradients
 from ..reference.g2 import g2_lstm
 from ..reference.mogrifier import mogrifier_lstm
-from ..sweep import GATE_MODES
+from ..cells import GATE_MODES
 
 
 def gate_mode_code(gate_mode: str) -> int:
@@ -65,8 +65,9 @@ def _setup_lstm(ctx, inputs, output):
 def _lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
     x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, gates, cells, h_prev = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
-        def run(*inputs):  # the plain LSTM is G2 with soft gates at τ = 1
-            return g2_lstm(*inputs, None, lengths, ctx.reverse, ctx.temperature, GATE_MODES[ctx.gate_mode], noise)
+        def run(x, h0, c0, weight_ih, weight_hh, bias):  # the plain LSTM is G2 with soft gates at τ = 1
+            return g2_lstm(x, weight_ih, weight_hh, bias, None, h0, c0, temperature=ctx.temperature,
+                           gate_mode=GATE_MODES[ctx.gate_mode], noise=noise, lengths=lengths, reverse=ctx.reverse)
 
         grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias], (grad_output, grad_h_n, grad_c_n))
     else:
@@ -121,8 +122,8 @@ def _mogrifier_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
     chains, round_gates = rest[rounds + round_biases:][:rounds], rest[2 * rounds + round_biases:]
     if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
         def run(x, h0, c0, weight_ih, weight_hh, bias, *round_tensors):
-            return mogrifier_lstm(x, h0, c0, weight_ih, weight_hh, bias, None, round_tensors[:rounds],
-                                  round_tensors[rounds:] or None, lengths, ctx.reverse)
+            return mogrifier_lstm(x, weight_ih, weight_hh, bias, None, h0, c0, mogrify_weights=round_tensors[:rounds],
+                                  mogrify_biases=round_tensors[rounds:] or None, lengths=lengths, reverse=ctx.reverse)
 
         grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias, *weights, *biases],
                                      (grad_output, grad_h_n, grad_c_n))

@@ -45,8 +45,6 @@ class TorchBackend:
         return None
 
     def unsupported(self, sweep: Sweep, explicit: bool) -> Optional[str]:
-        if sweep.cell != "lstm":
-            return f"PyTorch has no {sweep.cell} kernel"
         if torch.compiler.is_compiling():  # the reason torch.compile graph-breaks on nn.LSTM
             return "PyTorch's LSTM kernel does not trace into a torch.compile graph"
         if sweep.dtype not in DTYPES.get(sweep.device.type, ()):

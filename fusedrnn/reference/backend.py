@@ -1,9 +1,8 @@
 """The reference backend: runs any call, on any device, in plain PyTorch."""
+from ..cells import CELLS
 from ..precision import accumulation_dtype
 from ..sweep import Sweep
-from .g2 import g2_lstm, sample_noise
-from .lstm import lstm
-from .mogrifier import mogrifier_lstm
+from .g2 import sample_noise
 
 
 class ReferenceBackend:
@@ -20,23 +19,17 @@ class ReferenceBackend:
         # SPEC §6: half-precision calls compute in float32 and return their own dtype.
         compute = accumulation_dtype(sweep.dtype)
 
-        def up(tensor):
-            return None if tensor is None else tensor.to(compute)
+        def up(value):
+            if isinstance(value, (tuple, list)):
+                return [up(item) for item in value]
+            return value.to(compute) if value is not None and value.is_floating_point() else value
 
-        args = (up(sweep.x), up(sweep.h0), up(sweep.c0), up(sweep.weight_ih), up(sweep.weight_hh),
-                up(sweep.bias_ih), up(sweep.bias_hh))
-        if sweep.cell == "lstm":
-            out = lstm(*args, sweep.lengths, sweep.reverse)
-        elif sweep.cell == "mogrifier":
-            biases = None if sweep.mogrify_biases is None else [up(b) for b in sweep.mogrify_biases]
-            out = mogrifier_lstm(*args, [up(w) for w in sweep.mogrify_weights], biases,
-                                 sweep.lengths, sweep.reverse)
-        else:
-            noise = sweep.noise
-            if sweep.noisy and noise is None:
-                noise = sample_noise(sweep.seq_len, sweep.batch_size, sweep.hidden_size,
-                                     sweep.noise_prob, device=sweep.device)
-            out = g2_lstm(*args, sweep.lengths, sweep.reverse, sweep.temperature, sweep.gate_mode, noise)
+        cell_arguments = {name: up(value) for name, value in sweep.cell_arguments().items()}
+        if sweep.noisy and cell_arguments["noise"] is None:
+            cell_arguments["noise"] = sample_noise(sweep.seq_len, sweep.batch_size, sweep.hidden_size,
+                                                   sweep.noise_prob, device=sweep.device)
+        out = CELLS[sweep.cell].reference(*map(up, sweep.lstm_arguments()), lengths=sweep.lengths,
+                                          reverse=sweep.reverse, **cell_arguments)
         return tuple(tensor.to(sweep.dtype) for tensor in out)
 
 

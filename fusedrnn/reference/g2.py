@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from .lstm import cell_update
-from .sweep import sweep
+from .recurrence import run_steps
 
 #: ``U`` is clamped to ``[EPS, 1 - EPS]`` so that the logistic noise stays finite.
 EPS = 1e-6
@@ -37,17 +37,18 @@ def g2_gate(z, noise, temperature, gate_mode):
 
 def g2_lstm(
     x: torch.Tensor,
-    h0: torch.Tensor,
-    c0: torch.Tensor,
     weight_ih: torch.Tensor,
     weight_hh: torch.Tensor,
-    bias_ih: Optional[torch.Tensor] = None,
-    bias_hh: Optional[torch.Tensor] = None,
+    bias_ih: Optional[torch.Tensor],
+    bias_hh: Optional[torch.Tensor],
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    *,
+    temperature: float,
+    gate_mode: str,
+    noise: Optional[torch.Tensor] = None,
     lengths: Optional[torch.Tensor] = None,
     reverse: bool = False,
-    temperature: float = 1.0,
-    gate_mode: str = "noisy",
-    noise: Optional[torch.Tensor] = None,
 ):
     """G2-LSTM over a whole sequence; shapes as :func:`fusedrnn.reference.lstm`.
 
@@ -65,4 +66,4 @@ def g2_lstm(
         f = g2_gate(z_f, noise_f, temperature, gate_mode)
         return cell_update(i, f, torch.tanh(z_g), torch.sigmoid(z_o), c)
 
-    return sweep(step, x.shape[0], h0, c0, lengths, reverse)
+    return run_steps(step, x.shape[0], h0, c0, lengths, reverse)

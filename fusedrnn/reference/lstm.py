@@ -4,7 +4,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .sweep import sweep
+from .recurrence import run_steps
 
 
 def gate_preactivations(x_t, h, weight_ih, weight_hh, bias_ih, bias_hh):
@@ -26,16 +26,19 @@ def lstm_step(z, c_prev):
 
 def lstm(
     x: torch.Tensor,
-    h0: torch.Tensor,
-    c0: torch.Tensor,
     weight_ih: torch.Tensor,
     weight_hh: torch.Tensor,
-    bias_ih: Optional[torch.Tensor] = None,
-    bias_hh: Optional[torch.Tensor] = None,
+    bias_ih: Optional[torch.Tensor],
+    bias_hh: Optional[torch.Tensor],
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    *,
     lengths: Optional[torch.Tensor] = None,
     reverse: bool = False,
 ):
-    """LSTM over a whole sequence: ``x (T, B, I)``, ``h0, c0 (B, H)``.
+    """LSTM over a whole sequence, arguments in :func:`fusedrnn.functional.lstm`'s order:
+    ``x (T, B, I)``, ``weight_ih (4H, I)``, ``weight_hh (4H, H)``, biases ``(4H,)`` or
+    ``None``, ``h0, c0 (B, H)``.
 
     Returns ``output (T, B, H), h_n (B, H), c_n (B, H)``.
     """
@@ -44,4 +47,4 @@ def lstm(
     def step(t, h, c):
         return lstm_step(input_gates[t] + F.linear(h, weight_hh, bias_hh), c)
 
-    return sweep(step, x.shape[0], h0, c0, lengths, reverse)
+    return run_steps(step, x.shape[0], h0, c0, lengths, reverse)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from .lstm import gate_preactivations, lstm_step
-from .sweep import sweep
+from .recurrence import run_steps
 
 
 def mogrify(x_t, h, mogrify_weights, mogrify_biases):
@@ -16,7 +16,7 @@ def mogrify(x_t, h, mogrify_weights, mogrify_biases):
     """
     for j, weight in enumerate(mogrify_weights, start=1):
         bias = None if mogrify_biases is None else mogrify_biases[j - 1]
-        if j % 2 == 1:
+        if j % 2 == 1:  # shapes: fusedrnn.cells.mogrify_round_shape
             x_t = 2 * torch.sigmoid(F.linear(h, weight, bias)) * x_t
         else:
             h = 2 * torch.sigmoid(F.linear(x_t, weight, bias)) * h
@@ -25,12 +25,13 @@ def mogrify(x_t, h, mogrify_weights, mogrify_biases):
 
 def mogrifier_lstm(
     x: torch.Tensor,
-    h0: torch.Tensor,
-    c0: torch.Tensor,
     weight_ih: torch.Tensor,
     weight_hh: torch.Tensor,
     bias_ih: Optional[torch.Tensor],
     bias_hh: Optional[torch.Tensor],
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    *,
     mogrify_weights: Sequence[torch.Tensor],
     mogrify_biases: Optional[Sequence[torch.Tensor]] = None,
     lengths: Optional[torch.Tensor] = None,
@@ -46,4 +47,4 @@ def mogrifier_lstm(
         x_mog, h_mog = mogrify(x[t], h, mogrify_weights, mogrify_biases)
         return lstm_step(gate_preactivations(x_mog, h_mog, weight_ih, weight_hh, bias_ih, bias_hh), c)
 
-    return sweep(step, x.shape[0], h0, c0, lengths, reverse)
+    return run_steps(step, x.shape[0], h0, c0, lengths, reverse)

@@ -22,8 +22,6 @@ class TritonBackend:
         return common.unavailable_reason()
 
     def unsupported(self, sweep: Sweep, explicit: bool) -> Optional[str]:
-        if sweep.cell not in CELLS:
-            return f"the {sweep.cell} cell has no Triton sweep (not implemented)"
         return common.device_unsupported(sweep.device, sweep.dtype, explicit) or CELLS[sweep.cell].unsupported(sweep)
 
     def run(self, sweep: Sweep):

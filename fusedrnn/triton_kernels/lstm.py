@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from ..precision import summed_bias
 from ..reference.double_backward import recomputed_gradients
 from ..reference.g2 import EPS
 from ..reference.g2 import g2_lstm as reference_g2_lstm
@@ -292,9 +293,9 @@ class LSTMFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed,
                 reverse, inv_temperature, noise_prob, hard_gates, config, save):
-        bias = None if bias_ih is None else bias_ih + bias_hh
+        bias = summed_bias(bias_ih, bias_hh)
         # The input projection does not depend on the recurrence: one product over T·B rows.
-        gx = F.linear(x, weight_ih, bias)
+        gx = F.linear(x, weight_ih, None if bias is None else bias.to(x.dtype))
         out, states, h_n, c_n, cells, gates = lstm_fwd(
             gx, weight_hh, h0, c0, lengths, noise, seed, reverse=reverse, inv_temperature=inv_temperature,
             noise_prob=noise_prob, hard_gates=hard_gates, save=save, config=config)
@@ -346,8 +347,10 @@ def _differentiable_backward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias
         noise = noise_from_seed(seed, x.shape[0], x.shape[1], h0.shape[1], ctx.noise_prob)
     gate_mode = "hard" if ctx.hard_gates else "noisy" if noise is not None else "soft"
 
-    def run(*inputs):
-        return reference_g2_lstm(*inputs, lengths, ctx.reverse, 1.0 / ctx.inv_temperature, gate_mode, noise)
+    def run(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):
+        return reference_g2_lstm(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
+                                 temperature=1.0 / ctx.inv_temperature, gate_mode=gate_mode, noise=noise,
+                                 lengths=lengths, reverse=ctx.reverse)
 
     return recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh], grads)
 

@@ -36,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..precision import summed_bias
 from ..reference.double_backward import recomputed_gradients
 from ..reference.mogrifier import mogrifier_lstm as reference_mogrifier_lstm
 from ..sweep import Sweep
@@ -611,7 +612,7 @@ class MogrifierLSTMFunction(torch.autograd.Function):
         rounds = len(round_params) // 2 if has_round_bias else len(round_params)
         weights, biases = round_params[:rounds], (round_params[rounds:] if has_round_bias else None)
         q, r, q_bias, r_bias = _round_tensors(weights, biases)
-        bias = None if bias_ih is None else bias_ih.float() + bias_hh.float()
+        bias = summed_bias(bias_ih, bias_hh)
         out, h_n, c_n, saved = mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, q, r, q_bias, r_bias, lengths,
                                              reverse=reverse, rounds=rounds, save=save, config=config)
         if save:
@@ -631,9 +632,10 @@ class MogrifierLSTMFunction(torch.autograd.Function):
             rounds = ctx.rounds
 
             def run(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *round_tensors):
-                return reference_mogrifier_lstm(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh,
-                                                round_tensors[:rounds], round_tensors[rounds:] or None, lengths,
-                                                ctx.reverse)
+                return reference_mogrifier_lstm(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
+                                                mogrify_weights=round_tensors[:rounds],
+                                                mogrify_biases=round_tensors[rounds:] or None, lengths=lengths,
+                                                reverse=ctx.reverse)
 
             grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *round_params],
                                          (d_out, d_h_n, d_c_n))

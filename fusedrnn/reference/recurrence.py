@@ -1,4 +1,4 @@
-"""The time loop shared by the three reference cells."""
+"""The time loop shared by the reference cells."""
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -6,7 +6,7 @@ import torch
 Step = Callable[[int, torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
 
 
-def sweep(
+def run_steps(
     step: Step,
     seq_len: int,
     h0: torch.Tensor,
