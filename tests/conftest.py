@@ -1,4 +1,5 @@
-"""Shared test helpers: tolerances, the relative error, random inputs for every cell."""
+"""Shared test helpers: the support table, tolerances, random inputs (from the harness,
+``fusedrnn.testing``)."""
 import os
 import zlib
 
@@ -10,42 +11,39 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-import fusedrnn  # noqa: E402
 from fusedrnn import functional  # noqa: E402
+from fusedrnn.cells import CELLS as CELL_OBJECTS  # noqa: E402
 from fusedrnn.precision import relative_error, tolerance  # noqa: E402,F401 (re-exported to the tests)
+from fusedrnn.testing import random_weights  # noqa: E402,F401 (re-exported to the tests)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
-CELLS = ["lstm", "mogrifier", "g2"]
+CELLS = list(CELL_OBJECTS)
+_HALF_AND_FLOAT = (torch.float32, torch.bfloat16, torch.float16)
+
+#: What each backend promises to run, by device type: the dtypes (the cells it runs are
+#: ``fusedrnn.cells.CELLS[cell].backends``). A backend that this machine can run and that
+#: declines a call listed here fails the parity tests; one that runs a call not listed
+#: here fails ``test_declines_what_it_does_not_support``.
+SUPPORT = {
+    "torch": {"cpu": (torch.float64, torch.float32, torch.bfloat16), "cuda": tuple(DTYPES)},
+    # The interpreter runs CPU tensors when the backend is named (conftest turns it on without a GPU).
+    "triton": {"cuda": _HALF_AND_FLOAT, **({"cpu": _HALF_AND_FLOAT} if os.environ.get("TRITON_INTERPRET") == "1"
+                                          else {})},
+    "cuda": {"cuda": tuple(DTYPES)},
+    "cpu": {"cpu": tuple(DTYPES)},
+    "reference": {"cpu": tuple(DTYPES), "cuda": tuple(DTYPES)},
+}
+
+
+def supports(backend, cell, device, dtype):
+    """Whether ``backend`` promises to run ``cell`` in ``dtype`` on ``device`` (see SUPPORT)."""
+    return backend in CELL_OBJECTS[cell].backends and dtype in SUPPORT[backend].get(torch.device(device).type, ())
 
 
 def assert_close(name, actual, expected, tol):
     error = relative_error(actual, expected)
     assert error <= tol, f"{name}: relative error {error:.3g} > tolerance {tol:.3g}"
-
-
-def random_weights(cell, input_size, hidden_size, *, bias=True, mogrify_steps=5, mogrify_rank=None,
-                   mogrify_bias=True, generator=None):
-    """Float64 CPU weights of one layer as keyword arguments of ``fusedrnn.functional``."""
-    def rand(*shape, scale=None):
-        scale = scale if scale is not None else hidden_size ** -0.5
-        return (torch.rand(shape, dtype=torch.float64, generator=generator) * 2 - 1) * scale
-
-    gates = 4 * hidden_size
-    weights = dict(weight_ih=rand(gates, input_size), weight_hh=rand(gates, hidden_size))
-    if bias:
-        weights.update(bias_ih=rand(gates), bias_hh=rand(gates))
-    if cell == "mogrifier":
-        rounds, biases = [], []
-        for j in range(1, mogrify_steps + 1):
-            rows, cols = (input_size, hidden_size) if j % 2 else (hidden_size, input_size)
-            if mogrify_rank is None:
-                rounds.append(rand(rows, cols, scale=cols ** -0.5))
-            else:
-                rounds.append((rand(rows, mogrify_rank, scale=0.7), rand(mogrify_rank, cols, scale=0.7)))
-            biases.append(rand(rows, scale=0.3))
-        weights.update(mogrify_weights=rounds, mogrify_biases=biases if mogrify_bias else None)
-    return weights
 
 
 def cell_function(cell):
@@ -71,6 +69,19 @@ def map_tensors(value, fn):
     if isinstance(value, (list, tuple)):
         return type(value)(map_tensors(v, fn) for v in value)
     return value
+
+
+@pytest.fixture
+def uninitialized_memory_is_nan():
+    """Every ``torch.empty``-like allocation (Python and C++ ``at::empty`` alike) is filled
+    with NaN, so an output element a kernel never writes fails the comparison loudly."""
+    was_on, was_warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+    torch.use_deterministic_algorithms(was_on, warn_only=was_warn_only)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,6 @@
 """The reference backend: runs any call, on any device, in plain PyTorch."""
+import torch
+
 from ..cells import CELLS
 from ..precision import accumulation_dtype
 from ..sweep import Sweep
@@ -22,7 +24,7 @@ class ReferenceBackend:
         def up(value):
             if isinstance(value, (tuple, list)):
                 return [up(item) for item in value]
-            return value.to(compute) if value is not None and value.is_floating_point() else value
+            return value.to(compute) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
 
         cell_arguments = {name: up(value) for name, value in sweep.cell_arguments().items()}
         if sweep.noisy and cell_arguments["noise"] is None:

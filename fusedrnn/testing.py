@@ -1,0 +1,278 @@
+"""The correctness harness of the tests and of the benchmark's gate (SPEC §6): fresh random
+inputs of a cell, the float64 reference's outputs and gradients on them, and the relative
+error of any implementation against those.
+
+    problem = random_problem("g2", (T, B, I, H), gate_mode="noisy", lengths=True)
+    truth = ground_truth(problem.rounded_to(torch.bfloat16))
+    pairs = compare(lambda p: p.call(backend="triton"), truth, torch.bfloat16, "cuda")
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from . import functional
+from .cells import CELLS, mogrify_round_shape
+from .precision import relative_error, tolerance
+from .reference import sample_noise
+
+Tensor = torch.Tensor
+#: ``(T, B, I, H)``: time steps, batch rows, input size, hidden size.
+Shape = Tuple[int, int, int, int]
+
+
+def _map(value, fn):
+    """``fn`` on every tensor inside nested lists, tuples and dicts."""
+    if isinstance(value, Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {key: _map(item, fn) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map(item, fn) for item in value)
+    return value
+
+
+def _flatten(value) -> List[Tensor]:
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [tensor for item in value for tensor in _flatten(item)]
+    return []
+
+
+def _names(prefix, value) -> List[str]:
+    if isinstance(value, Tensor):
+        return [prefix]
+    if isinstance(value, dict):
+        return [name for key, item in value.items() for name in _names(key, item)]
+    if isinstance(value, (list, tuple)):
+        return [name for i, item in enumerate(value) for name in _names(f"{prefix}[{i}]", item)]
+    return []
+
+
+@dataclass
+class Problem:
+    """One call of a cell's functional API.
+
+    Attributes:
+        cell: a key of :data:`fusedrnn.cells.CELLS`.
+        x: ``(T, B, I)``; h0, c0: ``(B, H)``.
+        weights: the functional API's weight arguments by keyword (Mogrifier rounds are
+            lists; a low-rank round is a ``(left, right)`` pair).
+        options: its other keyword arguments: G2's ``gate_mode``, ``temperature`` and an
+            explicit ``noise`` so that every implementation adds the same.
+        lengths: ``(B,)`` int64 or ``None``; reverse: run backwards.
+    """
+
+    cell: str
+    x: Tensor
+    h0: Tensor
+    c0: Tensor
+    weights: Dict[str, object]
+    options: Dict[str, object] = field(default_factory=dict)
+    lengths: Optional[Tensor] = None
+    reverse: bool = False
+
+    def leaves(self) -> List[Tensor]:
+        """The differentiable inputs in a fixed order: x, h0, c0, then the weights."""
+        return [self.x, self.h0, self.c0] + _flatten(self.weights)
+
+    def leaf_names(self) -> List[str]:
+        return ["x", "h0", "c0"] + _names("", self.weights)
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> "Problem":
+        """A copy with ``fn`` applied to every leaf (noise and lengths only move device)."""
+        return dataclasses.replace(self, x=fn(self.x), h0=fn(self.h0), c0=fn(self.c0),
+                                   weights=_map(self.weights, fn))
+
+    def to(self, dtype: torch.dtype, device="cpu", requires_grad: bool = False) -> "Problem":
+        """A copy in ``dtype`` on ``device`` whose leaves are fresh tensors (differentiable
+        if asked)."""
+        moved = self.map(lambda t: t.detach().to(device=device, dtype=dtype).requires_grad_(requires_grad))
+        return dataclasses.replace(moved, options=_map(self.options, lambda t: t.to(device)),
+                                   lengths=None if self.lengths is None else self.lengths.to(device))
+
+    def rounded_to(self, dtype: torch.dtype) -> "Problem":
+        """Float64 leaves holding values representable in ``dtype``: what a run in ``dtype``
+        and the float64 reference both see exactly."""
+        return self.map(lambda t: t.to(dtype).double())
+
+    def call(self, backend: str = "auto") -> Tuple[Tensor, Tensor, Tensor]:
+        """``output, h_n, c_n`` of this call on ``backend``."""
+        output, (h_n, c_n) = functional.FUNCTIONS[self.cell](
+            self.x, h0=self.h0, c0=self.c0, **self.weights, **self.options, lengths=self.lengths,
+            reverse=self.reverse, backend=backend)
+        return output, h_n, c_n
+
+
+def with_hard_gate_margin(x: Tensor, h0: Tensor, weights: Dict[str, object]) -> None:
+    """Makes every input- and forget-gate pre-activation of the sweep at least 1/2 away from 0.
+
+    A hard gate ``1[z ≥ 0]`` is discontinuous: where ``z`` is within rounding of 0 (about
+    0.2% of the gates at T=20, B=64, H=256 with random weights) a float32/TF32 or bfloat16
+    kernel and the float64 reference take different branches, and each flip moves ``c`` by
+    ``g`` for the rest of the sequence. The gates still depend on the data: ``x[..., 0]``
+    is ``±1`` and each i/f row reads it with weight ``±1``, while the rest of the row
+    (other inputs, ``W_hh``, biases) is scaled so that it adds at most 1/2 in magnitude
+    (``|h_t| < 1`` for ``t ≥ 1``). Changes ``x`` and ``weights`` in place.
+    """
+    hidden_size = h0.shape[-1]
+    rows = slice(0, 2 * hidden_size)  # i and f (SPEC §1)
+    sign = lambda shape: torch.randint(0, 2, shape, dtype=x.dtype, device=x.device) * 2 - 1  # noqa: E731
+    x[..., 0] = sign(x.shape[:-1])
+    w_ih, w_hh = weights["weight_ih"], weights["weight_hh"]
+    w_ih[rows, 0] = sign((2 * hidden_size,))
+    biases = [weights[name] for name in ("bias_ih", "bias_hh") if weights.get(name) is not None]
+    x_max = x[..., 1:].abs().max().item() if x.shape[-1] > 1 else 0.0
+    rest = (w_ih[rows, 1:].abs().sum(1) * x_max
+            + w_hh[rows].abs().sum(1) * max(1.0, h0.abs().max().item())
+            + sum(b[rows].abs() for b in biases))
+    scale = 0.5 / rest.clamp(min=0.5)
+    w_ih[rows, 1:] *= scale[:, None]
+    w_hh[rows] *= scale[:, None]
+    for b in biases:
+        b[rows] *= scale
+
+
+def random_weights(cell: str, input_size: int, hidden_size: int, *, bias: bool = True, mogrify_steps: int = 5,
+                   mogrify_rank: Optional[int] = None, mogrify_bias: bool = True, device="cpu") -> Dict[str, object]:
+    """Float64 weights of one layer and direction as the functional API's keyword arguments:
+    LSTM weights ``U(-1/√H, 1/√H)`` as the modules initialise them, round matrices
+    ``U(-1/√fan_in, 1/√fan_in)`` (low rank: factors ``U(-0.7, 0.7)``), round biases
+    ``U(-0.3, 0.3)``: never zeros."""
+    def uniform(*shape, bound):
+        return (torch.rand(shape, dtype=torch.float64, device=device) * 2 - 1) * bound
+
+    bound = hidden_size ** -0.5
+    gates = 4 * hidden_size
+    weights = dict(weight_ih=uniform(gates, input_size, bound=bound), weight_hh=uniform(gates, hidden_size, bound=bound))
+    if bias:
+        weights.update(bias_ih=uniform(gates, bound=bound), bias_hh=uniform(gates, bound=bound))
+    if cell == "mogrifier":
+        rounds, biases = [], []
+        for j in range(1, mogrify_steps + 1):
+            rows, cols = mogrify_round_shape(j, input_size, hidden_size)
+            if mogrify_rank is None:
+                rounds.append(uniform(rows, cols, bound=cols ** -0.5))
+            else:
+                rounds.append((uniform(rows, mogrify_rank, bound=0.7), uniform(mogrify_rank, cols, bound=0.7)))
+            biases.append(uniform(rows, bound=0.3))
+        weights.update(mogrify_weights=rounds, mogrify_biases=biases if mogrify_bias else None)
+    return weights
+
+
+def random_problem(cell: str, shape: Shape, *, lengths: bool = False, reverse: bool = False, device="cpu",
+                   weight_options: Optional[dict] = None, **options) -> Problem:
+    """Fresh float64 inputs of ``cell`` (from the global torch generator): ``x ~ N(0, 1)``,
+    states ``~ N(0, 1/4)``, :func:`random_weights`.
+
+    Args:
+        shape: ``(T, B, I, H)``.
+        lengths: draw lengths in ``[1, T]`` (the first row full).
+        weight_options: keyword arguments of :func:`random_weights` (bias, Mogrifier rounds).
+        options: the cell's call options (``CELLS[cell].options``); a noisy G2 call
+            (``gate_mode="noisy"``, the default) gets explicit noise drawn with ``noise_prob``,
+            and hard gates get inputs away from the gates' discontinuity.
+    """
+    seq_len, batch_size, input_size, hidden_size = shape
+    weights = random_weights(cell, input_size, hidden_size, device=device, **(weight_options or {}))
+    x = torch.randn(seq_len, batch_size, input_size, dtype=torch.float64, device=device)
+    h0 = torch.randn(batch_size, hidden_size, dtype=torch.float64, device=device) * 0.5
+    c0 = torch.randn(batch_size, hidden_size, dtype=torch.float64, device=device) * 0.5
+    if CELLS[cell].options:
+        noise_prob = options.pop("noise_prob", 1.0)
+        options = CELLS[cell].check_options(**options)
+        del options["noise_prob"]
+        if options["gate_mode"] == "hard":
+            with_hard_gate_margin(x, h0, weights)
+        if options["gate_mode"] == "noisy":
+            options["noise"] = sample_noise(seq_len, batch_size, hidden_size, noise_prob, device=device)
+    row_lengths = None
+    if lengths:
+        row_lengths = torch.randint(1, seq_len + 1, (batch_size,), device=device)
+        row_lengths[0] = seq_len
+    return Problem(cell, x, h0, c0, weights, options, row_lengths, reverse)
+
+
+@dataclass
+class Truth:
+    """The float64 reference's results on one problem.
+
+    Attributes:
+        problem: the float64 inputs the reference saw.
+        grad_seeds: ``∂L/∂output, ∂L/∂h_n, ∂L/∂c_n`` (float64), or ``None`` when only the
+            forward is checked.
+        names: what each entry of ``expected`` is.
+        expected: output, h_n, c_n, then the gradient of every leaf (float64, on the CPU).
+    """
+
+    problem: Problem
+    grad_seeds: Optional[List[Tensor]]
+    names: List[str]
+    expected: List[Tensor]
+
+
+def _evaluate(run: Callable[[Problem], Sequence[Tensor]], problem: Problem, grad_seeds) -> List[Tensor]:
+    outputs = run(problem)
+    results = [t.detach() for t in outputs]
+    if grad_seeds is not None:
+        leaves = problem.leaves()
+        seeds = [seed.to(device=t.device, dtype=t.dtype) for seed, t in zip(grad_seeds, outputs)]
+        grads = torch.autograd.grad(outputs, leaves, seeds, allow_unused=True)
+        results += [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, grads)]
+    return results
+
+
+def ground_truth(problem: Problem, with_grads: bool = True, grad_dtype: torch.dtype = torch.float64) -> Truth:
+    """Runs the float64 reference on ``problem`` (on the CPU).
+
+    ``grad_dtype``: the gradient seeds are drawn, then rounded to it, so that an
+    implementation in that dtype receives exactly the seeds the reference did.
+    """
+    grad_seeds = None
+    if with_grads:
+        seq_len, batch_size, hidden_size = problem.x.shape[0], problem.x.shape[1], problem.h0.shape[1]
+        shapes = [(seq_len, batch_size, hidden_size), (batch_size, hidden_size), (batch_size, hidden_size)]
+        grad_seeds = [torch.randn(shape, dtype=torch.float64).to(grad_dtype).double() for shape in shapes]
+    reference_problem = problem.to(torch.float64, "cpu", requires_grad=with_grads)
+    expected = _evaluate(lambda p: p.call("reference"), reference_problem, grad_seeds)
+    names = ["output", "h_n", "c_n"] + ([f"grad {name}" for name in problem.leaf_names()] if with_grads else [])
+    return Truth(problem, grad_seeds, names, expected)
+
+
+def compare(run: Callable[[Problem], Sequence[Tensor]], truth: Truth, dtype: torch.dtype,
+            device="cpu") -> List[Tuple[str, Tensor, Tensor]]:
+    """Runs ``run`` (``problem -> (output, h_n, c_n)``, differentiable) on the truth's
+    inputs in ``dtype`` on ``device``; returns ``[(name, actual, expected)]`` for the
+    outputs, final states and (when the truth has them) every gradient."""
+    problem = truth.problem.to(dtype, device, requires_grad=truth.grad_seeds is not None)
+    actual = _evaluate(run, problem, truth.grad_seeds)
+    return list(zip(truth.names, actual, truth.expected))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The worst relative error of a comparison, and SPEC §6's tolerance for it."""
+
+    error: float
+    tolerance: float
+    worst: str
+
+    @property
+    def passed(self) -> bool:
+        return self.error <= self.tolerance  # NaN and inf never pass
+
+    def __str__(self):
+        return f"{self.worst}: relative error {self.error:.3g} {'<=' if self.passed else '>'} {self.tolerance:.3g}"
+
+
+def verdict(pairs: List[Tuple[str, Tensor, Tensor]], dtype: torch.dtype, device="cpu") -> Verdict:
+    """The worst of ``compare``'s pairs against the tolerance of ``dtype`` on ``device``."""
+    errors = [(relative_error(actual, expected), name) for name, actual, expected in pairs]
+    error, worst = max(errors, key=lambda item: item[0])
+    return Verdict(error, tolerance(dtype, device), worst)
