@@ -98,6 +98,7 @@ def select(name: str, sweep: Sweep):
     dtype or compile failure of a fast path) is reported once per reason with a warning;
     one built for another device is passed over in silence.
     """
+    check_name(name)
     implemented_by = CELLS[sweep.cell].backends
     if name != "auto" and name not in implemented_by:
         raise BackendUnavailableError(f"backend {name!r} cannot run this {sweep.cell} call: "

@@ -42,7 +42,7 @@ def test_auto_skips_backends_that_decline(monkeypatch):
     monkeypatch.setattr(dispatch, "_reasons", {})
     x, w_ih, w_hh = torch.randn(2, 1, 3), torch.randn(8, 3), torch.randn(8, 2)
     assert functional.lstm(x, w_ih, w_hh)[0].shape == (2, 1, 2)
-    sweep = functional._sweep("lstm", x, w_ih, w_hh, None, None, None, None, None, False)
+    sweep = functional._validated_call("lstm", x, w_ih, w_hh, None, None, None, None, None, False)
     assert dispatch.select("auto", sweep) is not dispatch._loaded["triton"]
     assert dispatch.select("auto", sweep) in (reference, *[dispatch._loaded.get(n) for n in ("torch", "cuda", "cpu")])
     with pytest.raises(fusedrnn.BackendUnavailableError, match="backend 'triton' cannot run this lstm call: never"):
@@ -83,7 +83,7 @@ def test_auto_takes_pytorchs_kernel_where_its_table_says_it_is_faster(dtype, sha
     x = torch.randn(seq_len, batch_size, 3, dtype=dtype)
     w_ih, w_hh = torch.randn(4 * hidden_size, 3, dtype=dtype), torch.randn(4 * hidden_size, hidden_size, dtype=dtype)
     for cell in ("lstm", "g2"):
-        sweep = functional._sweep(cell, x, w_ih, w_hh, None, None, None, None, None, False)
+        sweep = functional._validated_call(cell, x, w_ih, w_hh, None, None, None, None, None, False)
         expected = cell == "lstm" and (sweep.device.type, dtype) in native.FASTER and \
             seq_len * batch_size * hidden_size >= native.SMALL_CALL
         assert (dispatch.select("auto", sweep).name == "torch") == expected, f"{cell} {dtype} {shape}"

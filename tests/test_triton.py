@@ -6,6 +6,7 @@ On CPU the kernels run on the Triton interpreter (``conftest.py`` sets
 ``TRITON_INTERPRET=1``), one program after another: there, only layouts whose grid
 barrier has a single program per batch group can run (they still take the barrier).
 """
+import dataclasses
 import json
 import math
 import os
@@ -19,12 +20,11 @@ import torch
 pytest.importorskip("triton")
 
 import fusedrnn  # noqa: E402
-from fusedrnn import dispatch, functional  # noqa: E402
+from fusedrnn import cells, dispatch, functional  # noqa: E402
 from fusedrnn.sweep import Sweep  # noqa: E402
 from fusedrnn.triton_kernels import backend as triton_backend, common, lstm, noise  # noqa: E402
 
-from conftest import assert_close, random_weights, tolerance  # noqa: E402
-from test_parity import run_case  # noqa: E402
+from conftest import assert_close, assert_matches_reference, random_weights, tolerance  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,11 +41,17 @@ CPU_LAYOUTS = {
     "batch-groups-chunked": SweepConfig(16, 64, 64, 1, 2, block_k=32),
 }
 VARIANTS = {"forward": (False, False), "reverse-lengths": (True, True)}  # (lengths, reverse)
+CASES = {  # name: (cell, call options)
+    "lstm": ("lstm", {}),
+    "g2-noisy": ("g2", {"gate_mode": "noisy", "temperature": 0.7, "noise_prob": 0.6}),
+    "g2-soft": ("g2", {"gate_mode": "soft", "temperature": 1.5}),
+    "g2-hard": ("g2", {"gate_mode": "hard"}),
+}
 
 
-def assert_matches(pairs, dtype, device, label):
-    for name, actual, expected in pairs:
-        assert_close(f"{label}: {name}", actual, expected, tolerance(dtype, device))
+def check_case(case, shape, dtype, device, lengths, reverse):
+    cell, options = CASES[case]
+    assert_matches_reference("triton", cell, shape, dtype, device, lengths=lengths, reverse=reverse, **options)
 
 
 def force_layout(monkeypatch, config):
@@ -60,8 +66,7 @@ def force_layout(monkeypatch, config):
 def test_every_layout_matches_reference(monkeypatch, layout, dtype, case, variant):
     force_layout(monkeypatch, CPU_LAYOUTS[layout])
     lengths, reverse = VARIANTS[variant]
-    pairs = run_case("triton", case, (5, 20, 24, 40), dtype, "cpu", lengths, reverse)
-    assert_matches(pairs, dtype, "cpu", f"{layout}/{case}")
+    check_case(case, (5, 20, 24, 40), dtype, "cpu", lengths, reverse)
 
 
 def test_declines_what_it_cannot_run(monkeypatch):
@@ -72,9 +77,9 @@ def test_declines_what_it_cannot_run(monkeypatch):
 
     if dispatch.unavailable_reason("triton") is not None:
         pytest.skip(dispatch.unavailable_reason("triton"))
-    # A cell missing from the routing table is declined, not run.
-    monkeypatch.delitem(triton_backend.CELLS, "mogrifier", raising=False)
-    with pytest.raises(fusedrnn.BackendUnavailableError, match="not implemented"):
+    # A cell whose definition does not list the backend is declined, not run.
+    monkeypatch.setitem(cells.CELLS, "mogrifier", dataclasses.replace(cells.MOGRIFIER, backends=("reference",)))
+    with pytest.raises(fusedrnn.BackendUnavailableError, match="does not implement the mogrifier cell"):
         dispatch.select("triton", sweep("mogrifier"))
     with pytest.raises(fusedrnn.BackendUnavailableError, match="dtype"):
         dispatch.select("triton", sweep("lstm", torch.float64))
@@ -281,8 +286,7 @@ def test_issue_shapes_have_a_layout_on_an_h100(dtype):
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_gpu_awkward_sizes(shape, dtype, variant):
     lengths, reverse = VARIANTS[variant]
-    pairs = run_case("triton", "lstm", shape, dtype, "cuda", lengths, reverse)
-    assert_matches(pairs, dtype, "cuda", "lstm")
+    assert_matches_reference("triton", "lstm", shape, dtype, "cuda", lengths=lengths, reverse=reverse)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -292,8 +296,7 @@ def test_gpu_awkward_sizes(shape, dtype, variant):
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_gpu_g2_multi_program(dtype, case, variant):
     lengths, reverse = VARIANTS[variant]
-    pairs = run_case("triton", case, GPU_SHAPES["T20-B64-I96-H256"], dtype, "cuda", lengths, reverse)
-    assert_matches(pairs, dtype, "cuda", case)
+    check_case(case, GPU_SHAPES["T20-B64-I96-H256"], dtype, "cuda", lengths, reverse)
 
 
 @pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
@@ -305,8 +308,7 @@ def test_gpu_every_candidate_layout(monkeypatch, dtype):
     assert any(config.programs_h > 1 for config in configs)
     for config in configs:
         monkeypatch.setattr(lstm, "config_for", lambda sweep, config=config: config)
-        pairs = run_case("triton", "lstm", shape, dtype, "cuda", True, False)
-        assert_matches(pairs, dtype, "cuda", str(config))
+        assert_matches_reference("triton", "lstm", shape, dtype, "cuda", lengths=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
@@ -314,16 +316,14 @@ def test_gpu_every_candidate_layout(monkeypatch, dtype):
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_gpu_layout_past_the_register_budget(dtype):
     """B = 256, H = 1024 only has layouts past ``REGISTER_BUDGET`` (they spill)."""
-    pairs = run_case("triton", "lstm", (4, 256, 32, 1024), dtype, "cuda", True, True)
-    assert_matches(pairs, dtype, "cuda", "B=256 H=1024")
+    assert_matches_reference("triton", "lstm", (4, 256, 32, 1024), dtype, "cuda", lengths=True, reverse=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_gpu_long_sequence(dtype):
-    pairs = run_case("triton", "lstm", (4096, 2, 8, 32), dtype, "cuda", True, False)
-    assert_matches(pairs, dtype, "cuda", "T=4096")
+    assert_matches_reference("triton", "lstm", (4096, 2, 8, 32), dtype, "cuda", lengths=True)
 
 
 @pytest.mark.gpu

@@ -15,8 +15,7 @@ import pytest
 import torch
 
 import fusedrnn
-import test_parity
-from conftest import assert_close, map_tensors, random_weights, tolerance
+from conftest import assert_close, assert_matches_reference, map_tensors, random_weights, tolerance
 from fusedrnn import functional
 from fusedrnn.triton_kernels import common, mogrifier
 
@@ -30,14 +29,12 @@ def dtype_id(dtype):
     return str(dtype).replace("torch.", "")
 
 
-def compare(case, shape, dtype, device, lengths, reverse, monkeypatch):
+def compare(case, shape, dtype, device, lengths, reverse):
     """Runs ``case = (options for random_weights, options for the call)`` through the
-    parity suite's harness and checks every output and gradient."""
-    name = f"triton-mogrifier-{case}"
-    monkeypatch.setitem(test_parity.CASES, name, ("mogrifier",) + case)
-    pairs = test_parity.run_case("triton", name, shape, dtype, device, lengths, reverse)
-    for label, actual, expected in pairs:
-        assert_close(f"{name}/{dtype}: {label}", actual, expected, tolerance(dtype, device))
+    harness (``fusedrnn.testing``) and checks every output and gradient."""
+    weight_options, options = case
+    assert_matches_reference("triton", "mogrifier", shape, dtype, device, lengths=lengths, reverse=reverse,
+                             weight_options=weight_options, **options)
 
 
 @pytest.fixture
@@ -47,10 +44,9 @@ def small_tiles(monkeypatch):
 
 
 @pytest.mark.parametrize("rounds", range(mogrifier.MAX_ROUNDS + 1), ids=lambda r: f"r{r}")
-def test_every_round_count(rounds, monkeypatch):
+def test_every_round_count(rounds):
     case = ({"mogrify_steps": rounds, "mogrify_bias": rounds % 2 == 1, "bias": rounds != 2}, {})
-    compare(case, (4, 3, 5, 7), torch.float32, "cpu", lengths=rounds % 2 == 0, reverse=rounds % 3 == 0,
-            monkeypatch=monkeypatch)
+    compare(case, (4, 3, 5, 7), torch.float32, "cpu", lengths=rounds % 2 == 0, reverse=rounds % 3 == 0)
 
 
 MANY_TILES = [  # (T, B, I, H), rounds, dtype: every shape, round parity and dtype kind once
@@ -62,9 +58,9 @@ MANY_TILES = [  # (T, B, I, H), rounds, dtype: every shape, round parity and dty
 
 
 @pytest.mark.parametrize("shape, rounds, dtype", MANY_TILES)
-def test_many_tiles(shape, rounds, dtype, small_tiles, monkeypatch):
+def test_many_tiles(shape, rounds, dtype, small_tiles):
     case = ({"mogrify_steps": rounds, "mogrify_rank": 3 if rounds == 4 else None}, {})
-    compare(case, shape, dtype, "cpu", lengths=True, reverse=rounds == 5, monkeypatch=monkeypatch)
+    compare(case, shape, dtype, "cpu", lengths=True, reverse=rounds == 5)
 
 
 def inference_inputs(seq_len, batch_size, input_size, hidden_size, dtype, device, rounds=5):
@@ -143,9 +139,9 @@ GPU_SHAPES = {  # (T, B, I, H): several programs, batch tiles, sizes that are no
 @pytest.mark.parametrize("rounds", [0, 1, 2, 5, 8], ids=lambda r: f"r{r}")
 @pytest.mark.parametrize("shape", list(GPU_SHAPES.values()), ids=list(GPU_SHAPES))
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
-def test_gpu_matches_reference(dtype, shape, rounds, reverse, monkeypatch):
+def test_gpu_matches_reference(dtype, shape, rounds, reverse):
     case = ({"mogrify_steps": rounds, "mogrify_bias": rounds != 2}, {})
-    compare(case, shape, dtype, "cuda", lengths=True, reverse=reverse, monkeypatch=monkeypatch)
+    compare(case, shape, dtype, "cuda", lengths=True, reverse=reverse)
 
 
 @pytest.mark.gpu
@@ -155,7 +151,7 @@ def test_gpu_barrier_with_many_programs(programs, monkeypatch):
     """More programs than the default layout picks for this size: small tiles, many barriers."""
     monkeypatch.setattr(mogrifier, "config_for", lambda sweep: mogrifier.MogrifierConfig(programs, 16, 16, 16))
     case = ({"mogrify_steps": 5, "mogrify_rank": 8}, {})
-    compare(case, (20, 24, 40, 56), torch.float32, "cuda", lengths=True, reverse=False, monkeypatch=monkeypatch)
+    compare(case, (20, 24, 40, 56), torch.float32, "cuda", lengths=True, reverse=False)
 
 
 @pytest.mark.gpu
