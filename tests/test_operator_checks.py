@@ -12,7 +12,7 @@ import torch
 import fusedrnn
 from fusedrnn.ext import build
 from fusedrnn.ext.ops import gate_mode_code
-from fusedrnn.reference import sample_noise
+from fusedrnn.noise import sample_noise
 
 from conftest import assert_close, tolerance
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fusedrnn
-from fusedrnn.reference import sample_noise
+from fusedrnn.noise import sample_noise
 
 from conftest import (DEVICES, DTYPES, assert_close, cell_function, flat_tensors, map_tensors,
                       random_weights, tolerance)

@@ -1,7 +1,8 @@
 """The reference backend: runs any call, on any device, in plain PyTorch."""
+from ..noise import sample_noise
 from ..precision import accumulation_dtype
 from ..sweep import Sweep
-from .g2 import g2_lstm, sample_noise
+from .g2 import g2_lstm
 from .lstm import lstm
 from .mogrifier import mogrifier_lstm
 
