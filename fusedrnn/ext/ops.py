@@ -26,12 +26,6 @@ from ..precision import accumulation_dtype
 from ..reference.double_backward import recomputed_gradients
 from ..reference.g2 import g2_lstm
 from ..reference.mogrifier import mogrifier_lstm
-from ..sweep import GATE_MODES
-
-
-def gate_mode_code(gate_mode: str) -> int:
-    """The C++ ``GateMode`` value of a gate mode (csrc/kernels.h)."""
-    return GATE_MODES.index(gate_mode)
 
 
 # --------------------------------------------------------------------------- LSTM and G2-LSTM
@@ -66,7 +60,7 @@ def _lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
     x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, gates, cells, h_prev = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
         def run(*inputs):  # the plain LSTM is G2 with soft gates at τ = 1
-            return g2_lstm(*inputs, None, lengths, ctx.reverse, ctx.temperature, GATE_MODES[ctx.gate_mode], noise)
+            return g2_lstm(*inputs, None, lengths, ctx.reverse, ctx.temperature, ctx.gate_mode, noise)
 
         grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias], (grad_output, grad_h_n, grad_c_n))
     else:
@@ -156,10 +150,10 @@ def register() -> None:
 
 
 def lstm_sweep(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode, save):
-    """LSTM or G2-LSTM sweep (``gate_mode`` a name of ``GATE_MODES``); returns ``output (T, B, H),
-    h_n (B, H), c_n (B, H)``, differentiable."""
+    """LSTM or G2-LSTM sweep (``gate_mode`` a name of ``fusedrnn.sweep.GATE_MODES``); returns
+    ``output (T, B, H), h_n (B, H), c_n (B, H)``, differentiable."""
     output, h_n, c_n, *_ = torch.ops.fusedrnn.lstm_forward(
-        x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode_code(gate_mode), save)
+        x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode, save)
     return output, h_n, c_n
 
 
