@@ -199,8 +199,8 @@ def g2_lstm(
         noise_prob: probability in ``(0, 1]`` that an element gets noise.
         gate_mode: ``"noisy"`` (training), ``"soft"`` ``σ(z/τ)`` or ``"hard"`` ``1[z ≥ 0]``.
         noise: ``(T, B, 2, H)`` float32 ``m ⊙ ℓ`` for the i and f gates (see
-            :func:`fusedrnn.reference.sample_noise`); ``None`` lets the backend draw it
-            from the torch generator of the device.
+            :func:`fusedrnn.sample_noise`); ``None`` lets the backend draw it from a seed
+            of the device's torch generator, the same noise on every backend.
     Other arguments and the return value as :func:`lstm`.
     """
     options = G2.check_options(temperature=temperature, noise_prob=noise_prob, gate_mode=gate_mode)

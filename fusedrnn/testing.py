@@ -17,7 +17,7 @@ import torch
 from . import functional
 from .cells import CELLS, mogrify_round_shape
 from .precision import relative_error, tolerance
-from .reference import sample_noise
+from .noise import sample_noise
 
 Tensor = torch.Tensor
 #: ``(T, B, I, H)``: time steps, batch rows, input size, hidden size.

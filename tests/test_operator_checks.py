@@ -11,14 +11,12 @@ import torch
 
 import fusedrnn
 from fusedrnn.ext import build
-from fusedrnn.ext.ops import gate_mode_code
-from fusedrnn.reference import sample_noise
+from fusedrnn.noise import sample_noise
 
 from conftest import assert_close, tolerance
 
 T, B, I, H = 5, 64, 16, 32  # all distinct, so that no swapped dimension passes
 ROUNDS = 3
-NOISY, SOFT = gate_mode_code("noisy"), gate_mode_code("soft")
 FORWARD_OUTPUTS = {
     "lstm": ["output", "h_n", "c_n", "gates", "cells", "h_prev"],
     "mogrifier": ["output", "h_n", "c_n", "gates", "cells", "h_prev", "chains", "round_gates"],
@@ -52,7 +50,7 @@ def forward_args(cell, dtype=torch.float32, device="cpu", save=True):
     lengths = lengths.to(device)
     if cell == "lstm":
         noise = sample_noise(T, B, H, 0.5, generator=generator).to(device)
-        return dict(args, lengths=lengths, noise=noise, reverse=False, temperature=0.8, gate_mode=NOISY, save=save)
+        return dict(args, lengths=lengths, noise=noise, reverse=False, temperature=0.8, gate_mode="noisy", save=save)
     sizes = [(I, H) if j % 2 else (H, I) for j in range(1, ROUNDS + 1)]
     return dict(args, mogrify_weights=[rand(*size, scale=size[1] ** -0.5) for size in sizes],
                 mogrify_biases=[rand(size[0], scale=0.3) for size in sizes], lengths=lengths, reverse=False,
@@ -136,8 +134,8 @@ CHECKS = [
     # lstm_forward: the issue's crashes and silent wrong numbers first.
     ("lstm_forward", "h0", "batch 1 with batch 64 x (issue 17 abort)", lambda a: a["h0"][:1], ValueError,
      f"fusedrnn.lstm_forward: h0 must have shape (B, H) = (64, 32) {SHAPE} (1, 32)"),
-    ("lstm_forward", "gate_mode", "7 (issue 17 uninitialised output)", lambda a: 7, ValueError,
-     "fusedrnn.lstm_forward: gate_mode must be 0 (noisy), 1 (soft) or 2 (hard), got 7"),
+    ("lstm_forward", "gate_mode", "unknown name (issue 17 uninitialised output)", lambda a: "gumbel", ValueError,
+     "fusedrnn.lstm_forward: gate_mode must be one of ('noisy', 'soft', 'hard'), got 'gumbel'"),
     ("lstm_forward", "noise", "strided (issue 17)", lambda a: strided(a["noise"]), ValueError,
      "noise must be contiguous, got strides (8192, 128, 64, 2) for shape (5, 64, 2, 32)"),
     ("lstm_forward", "lengths", "above T (issue 17)", lambda a: lengths_with(a, T + 1), ValueError,
@@ -175,11 +173,11 @@ CHECKS = [
     ("lstm_forward", "noise", "float64", lambda a: a["noise"].double(), TypeError,
      "noise must be torch.float32 (the G2 noise is float32 for every dtype of x), got torch.float64"),
     ("lstm_forward", "noise", "missing with gate_mode noisy", lambda a: None, ValueError,
-     "noise must be given exactly when gate_mode is 0 (noisy), got no noise with gate_mode 0"),
-    ("lstm_forward", "gate_mode", "soft with noise", lambda a: SOFT, ValueError,
-     "noise must be given exactly when gate_mode is 0 (noisy), got noise with gate_mode 1"),
-    ("lstm_forward", "gate_mode", "-1", lambda a: -1, ValueError,
-     "gate_mode must be 0 (noisy), 1 (soft) or 2 (hard), got -1"),
+     "noise must be given exactly when gate_mode is 'noisy', got no noise with gate_mode 'noisy'"),
+    ("lstm_forward", "gate_mode", "soft with noise", lambda a: "soft", ValueError,
+     "noise must be given exactly when gate_mode is 'noisy', got noise with gate_mode 'soft'"),
+    ("lstm_forward", "gate_mode", "a name in capitals", lambda a: "NOISY", ValueError,
+     "gate_mode must be one of ('noisy', 'soft', 'hard'), got 'NOISY'"),
     ("lstm_forward", "temperature", "0", lambda a: 0.0, ValueError, "temperature must be finite and > 0, got 0"),
     ("lstm_forward", "temperature", "negative", lambda a: -0.5, ValueError,
      "temperature must be finite and > 0, got -0.5"),
@@ -221,8 +219,8 @@ CHECKS = [
      ValueError, f"lengths must have shape (B,) = (64,) {SHAPE} (65,)"),
     ("lstm_backward", "lengths", "int32", lambda a: a["lengths"].int(), TypeError,
      "lengths must be torch.int64 (steps per batch row), got torch.int32"),
-    ("lstm_backward", "gate_mode", "7", lambda a: 7, ValueError,
-     "fusedrnn.lstm_backward: gate_mode must be 0 (noisy), 1 (soft) or 2 (hard), got 7"),
+    ("lstm_backward", "gate_mode", "empty name", lambda a: "", ValueError,
+     "fusedrnn.lstm_backward: gate_mode must be one of ('noisy', 'soft', 'hard'), got ''"),
     ("lstm_backward", "temperature", "0", lambda a: 0.0, ValueError,
      "fusedrnn.lstm_backward: temperature must be finite and > 0, got 0"),
     # mogrifier_forward: round j (1-based) maps the other chain to its own.
@@ -324,7 +322,7 @@ def test_every_check_starts_from_a_valid_call():
 
 
 @pytest.mark.parametrize("op, left_out", [
-    ("lstm_forward", dict(bias=None, lengths=None, noise=None, gate_mode=SOFT)),
+    ("lstm_forward", dict(bias=None, lengths=None, noise=None, gate_mode="soft")),
     ("lstm_backward", dict(lengths=None)),
     ("mogrifier_forward", dict(bias=None, lengths=None, mogrify_biases=[])),
     ("mogrifier_forward", dict(mogrify_weights=[], mogrify_biases=[])),
@@ -342,7 +340,7 @@ def test_valid_call_matches_reference(cell, reverse):
     op_cell = "mogrifier" if cell == "mogrifier" else "lstm"
     inputs = dict(forward_args(op_cell, torch.float64), reverse=reverse)
     if cell == "lstm":
-        inputs.update(noise=None, temperature=1.0, gate_mode=SOFT)
+        inputs.update(noise=None, temperature=1.0, gate_mode="soft")
     saved = run_forward(op_cell, inputs)
     grads = output_grads(saved)
     got = operator(f"{op_cell}_backward")(**backward_args(op_cell, inputs, saved, grads))

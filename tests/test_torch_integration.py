@@ -60,7 +60,7 @@ def _op_inputs(cell, dtype=torch.float32, requires_grad=True):
         biases = [make(b) for b in weights["mogrify_biases"]]
         return (x, h0, c0, w_ih, w_hh, bias, rounds, biases, lengths, True, True)
     noise = torch.randn(T, B, 2, H, dtype=dtype)
-    return (x, h0, c0, w_ih, w_hh, bias, lengths, noise, True, 0.7, 0, True)
+    return (x, h0, c0, w_ih, w_hh, bias, lengths, noise, True, 0.7, "noisy", True)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "mogrifier"])

@@ -11,7 +11,8 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
-from ..reference.g2 import g2_gate, sample_noise
+from ..noise import sample_noise
+from ..reference.g2 import g2_gate
 from ..reference.lstm import cell_update, gate_preactivations, lstm_step
 from ..reference.mogrifier import mogrify
 from .problem import G2_TEMPERATURE, Problem

@@ -7,7 +7,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from ..reference import sample_noise
+from ..noise import sample_noise
 from .grid import Config
 
 #: Mogrifier rounds: the paper's tuned models use 4 to 6.

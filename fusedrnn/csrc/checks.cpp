@@ -148,9 +148,15 @@ class Checker {
                       "] (the sequence length T), got values in [", range[0], ", ", range[1], "]");
   }
 
-  void gate_mode(int64_t mode) const {
-    TORCH_CHECK_VALUE(mode >= static_cast<int64_t>(GateMode::kNoisy) && mode <= static_cast<int64_t>(GateMode::kHard),
-                      op_, ": gate_mode must be 0 (noisy), 1 (soft) or 2 (hard), got ", mode);
+  // A name of kGateModeNames (kernels.h); returns its mode.
+  GateMode gate_mode(c10::string_view name) const {
+    const std::optional<GateMode> mode = gate_mode_named(name);
+    if (!mode.has_value()) {
+      std::string names;  // as functional.py prints fusedrnn.sweep.GATE_MODES
+      for (const auto& [known, _] : kGateModeNames) names += (names.empty() ? "('" : ", '") + std::string(known) + "'";
+      TORCH_CHECK_VALUE(false, op_, ": gate_mode must be one of ", names, "), got '", name, "'");
+    }
+    return *mode;
   }
 
   void temperature(double temperature) const {
@@ -228,15 +234,15 @@ void round_weights(const Checker& check, at::TensorList weights) {
 c10::Device check_lstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
                                const Tensor& weight_hh, const std::optional<Tensor>& bias,
                                const std::optional<Tensor>& lengths, const std::optional<Tensor>& noise,
-                               bool /*reverse*/, double temperature, int64_t gate_mode, bool /*save*/) {
+                               bool /*reverse*/, double temperature, c10::string_view gate_mode, bool /*save*/) {
   const Checker check("fusedrnn.lstm_forward", x, weight_hh);
   forward_inputs(check, h0, c0, weight_ih, bias, lengths);
-  check.gate_mode(gate_mode);
+  const GateMode mode = check.gate_mode(gate_mode);
   check.temperature(temperature);
   // Without noise a noisy sweep would silently run soft gates; with it, another mode ignores it.
-  const bool noisy = gate_mode == static_cast<int64_t>(GateMode::kNoisy);
-  TORCH_CHECK_VALUE(given(noise) == noisy, "fusedrnn.lstm_forward: noise must be given exactly when gate_mode is 0 ",
-                    "(noisy), got ", given(noise) ? "noise" : "no noise", " with gate_mode ", gate_mode);
+  const bool noisy = mode == GateMode::kNoisy;
+  TORCH_CHECK_VALUE(given(noise) == noisy, "fusedrnn.lstm_forward: noise must be given exactly when gate_mode is ",
+                    "'noisy', got ", given(noise) ? "noise" : "no noise", " with gate_mode '", gate_mode, "'");
   if (noisy) {
     check.tensor("noise", *noise, {check.seq_len(), check.batch(), 2, check.hidden()}, "(T, B, 2, H)",
                  {ScalarType::Float, "(the G2 noise is float32 for every dtype of x)"});
@@ -248,7 +254,7 @@ c10::Device check_lstm_backward(const Tensor& grad_output, const Tensor& grad_h_
                                 const Tensor& x, const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh,
                                 const Tensor& gates, const Tensor& cells, const Tensor& h_prev,
                                 const std::optional<Tensor>& lengths, bool /*reverse*/, double temperature,
-                                int64_t gate_mode) {
+                                c10::string_view gate_mode) {
   const Checker check("fusedrnn.lstm_backward", x, weight_hh);
   backward_inputs(check, grad_output, grad_h_n, grad_c_n, c0, weight_ih, gates, cells, h_prev, lengths);
   check.gate_mode(gate_mode);

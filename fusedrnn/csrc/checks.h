@@ -16,8 +16,8 @@
 //   - x float32 or float64 (CPU library) or also float16, bfloat16 (CUDA library); every
 //     other float tensor of x's dtype except bias, gates, cells and round gates, which are in
 //     the accumulation type (float32 for half types, else x's dtype);
-//   - gate_mode a GateMode (kernels.h); temperature finite and > 0; noise given exactly
-//     when gate_mode is kNoisy.
+//   - gate_mode a name of kGateModeNames (kernels.h): "noisy", "soft" or "hard"; temperature
+//     finite and > 0; noise given exactly when gate_mode is "noisy".
 // The range check of `lengths` reads CPU values back; device values are checked on the
 // device (an asynchronous assert, no host sync), not at all while the stream is captured
 // into a CUDA graph (as functional.py does).
@@ -32,13 +32,13 @@ namespace fusedrnn {
 c10::Device check_lstm_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
                                const Tensor& weight_hh, const std::optional<Tensor>& bias,
                                const std::optional<Tensor>& lengths, const std::optional<Tensor>& noise, bool reverse,
-                               double temperature, int64_t gate_mode, bool save);
+                               double temperature, c10::string_view gate_mode, bool save);
 
 c10::Device check_lstm_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n,
                                 const Tensor& x, const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh,
                                 const Tensor& gates, const Tensor& cells, const Tensor& h_prev,
                                 const std::optional<Tensor>& lengths, bool reverse, double temperature,
-                                int64_t gate_mode);
+                                c10::string_view gate_mode);
 
 c10::Device check_mogrifier_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
                                     const Tensor& weight_hh, const std::optional<Tensor>& bias,

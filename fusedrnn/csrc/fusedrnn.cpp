@@ -38,12 +38,12 @@ struct Operator<Check, Sweep> {
 TORCH_LIBRARY(fusedrnn, m) {
   m.def(
       "lstm_forward(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias, "
-      "Tensor? lengths, Tensor? noise, bool reverse, float temperature, int gate_mode, bool save) "
+      "Tensor? lengths, Tensor? noise, bool reverse, float temperature, str gate_mode, bool save) "
       "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells, Tensor h_prev)");
   m.def(
       "lstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor x, Tensor c0, "
       "Tensor weight_ih, Tensor weight_hh, Tensor gates, Tensor cells, Tensor h_prev, Tensor? lengths, "
-      "bool reverse, float temperature, int gate_mode) "
+      "bool reverse, float temperature, str gate_mode) "
       "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
       "Tensor grad_bias)");
   m.def(

@@ -7,11 +7,27 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/util/string_view.h>
+
+#include <optional>
+#include <utility>
 
 namespace fusedrnn {
 
 // SPEC §4 gate modes of the input and forget gates; a plain LSTM is kSoft with τ = 1.
-enum class GateMode : int64_t { kNoisy = 0, kSoft = 1, kHard = 2 };
+enum class GateMode { kNoisy, kSoft, kHard };
+
+// Their names, which the operators take (`str gate_mode`), as fusedrnn.sweep.GATE_MODES.
+inline constexpr std::pair<const char*, GateMode> kGateModeNames[] = {
+    {"noisy", GateMode::kNoisy}, {"soft", GateMode::kSoft}, {"hard", GateMode::kHard}};
+
+// The gate mode called `name`, or nullopt for any other name (checks.cpp rejects those).
+inline std::optional<GateMode> gate_mode_named(c10::string_view name) {
+  for (const auto& [known, mode] : kGateModeNames) {
+    if (name == known) return mode;
+  }
+  return std::nullopt;
+}
 
 struct CellForwardArgs {
   at::Tensor gates;        // (B, 4H) acc: in, pre-activations z; out, activations i, f, g, o

@@ -134,7 +134,7 @@ Tensor bias_grad(const Tensor& grad_rows, at::ScalarType dtype) {
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const Kernels& kernels, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
     const Tensor& weight_hh, const std::optional<Tensor>& bias, const std::optional<Tensor>& lengths,
-    const std::optional<Tensor>& noise, bool reverse, double temperature, int64_t gate_mode, bool save) {
+    const std::optional<Tensor>& noise, bool reverse, double temperature, c10::string_view gate_mode, bool save) {
   const int64_t seq_len = x.size(0), batch = x.size(1), hidden = weight_hh.size(1);
   const auto acc_options = x.options().dtype(acc_type(x));
   // The input projection does not depend on the recurrence: one product over all T·B rows.
@@ -145,7 +145,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   const Tensor weight_hh_t = weight_hh.t();
   auto [output, h_n, c_n] =
       run_forward(kernels, x, h0, c0, gates, h_prev, cells, lengths, noise, reverse, temperature,
-                  static_cast<GateMode>(gate_mode), [&](int64_t t, const Tensor& h) {
+                  gate_mode_named(gate_mode).value(), [&](int64_t t, const Tensor& h) {
                     Tensor z = gates.select(0, t);
                     addmm_acc(z, h, weight_hh_t);
                   });
@@ -156,10 +156,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const Kernels& kernels, const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n,
     const Tensor& x, const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const Tensor& gates,
     const Tensor& cells, const Tensor& h_prev, const std::optional<Tensor>& lengths, bool reverse,
-    double temperature, int64_t gate_mode) {
+    double temperature, c10::string_view gate_mode) {
   auto [grad_z, grad_h0, grad_c0] =
       run_backward(kernels, grad_output, grad_h_n, grad_c_n, c0, gates, cells, lengths, reverse, temperature,
-                   static_cast<GateMode>(gate_mode),
+                   gate_mode_named(gate_mode).value(),
                    [&](int64_t, const Tensor& grad_z_t, Tensor& grad_h_carry) {
                      addmm_acc(grad_h_carry, grad_z_t, weight_hh);
                    });

@@ -27,14 +27,14 @@ using TensorList = std::vector<Tensor>;
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const Kernels& kernels, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
     const Tensor& weight_hh, const std::optional<Tensor>& bias, const std::optional<Tensor>& lengths,
-    const std::optional<Tensor>& noise, bool reverse, double temperature, int64_t gate_mode, bool save);
+    const std::optional<Tensor>& noise, bool reverse, double temperature, c10::string_view gate_mode, bool save);
 
 // Returns grad_x, grad_h0, grad_c0, grad_weight_ih, grad_weight_hh, grad_bias.
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const Kernels& kernels, const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n,
     const Tensor& x, const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const Tensor& gates,
     const Tensor& cells, const Tensor& h_prev, const std::optional<Tensor>& lengths, bool reverse,
-    double temperature, int64_t gate_mode);
+    double temperature, c10::string_view gate_mode);
 
 // Mogrifier LSTM forward: as lstm_forward, plus the round chains (x⁽ʲ⁾ or h⁽ʲ⁾ per round,
 // (T, B, I|H)) and round gates (s_j, acc). `mogrify_biases` is empty or one per round.

@@ -5,8 +5,8 @@ from typing import Dict, Optional
 
 import torch
 
+from ..noise import sample_noise
 from ..precision import summed_bias
-from ..reference import sample_noise
 from ..sweep import Sweep
 from . import build, ops
 

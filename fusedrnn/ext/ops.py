@@ -26,12 +26,6 @@ from ..precision import accumulation_dtype
 from ..reference.double_backward import recomputed_gradients
 from ..reference.g2 import g2_lstm
 from ..reference.mogrifier import mogrifier_lstm
-from ..cells import GATE_MODES
-
-
-def gate_mode_code(gate_mode: str) -> int:
-    """The C++ ``GateMode`` value of a gate mode (csrc/kernels.h)."""
-    return GATE_MODES.index(gate_mode)
 
 
 # --------------------------------------------------------------------------- LSTM and G2-LSTM
@@ -67,7 +61,7 @@ def _lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
     if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
         def run(x, h0, c0, weight_ih, weight_hh, bias):  # the plain LSTM is G2 with soft gates at τ = 1
             return g2_lstm(x, weight_ih, weight_hh, bias, None, h0, c0, temperature=ctx.temperature,
-                           gate_mode=GATE_MODES[ctx.gate_mode], noise=noise, lengths=lengths, reverse=ctx.reverse)
+                           gate_mode=ctx.gate_mode, noise=noise, lengths=lengths, reverse=ctx.reverse)
 
         grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias], (grad_output, grad_h_n, grad_c_n))
     else:
@@ -157,10 +151,10 @@ def register() -> None:
 
 
 def lstm_sweep(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode, save):
-    """LSTM or G2-LSTM sweep (``gate_mode`` a name of ``GATE_MODES``); returns ``output (T, B, H),
-    h_n (B, H), c_n (B, H)``, differentiable."""
+    """LSTM or G2-LSTM sweep (``gate_mode`` a name of ``fusedrnn.cells.GATE_MODES``); returns
+    ``output (T, B, H), h_n (B, H), c_n (B, H)``, differentiable."""
     output, h_n, c_n, *_ = torch.ops.fusedrnn.lstm_forward(
-        x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode_code(gate_mode), save)
+        x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode, save)
     return output, h_n, c_n
 
 

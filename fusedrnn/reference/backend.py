@@ -2,9 +2,9 @@
 import torch
 
 from ..cells import CELLS
+from ..noise import sample_noise
 from ..precision import accumulation_dtype
 from ..sweep import Sweep
-from .g2 import sample_noise
 
 
 class ReferenceBackend:

@@ -1,4 +1,4 @@
-"""Reference G2-LSTM, the Gumbel-gate LSTM (SPEC §4), and its noise."""
+"""Reference G2-LSTM, the Gumbel-gate LSTM (SPEC §4), fed its noise as a tensor."""
 from typing import Optional
 
 import torch
@@ -6,24 +6,6 @@ import torch.nn.functional as F
 
 from .lstm import cell_update
 from .recurrence import run_steps
-
-#: ``U`` is clamped to ``[EPS, 1 - EPS]`` so that the logistic noise stays finite.
-EPS = 1e-6
-
-
-def sample_noise(seq_len, batch_size, hidden_size, noise_prob=1.0, device=None, generator=None):
-    """Draws ``m ⊙ ℓ`` for the i and f gates: ``(T, B, 2, H)`` float32.
-
-    ``ℓ = log U - log(1 - U)`` is logistic noise (the two-class Gumbel-softmax) and
-    ``m ~ Bernoulli(noise_prob)`` keeps or drops it per element.
-    """
-    shape = (seq_len, batch_size, 2, hidden_size)
-    u = torch.rand(shape, device=device, generator=generator).clamp_(EPS, 1 - EPS)
-    noise = torch.log(u) - torch.log1p(-u)
-    if noise_prob < 1.0:
-        keep = torch.rand(shape, device=device, generator=generator) < noise_prob
-        noise = noise * keep
-    return noise
 
 
 def g2_gate(z, noise, temperature, gate_mode):
@@ -52,7 +34,7 @@ def g2_lstm(
 ):
     """G2-LSTM over a whole sequence; shapes as :func:`fusedrnn.reference.lstm`.
 
-    ``noise`` is ``(T, B, 2, H)`` (see :func:`sample_noise`) and is required when
+    ``noise`` is ``(T, B, 2, H)`` (see :func:`fusedrnn.noise.sample_noise`) and is required when
     ``gate_mode == "noisy"``. The noise gets no gradient.
     """
     if gate_mode == "noisy" and noise is None:

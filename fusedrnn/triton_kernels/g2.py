@@ -1,9 +1,9 @@
 """The G2-LSTM cell (SPEC §4): the LSTM sweep of :mod:`.lstm` with its gate flags."""
 from __future__ import annotations
 
+from ..noise import draw_seed
 from ..sweep import Sweep
 from . import lstm
-from .noise import draw_seed
 
 unsupported = lstm.unsupported
 

@@ -16,15 +16,15 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from ..noise import EPS, sample_noise
 from ..precision import summed_bias
 from ..reference.double_backward import recomputed_gradients
-from ..reference.g2 import EPS
 from ..reference.g2 import g2_lstm as reference_g2_lstm
 from ..sweep import Sweep
 from . import common
 from .common import (concat_gates, dot, exchanged_product, grid_barrier, input_guard, load_resident_slice,
                      sigmoid, split_gates, tanh)
-from .noise import logistic_noise, noise_from_seed
+from .noise import logistic_noise
 
 # Where the G2 gate noise comes from (the NOISE constexpr).
 NO_NOISE, NOISE_TENSOR, NOISE_PHILOX = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
@@ -344,7 +344,7 @@ def _differentiable_backward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias
     """The backward through the reference cell (see :mod:`fusedrnn.reference.double_backward`),
     with the forward's noise (regenerated from its seed when drawn in the kernel)."""
     if seed is not None:
-        noise = noise_from_seed(seed, x.shape[0], x.shape[1], h0.shape[1], ctx.noise_prob)
+        noise = sample_noise(x.shape[0], x.shape[1], h0.shape[1], ctx.noise_prob, seed=seed)
     gate_mode = "hard" if ctx.hard_gates else "noisy" if noise is not None else "soft"
 
     def run(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh):

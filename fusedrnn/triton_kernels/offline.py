@@ -22,7 +22,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from ..reference.g2 import EPS
+from ..noise import EPS
 from . import common, lstm, mogrifier
 from .lstm import NOISE_PHILOX, NOISE_TENSOR
 

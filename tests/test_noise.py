@@ -1,0 +1,219 @@
+"""The G2 noise (SPEC §4.5): one counter-based generator, the same on every backend.
+
+:func:`fusedrnn.noise.sample_noise` (plain PyTorch) draws bit for bit what the Triton
+kernels draw in registers; its values have the logistic law and the Bernoulli mask; and
+one seed gives one result on every backend, which the reference reproduces when fed the
+regenerated noise tensor.
+"""
+import math
+
+import pytest
+import torch
+
+import fusedrnn
+from fusedrnn import functional
+from fusedrnn.noise import EPS, draw_seed, philox, sample_noise, uniform
+
+from conftest import assert_close, random_weights, tolerance
+
+CUDA = torch.cuda.is_available()
+WORD = 0xFFFFFFFF
+
+
+def device_for(backend):
+    return "cuda" if backend == "cuda" or (backend == "triton" and CUDA) else "cpu"
+
+
+def skip_unless_runs(backend):
+    if backend not in fusedrnn.available_backends():
+        pytest.skip(f"backend {backend!r} is unavailable here: {fusedrnn.dispatch.unavailable_reason(backend)}")
+
+
+# The Triton kernels' draw, bit for bit ---------------------------------------------------
+
+triton = pytest.importorskip("triton")
+tl = triton.language
+
+from fusedrnn.triton_kernels.noise import logistic_noise, philox_words  # noqa: E402
+
+
+@triton.jit
+def _noise_kernel(seed, words, uniforms, noise, B, H, noise_prob, EPS: tl.constexpr, BLOCK_B: tl.constexpr,
+                  BLOCK_H: tl.constexpr):
+    """What the sweeps draw at step ``i_t``: the four Philox words (as int32 bits) and their
+    uniforms into ``(T, B, 4, H)``, ``m ⊙ ℓ`` of the two gates into ``(T, B, 2, H)``."""
+    i_t, i_b, i_h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    o_b = i_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_j = i_h * BLOCK_H + tl.arange(0, BLOCK_H)
+    m_bj = (o_b < B)[:, None] & (o_j < H)[None, :]
+    b_seed = tl.load(seed)
+    o_row = (i_t * B + o_b).to(tl.int64)[:, None]
+    r_ui, r_mi, r_uf, r_mf = philox_words(b_seed, i_t, o_b, o_j, H)
+    o_words = o_row * (4 * H) + o_j[None, :]
+    tl.store(words + o_words, r_ui.to(tl.int32, bitcast=True), mask=m_bj)
+    tl.store(words + o_words + H, r_mi.to(tl.int32, bitcast=True), mask=m_bj)
+    tl.store(words + o_words + 2 * H, r_uf.to(tl.int32, bitcast=True), mask=m_bj)
+    tl.store(words + o_words + 3 * H, r_mf.to(tl.int32, bitcast=True), mask=m_bj)
+    tl.store(uniforms + o_words, tl.uint_to_uniform_float(r_ui), mask=m_bj)
+    tl.store(uniforms + o_words + H, tl.uint_to_uniform_float(r_mi), mask=m_bj)
+    tl.store(uniforms + o_words + 2 * H, tl.uint_to_uniform_float(r_uf), mask=m_bj)
+    tl.store(uniforms + o_words + 3 * H, tl.uint_to_uniform_float(r_mf), mask=m_bj)
+    n_i, n_f = logistic_noise(b_seed, i_t, o_b, o_j, H, noise_prob, EPS)
+    o_noise = o_row * (2 * H) + o_j[None, :]
+    tl.store(noise + o_noise, n_i, mask=m_bj)
+    tl.store(noise + o_noise + H, n_f, mask=m_bj)
+
+
+def triton_draw(seed, seq_len, batch_size, hidden_size, noise_prob, device):
+    """The Triton kernels' words ``(T, B, 4, H)`` int64, uniforms ``(T, B, 4, H)`` and noise
+    ``(T, B, 2, H)``, from blocks smaller than B and H where they are large enough."""
+    words = torch.full((seq_len, batch_size, 4, hidden_size), -1, dtype=torch.int32, device=device)
+    uniforms = torch.full(words.shape, math.nan, dtype=torch.float32, device=device)
+    noise = torch.full((seq_len, batch_size, 2, hidden_size), math.nan, dtype=torch.float32, device=device)
+    block_b, block_h = 4, 16
+    grid = (seq_len, triton.cdiv(batch_size, block_b), triton.cdiv(hidden_size, block_h))
+    seed = torch.tensor([seed], dtype=torch.int64, device=device)
+    _noise_kernel[grid](seed, words, uniforms, noise, batch_size, hidden_size, float(noise_prob), EPS=EPS,
+                        BLOCK_B=block_b, BLOCK_H=block_h)
+    return words.long() & WORD, uniforms, noise
+
+
+def torch_words(seed, seq_len, batch_size, hidden_size):
+    """:func:`fusedrnn.noise.philox` on the sweeps' counters ``(b·H + j, t, 0, 0)``: ``(T, B, 4, H)``."""
+    step = torch.arange(seq_len).view(-1, 1, 1)
+    counter = torch.arange(batch_size).view(1, -1, 1) * hidden_size + torch.arange(hidden_size)
+    counter, step = torch.broadcast_tensors(counter, step)
+    zero = torch.zeros_like(counter)
+    return torch.stack(philox(seed, counter, step, zero, zero), dim=2)
+
+
+@pytest.mark.skipif(CUDA, reason="compares on the Triton interpreter; the GPU comparison is the next test")
+@pytest.mark.parametrize("seed", [0, 1234567, 2 ** 32 + 5, 2 ** 62 - 3, 0x0F0A_9F11_D00D_BEEF],
+                         ids=["seed0", "seed-small", "seed-high-word-1", "seed-max", "seed-both-words"])
+@pytest.mark.parametrize("shape, noise_prob", [((3, 5, 7), 1.0), ((2, 9, 37), 0.3), ((1, 1, 1), 0.6),
+                                               ((4, 16, 32), 0.85)],
+                         ids=["T3-B5-H7", "T2-B9-H37-p0.3", "T1-B1-H1-p0.6", "T4-B16-H32-p0.85"])
+def test_torch_philox_is_the_triton_draw_bit_for_bit(seed, shape, noise_prob):
+    check_against_triton(seed, shape, noise_prob, "cpu")
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.parametrize("shape, noise_prob", [((3, 5, 7), 1.0), ((17, 33, 300), 0.3)], ids=["small", "large"])
+def test_torch_philox_is_the_compiled_triton_draw(shape, noise_prob):
+    check_against_triton(2 ** 40 + 12345, shape, noise_prob, "cuda")
+
+
+def check_against_triton(seed, shape, noise_prob, device):
+    words, uniforms, noise = triton_draw(seed, *shape, noise_prob, device)
+    expected_words = torch_words(seed, *shape).to(device)
+    mismatched = (words != expected_words).sum().item()
+    assert mismatched == 0, f"{mismatched} of {words.numel()} Philox words differ from tl.philox"
+    expected_uniforms = uniform(expected_words)
+    assert torch.equal(uniforms, expected_uniforms), "uniforms differ from tl.uint_to_uniform_float"
+    drawn = sample_noise(*shape, noise_prob, seed=seed, device=device)
+    assert torch.equal(drawn != 0, noise != 0), "the Bernoulli masks differ"
+    # ℓ = log U − log(1 − U): a few float32 ulps of the two logarithms (log differs per libm).
+    u = expected_uniforms[:, :, 0::2].clamp(EPS, 1 - EPS).double()
+    scale = u.log().abs() + (1 - u).log().abs()
+    error = ((drawn.double() - noise.double()).abs() / scale).max().item()
+    assert error <= 4 * torch.finfo(torch.float32).eps, f"logistic values differ by {error:.3g} of their logs"
+
+
+def test_both_seed_words_key_the_noise():
+    low = sample_noise(2, 3, 8, seed=5)
+    assert not torch.equal(low, sample_noise(2, 3, 8, seed=5 + 2 ** 32)), "the high word of the seed is ignored"
+    assert not torch.equal(low, sample_noise(2, 3, 8, seed=6)), "the low word of the seed is ignored"
+    assert torch.equal(low, sample_noise(2, 3, 8, seed=torch.tensor([5]))), "an int and a tensor seed differ"
+
+
+# Its law ---------------------------------------------------------------------------
+
+def test_noise_is_logistic_and_independent():
+    drawn = sample_noise(48, 16, 128, seed=draw_seed()).double()  # (T, B, 2, H)
+    samples = drawn.flatten()
+    n = samples.numel()
+    assert abs(samples.mean().item()) < 5 * math.sqrt(math.pi ** 2 / 3 / n), "mean is not 0"
+    assert samples.var().item() == pytest.approx(math.pi ** 2 / 3, rel=0.03), "variance is not π²/3"
+    # Kolmogorov-Smirnov against the logistic CDF σ; 1.95/√n is the 0.1% critical value.
+    ordered = samples.sort().values
+    cdf = torch.sigmoid(ordered)
+    ecdf_hi = torch.arange(1, n + 1, dtype=torch.float64) / n
+    statistic = torch.maximum(ecdf_hi - cdf, cdf - (ecdf_hi - 1 / n)).max().item()
+    assert statistic < 1.95 / math.sqrt(n), f"Kolmogorov-Smirnov statistic {statistic:.4f} rejects the logistic law"
+    # Independent across steps, gates, rows and units: correlations within 5 standard errors.
+    pairs = {"steps": (drawn[1:], drawn[:-1]), "gates": (drawn[:, :, 0], drawn[:, :, 1]),
+             "rows": (drawn[:, 1:], drawn[:, :-1]), "units": (drawn[..., 1:], drawn[..., :-1])}
+    for name, (a, b) in pairs.items():
+        correlation = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()
+        assert abs(correlation) < 5 / math.sqrt(a.numel()), f"{name}: correlation {correlation:.4f}"
+
+
+@pytest.mark.parametrize("noise_prob", [0.2, 0.7])
+def test_noise_prob_keeps_that_fraction_independently_of_the_values(noise_prob):
+    drawn = sample_noise(32, 16, 128, noise_prob, seed=draw_seed())
+    n = drawn.numel()
+    kept = (drawn != 0).double().mean().item()
+    assert abs(kept - noise_prob) < 5 * math.sqrt(noise_prob * (1 - noise_prob) / n), f"kept fraction {kept:.4f}"
+    # The mask uses its own words: the kept values are still logistic.
+    values = drawn[drawn != 0].double()
+    assert values.var().item() == pytest.approx(math.pi ** 2 / 3, rel=0.05), "the kept values are not logistic"
+
+
+def test_different_seeds_draw_different_noise():
+    first, second = draw_seed(), draw_seed()
+    assert first.item() != second.item(), "the generator gave one seed twice"
+    a, b = sample_noise(4, 8, 16, seed=first), sample_noise(4, 8, 16, seed=second)
+    assert (a != b).double().mean().item() > 0.99, "two seeds share most of their noise"
+
+
+def test_sample_noise_draws_its_seed_as_a_sweep_does():
+    state = torch.get_rng_state()
+    seed = draw_seed("cpu")
+    torch.set_rng_state(state)
+    assert torch.equal(sample_noise(3, 4, 5, 0.5), sample_noise(3, 4, 5, 0.5, seed=seed))
+    generator = torch.Generator().manual_seed(3)
+    expected = sample_noise(3, 4, 5, seed=draw_seed(generator=torch.Generator().manual_seed(3)))
+    assert torch.equal(sample_noise(3, 4, 5, generator=generator), expected)
+
+
+# One seed, one result on every backend --------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton", "cuda"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+def test_one_seed_gives_one_result_on_every_backend(backend, reverse):
+    """``torch.manual_seed(s)`` then a noisy G2 call that draws its own noise: outputs, final
+    states and gradients match the float64 reference fed the regenerated noise."""
+    skip_unless_runs(backend)
+    device = device_for(backend)
+    seq_len, batch_size, input_size, hidden_size = 6, 3, 8, 24
+    weights = {name: w.to(device, torch.float32) for name, w in random_weights("g2", input_size, hidden_size).items()}
+    x = torch.randn(seq_len, batch_size, input_size, device=device)
+    lengths = torch.tensor([6, 2, 4], device=device)
+    options = dict(gate_mode="noisy", noise_prob=0.6, temperature=0.8, lengths=lengths, reverse=reverse)
+
+    def run(inputs, **extra):
+        leaves = {name: tensor.clone().requires_grad_() for name, tensor in inputs.items()}
+        out, (h_n, c_n) = functional.g2_lstm(leaves.pop("x"), **leaves, **options, **extra)
+        weighting = torch.linspace(-1, 1, out.numel(), device=out.device, dtype=out.dtype).view_as(out)
+        grads = torch.autograd.grad((out * weighting).sum() + h_n.sum() + c_n.square().sum(),
+                                    [*leaves.values()])
+        return dict(output=out, h_n=h_n, c_n=c_n, **{f"grad {name}": g for name, g in zip(leaves, grads)})
+
+    inputs = dict(x=x, **weights)
+    generator = torch.cuda if device == "cuda" else torch
+    generator.manual_seed(20240611)
+    actual = run(inputs, backend=backend)
+    generator.manual_seed(20240611)
+    noise = sample_noise(seq_len, batch_size, hidden_size, options["noise_prob"], device=device)
+    assert noise.any(), "the regenerated noise is all zero"
+    expected = run({name: t.double() for name, t in inputs.items()}, noise=noise, backend="reference")
+    for name, value in expected.items():
+        assert_close(f"{backend} {name}", actual[name], value, tolerance(torch.float32, device))
+    # Another seed is another result: the noise was not ignored.
+    generator.manual_seed(20240612)
+    other = run(inputs, backend=backend)
+    assert relative_change(other["output"], actual["output"]) > 1e-2, "a new seed left the output unchanged"
+
+
+def relative_change(a, b):
+    return ((a - b).norm() / b.norm()).item()
