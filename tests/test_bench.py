@@ -165,12 +165,9 @@ def test_command_exits_nonzero_when_a_backend_is_wrong(monkeypatch, capsys):
     assert "FAILED lstm float32 fwd broken: output: relative error" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["eager", "nn.LSTM"])
-@pytest.mark.parametrize("cell", ["lstm", "mogrifier", "g2"])
+@pytest.mark.parametrize("cell, name", [("lstm", "eager"), ("mogrifier", "eager"), ("g2", "eager"), ("lstm", "nn.LSTM")])
 def test_baselines_compute_the_cell(cell, name):
     impl = implementation(name)
-    if cell not in impl.cells:
-        pytest.skip(f"{name} has no {cell} cell")
     truth = ground_truth(_config(cell), CPU)
     for direction in ("fwdbwd", "decode"):
         row = measure(impl, _config(cell), truth, direction)
@@ -210,8 +207,7 @@ def test_no_rows_for_what_cannot_run_on_the_device():
 def test_default_grids_fit_their_time_budget(preset, device, budget_s):
     names = ["auto", "triton", "cuda", "cpu", "nn.LSTM", "eager", "compiled"]
     grid = cli.cases(cli.PRESETS[preset], names, torch.device(device))
-    assert sum(cli.estimate_s(c, d, impl.name, torch.device(device)) for c, pairs in grid.items() for d, impl in pairs) \
-        < budget_s
+    assert cli.grid_estimate_s(grid, torch.device(device)) < budget_s
 
 
 def test_gpu_grid_has_the_issue_shapes_and_cudnn_fp16():

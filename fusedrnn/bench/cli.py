@@ -78,6 +78,12 @@ def estimate_s(c: Config, direction: str, name: str, device: torch.device) -> fl
     return compile_s + 0.2 + 9 * c.seq_len * (launch_s + flops / (5e13 if gpu else 2e10))
 
 
+def grid_estimate_s(grid: Dict[Config, list], device: torch.device) -> float:
+    """The whole run: every row, and the float64 reference's forward and backward per configuration."""
+    return sum(estimate_s(c, "fwdbwd", "reference", device) / 3 + sum(estimate_s(c, d, impl.name, device)
+                                                                       for d, impl in pairs) for c, pairs in grid.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fusedrnn.bench", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -134,7 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         machine, rows = report.machine_info(device), []
         total = sum(len(pairs) for pairs in grid.values())
-        seconds = sum(estimate_s(c, d, impl.name, device) for c, pairs in grid.items() for d, impl in pairs)
+        seconds = grid_estimate_s(grid, device)
         print(f"# fusedrnn benchmark on {report.machine_summary(machine)}\n# {total} rows on {len(grid)} "
               f"configurations: about {seconds / 60:.1f} min (a rough estimate)", flush=True)
         with tqdm(total=total, disable=args.no_progress, unit="row", dynamic_ncols=True) as bar:

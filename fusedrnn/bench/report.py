@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from pathlib import Path
 from typing import Dict, List
 
 import torch
@@ -17,7 +18,10 @@ SPEEDUP_BASELINES = ("nn.LSTM", "eager")
 
 def machine_info(device: torch.device) -> Dict[str, object]:
     import triton
-    info = {"device": device.type, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+               platform.processor() or platform.machine())
+    info = {"device": device.type, "cpu": cpu, "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "torch": torch.__version__, "triton": triton.__version__, "fusedrnn": __version__}
     if device.type == "cuda":
@@ -90,7 +94,7 @@ def plot(rows: List[dict], path, title: str) -> None:
     lstm = [r for r in timed if r["implementation"] == "nn.LSTM"]
     line_dtype = "float16" if any(r["dtype"] == "float16" for r in lstm) else lstm[0]["dtype"] if lstm else None
     to_beat = {(_shape(r), r["direction"]): r["us_per_step"] for r in lstm if r["dtype"] == line_dtype}
-    figure, axes = plt.subplots(len(panels), 1, figsize=(11, 3.4 * len(panels)), squeeze=False)
+    figure, axes = plt.subplots(len(panels), 1, figsize=(11, 3 * len(panels)), squeeze=False, layout="constrained")
     for (cell, direction), axis in zip(panels, axes[:, 0]):
         mine = [r for r in timed if (r["cell"], r["direction"]) == (cell, direction)]
         labels = list(dict.fromkeys((_shape(r), r["dtype"]) for r in mine))
@@ -100,7 +104,8 @@ def plot(rows: List[dict], path, title: str) -> None:
                 axis.plot(*zip(*points), marker="os^Dv<>p"[k % 8], linestyle="", color=plt.cm.tab10(k % 10), label=name)
         beat = [(x, to_beat[(shape, direction)]) for x, (shape, _) in enumerate(labels) if (shape, direction) in to_beat]
         if beat:
-            axis.plot(*zip(*beat), color="black", zorder=0, label=f"to beat: nn.LSTM {line_dtype}")
+            axis.plot(*zip(*beat), color="black", marker="_", markersize=30, zorder=0,  # visible at one size too
+                      label=f"to beat: nn.LSTM {line_dtype}")
         axis.set_xticks(range(len(labels)), [f"{shape}\n{dtype}" for shape, dtype in labels], fontsize=7)
         axis.set(yscale="log", ylabel="µs per step (median)", title=f"{cell}, {direction}")
         axis.grid(True, which="both", alpha=0.3)
