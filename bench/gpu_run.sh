@@ -7,12 +7,12 @@
 #      correctness gate compiles the same layouts), filling Triton's disk cache;
 #   2. alone: the timing beside cuDNN (nn.LSTM) and the eager loop,
 #      LSTM and G2 at SHAPES, the Mogrifier at MOGRIFIER_SHAPES, decoding one step per call,
-#      and torch.compile's loop at COMPILED_SHAPES.
+#      and torch.compile's loop at COMPILED_SHAPES (default: the first of SHAPES).
 # Logs, JUnit XML, JSON, Markdown tables and a chart go under $OUT (default bench/results/gpu);
 # status.txt lists the exit code of every stage (124: timed out). From the repository root:
 #   bash bench/gpu_run.sh
 # Dry run on a CPU (backends this machine lacks are skipped, not failed):
-#   SHAPES=4x8x16x16 MOGRIFIER_SHAPES=4x8x16x16 COMPILED_SHAPES=4x8x16x16 BACKENDS="auto nn.LSTM" OUT=/tmp/x bash bench/gpu_run.sh
+#   SHAPES=4x8x16x16 MOGRIFIER_SHAPES=4x8x16x16 BACKENDS="auto nn.LSTM" OUT=/tmp/x bash bench/gpu_run.sh
 set -uo pipefail
 OUT=${OUT:-bench/results/gpu}
 WARM_S=${WARM_S:-200}
@@ -25,7 +25,7 @@ unset TRITON_INTERPRET
 SHAPES=${SHAPES:-"16x512x256x256 64x256x512x512 64x256x1024x1024 256x256x1024x1024 16x1024x768x768 8x1024x128x128"}
 MOGRIFIER_SHAPES=${MOGRIFIER_SHAPES:-"16x512x256x256 64x256x512x512"}
 DECODE_SHAPES=${DECODE_SHAPES:-"1x64x512x512"}
-COMPILED_SHAPES=${COMPILED_SHAPES:-"64x256x512x512"}
+COMPILED_SHAPES=${COMPILED_SHAPES:-${SHAPES%% *}}  # torch.compile: one size, its compiles are slow
 BACKENDS=${BACKENDS:-"auto triton cuda nn.LSTM eager"}
 at_t2() { for s in "$@"; do echo "$s" | awk -Fx '{printf "%sx2x%sx%s ", $1, $3, $4}'; done; }
 BENCH=(python -m fusedrnn.bench --no-progress)

@@ -122,10 +122,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(report.markdown_report(json.loads(args.report.read_text())), end="")
         return 0
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    for problem, message in ((device.type == "cuda" and not torch.cuda.is_available(), "CUDA is not available"),
+    for invalid, message in ((device.type == "cuda" and not torch.cuda.is_available(), "CUDA is not available"),
                              (args.quick and args.preset not in (None, "quick"), "--quick is --preset quick"),
                              (args.threads is not None and args.threads <= 0, "--threads must be positive")):
-        if problem:
+        if invalid:
             parser.error(message)
     for name in filter(unavailable, args.backends or []):  # one command line serves every machine (gpu_run.sh)
         print(f"# skipping {name}: {unavailable(name)}", file=sys.stderr)
