@@ -35,7 +35,7 @@ class Group:
 
 ISSUE_SHAPES = ((16, 512, 256, 256), (64, 256, 512, 512), (64, 256, 1024, 1024),  # the LSTM issue's GPU grid
                 (256, 256, 1024, 1024), (16, 1024, 768, 768), (8, 1024, 128, 128))
-PRESETS = {  # the gpu preset is sized for 10 minutes on an H100; cpu for a few on 2 cores; quick for CI
+PRESETS = {  # gpu: under 10 minutes on an H100 by estimate_s; cpu: a few on 2 cores; quick: CI
     "gpu": (Group(("lstm",), ISSUE_SHAPES, ("float16", "bfloat16", "float32"), compiled=False),
             Group(("mogrifier", "g2"), ISSUE_SHAPES[:2], ("bfloat16",), compiled=False),
             Group(CELLS, ((64, 256, 512, 512),), ("bfloat16",)),
