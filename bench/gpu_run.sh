@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one call of at most about 6 minutes on a cold machine.
+# Everything that needs a GPU, in one call of at most 10 minutes on a cold machine (the stages'
+# time limits: 200 s for phase 1, 150 + 90 + 45 + 120 s for phase 2).
 # Triton compiles dominate a cold call (PERF_NOTES), so the work runs in two phases:
 #   1. in parallel processes (each at most WARM_S): the GPU-marked tests, the CUDA rows of the
 #      parity suite, and a compile warm-up of every timed shape (the benchmark at T = 2, whose
 #      correctness gate compiles the same layouts), filling Triton's disk cache;
-#   2. alone (at most TIME_S): the timing, side by side with cuDNN (nn.LSTM), LSTM and G2,
-#      then the Mogrifier at two shapes.
-# Logs, JUnit XML and JSON go under $OUT (default bench/results/gpu); status.txt lists the
-# exit code of every stage (124: timed out). Usage, from the repository root:
+#   2. alone: the timing beside cuDNN (nn.LSTM) and the eager loop,
+#      LSTM and G2 at SHAPES, the Mogrifier at MOGRIFIER_SHAPES, decoding one step per call,
+#      and torch.compile's loop at COMPILED_SHAPES (default: the first of SHAPES).
+# Logs, JUnit XML, JSON, Markdown tables and a chart go under $OUT (default bench/results/gpu);
+# status.txt lists the exit code of every stage (124: timed out). From the repository root:
 #   bash bench/gpu_run.sh
+# Dry run on a CPU (backends this machine lacks are skipped, not failed):
+#   SHAPES=4x8x16x16 MOGRIFIER_SHAPES=4x8x16x16 BACKENDS="auto nn.LSTM" OUT=/tmp/x bash bench/gpu_run.sh
 set -uo pipefail
 OUT=${OUT:-bench/results/gpu}
 WARM_S=${WARM_S:-200}
@@ -17,11 +21,14 @@ mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET
 
-# The LSTM issue's grid (B x T x I x H; overridable for a dry run), and the same at T = 2 for the warm-up.
+# The LSTM issue's grid (B x T x I x H), and the same at T = 2 for the warm-up.
 SHAPES=${SHAPES:-"16x512x256x256 64x256x512x512 64x256x1024x1024 256x256x1024x1024 16x1024x768x768 8x1024x128x128"}
-WARM_SHAPES=$(for s in $SHAPES; do echo "$s" | awk -Fx '{printf "%sx2x%sx%s ", $1, $3, $4}'; done)
 MOGRIFIER_SHAPES=${MOGRIFIER_SHAPES:-"16x512x256x256 64x256x512x512"}
-BACKENDS=${BACKENDS:-"auto triton cuda nn.LSTM"}
+DECODE_SHAPES=${DECODE_SHAPES:-"1x64x512x512"}
+COMPILED_SHAPES=${COMPILED_SHAPES:-${SHAPES%% *}}  # torch.compile: one size, its compiles are slow
+BACKENDS=${BACKENDS:-"auto triton cuda nn.LSTM eager"}
+at_t2() { for s in "$@"; do echo "$s" | awk -Fx '{printf "%sx2x%sx%s ", $1, $3, $4}'; done; }
+BENCH=(python -m fusedrnn.bench --no-progress)
 
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 python -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" \
@@ -38,21 +45,26 @@ run() {  # run NAME SECONDS COMMAND...: logs to $OUT/NAME.log, records the exit 
 start=$SECONDS
 run tests "$WARM_S" python -m pytest tests -m gpu -q -rs --junitxml="$OUT/tests.xml" &
 run parity "$WARM_S" python -m pytest tests/test_parity.py -k "cuda" -q -rs --junitxml="$OUT/parity.xml" &
-run warmup "$WARM_S" python -m fusedrnn.bench --no-progress --cells lstm g2 --shapes $WARM_SHAPES \
-    --backends $BACKENDS &
-run warmup-mogrifier "$WARM_S" python -m fusedrnn.bench --no-progress --cells mogrifier \
-    --shapes $(for s in $MOGRIFIER_SHAPES; do echo "$s" | awk -Fx '{printf "%sx2x%sx%s ", $1, $3, $4}'; done) \
-    --backends triton cuda &
+run warmup "$WARM_S" "${BENCH[@]}" --cells lstm g2 --shapes $(at_t2 $SHAPES) --directions fwd fwdbwd --backends $BACKENDS &
+run warmup-mogrifier "$WARM_S" "${BENCH[@]}" --cells mogrifier --shapes $(at_t2 $MOGRIFIER_SHAPES) \
+    --dtypes bfloat16 --directions fwd fwdbwd --backends $BACKENDS &
 wait
 echo "phase 1: $((SECONDS - start)) s" | tee -a "$OUT/status.txt"
 
-run bench "$TIME_S" python -m fusedrnn.bench --no-progress --cells lstm g2 --shapes $SHAPES --backends $BACKENDS \
-    --json "$OUT/results.json" --markdown "$OUT/table.md" --plot "$OUT/chart.png"
-run bench-mogrifier 60 python -m fusedrnn.bench --no-progress --cells mogrifier --shapes $MOGRIFIER_SHAPES \
-    --backends triton cuda --json "$OUT/mogrifier.json" --markdown "$OUT/mogrifier.md"
+run bench "$TIME_S" "${BENCH[@]}" --cells lstm g2 --shapes $SHAPES --directions fwd fwdbwd --backends $BACKENDS \
+    --json "$OUT/results.json" --plot "$OUT/chart.png"
+run bench-mogrifier 90 "${BENCH[@]}" --cells mogrifier --shapes $MOGRIFIER_SHAPES --dtypes bfloat16 \
+    --directions fwd fwdbwd --backends $BACKENDS --json "$OUT/mogrifier.json"
+run bench-decode 45 "${BENCH[@]}" --cells lstm --shapes $DECODE_SHAPES --dtypes float16 float32 \
+    --directions decode --backends $BACKENDS --json "$OUT/decode.json"
+run bench-compiled 120 "${BENCH[@]}" --shapes $COMPILED_SHAPES --dtypes bfloat16 --directions fwd fwdbwd \
+    --backends auto nn.LSTM eager compiled --json "$OUT/compiled.json"
+for json in results mogrifier decode compiled; do
+    [ -f "$OUT/$json.json" ] && python -m fusedrnn.bench --report "$OUT/$json.json" > "$OUT/$json.md"
+done
 echo "total: $((SECONDS - start)) s" | tee -a "$OUT/status.txt"
 
-for log in tests parity warmup bench bench-mogrifier; do
+for log in tests parity warmup warmup-mogrifier bench bench-mogrifier bench-decode bench-compiled; do
     echo "== $log"
     tail -n 15 "$OUT/$log.log"
 done

@@ -1,9 +1,8 @@
 """The benchmark: ``python -m fusedrnn.bench`` or ``fusedrnn-bench`` (see ``--help``).
 
-Modules: ``grid`` (configurations, presets), ``problem`` (random inputs), ``baselines`` and
-``competitors`` (what fusedrnn is compared with), ``implementations`` (one interface over
-all of them), ``check`` (SPEC §6 against the float64 reference), ``timing``, ``runner``
-(check, then time), ``report`` (table, JSON, chart) and ``cli``.
+Modules: ``problem`` (random inputs) and ``check`` (SPEC §6 against the float64 reference),
+``implementations`` (fusedrnn's backends and the baselines), ``measure`` (one case, checked
+and timed), ``report`` (table, JSON, chart) and ``cli`` (grids and the command).
 """
 from .cli import main
 

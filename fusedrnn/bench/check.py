@@ -1,38 +1,36 @@
-"""The correctness check that runs before anything is timed: an implementation's outputs,
-final states and (when the backward is timed) every gradient must match the float64
-reference within SPEC §6's tolerance, on fresh random inputs. G2 gets the same explicit
-noise as the reference.
+"""The correctness gate: outputs, final states and (when the backward is timed) every
+gradient against the float64 reference, as SPEC §6's relative error, on fresh random
+inputs; G2 gets the reference's explicit noise.
+
+It takes a plain callable ``run(problem) -> ((output, h_n, c_n), leaves)``: ``leaves`` are
+the tensors whose gradients count, in the order of ``problem.leaves()``.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
 
+from ..functional import FUNCTIONS
 from ..precision import relative_error, tolerance
-from .grid import Config
-from .implementations import Implementation, fusedrnn_backend
-from .problem import Problem, random_problem
+from .problem import DTYPES, G2_TEMPERATURE, Config, Problem, random_problem
 
 
 @dataclass
 class Truth:
-    """The float64 reference's results for one configuration.
-
-    Attributes:
-        problem: the inputs, rounded to the configuration's dtype (the reference saw
-            exactly these values).
-        grad_seeds: ``∂L/∂output (T, B, H)``, ``∂L/∂h_n``, ``∂L/∂c_n`` in that dtype, or
-            ``None`` when gradients are not checked.
-        names: what each entry of ``expected`` is.
-        expected: output, h_n, c_n, then the gradient of every leaf, float64.
-    """
+    """The float64 reference on ``problem`` (inputs rounded to the configuration's dtype):
+    ``expected`` is output, h_n, c_n, then every leaf's gradient for ``grad_seeds`` (∂L/∂output,
+    ∂L/∂h_n, ∂L/∂c_n in that dtype; ``None``: no gradients); ``names`` says what each is."""
 
     problem: Problem
     grad_seeds: Optional[List[torch.Tensor]]
     names: List[str]
     expected: List[torch.Tensor]
+
+    def forward_only(self) -> "Truth":
+        return dataclasses.replace(self, grad_seeds=None, names=self.names[:3], expected=self.expected[:3])
 
 
 @dataclass(frozen=True)
@@ -46,9 +44,16 @@ class Verdict:
         return self.error <= self.tolerance  # NaN and inf never pass
 
 
-def _evaluate(implementation: Implementation, problem: Problem, grad_seeds) -> List[torch.Tensor]:
-    forward, leaves = implementation.prepare(problem)
-    outputs = forward()
+def functional_call(problem: Problem, backend: str, x, h0, c0, noise):
+    """``fusedrnn.functional``'s cell on the problem's weights: ``output, h_n, c_n``."""
+    options = {"gate_mode": "noisy", "temperature": G2_TEMPERATURE, "noise": noise} if problem.cell == "g2" else {}
+    output, (h_n, c_n) = FUNCTIONS[problem.cell](x, h0=h0, c0=c0, **problem.weights, **options, backend=backend)
+    return output, h_n, c_n
+
+
+def _evaluate(run, problem: Problem, grad_seeds) -> List[torch.Tensor]:
+    with torch.set_grad_enabled(grad_seeds is not None):
+        outputs, leaves = run(problem)
     results = [t.detach() for t in outputs]
     if grad_seeds is not None:
         grads = torch.autograd.grad(outputs, leaves, grad_seeds, allow_unused=True)
@@ -56,38 +61,23 @@ def _evaluate(implementation: Implementation, problem: Problem, grad_seeds) -> L
     return results
 
 
-def _leaf_names(problem: Problem) -> List[str]:
-    names = ["x", "h0", "c0"]
-    for key, value in problem.weights.items():
-        names += [f"{key}[{i}]" for i in range(len(value))] if isinstance(value, list) else [key]
-    return [f"grad {name}" for name in names]
+def ground_truth(config: Config, device: torch.device, seed: int = 1) -> Truth:
+    """Fresh inputs for ``config`` and the float64 reference on them, gradients included."""
+    problem = random_problem(config, device, dtype=torch.float64, seed=seed, with_noise=True).cast(DTYPES[config.dtype])
+    generator = torch.Generator(device=device).manual_seed(seed + 1)
+    shapes = [problem.x.shape[:2] + problem.h0.shape[1:], problem.h0.shape, problem.h0.shape]
+    grad_seeds = [torch.randn(shape, device=device, generator=generator).to(problem.x.dtype) for shape in shapes]
+    expected = _evaluate(lambda p: (functional_call(p, "reference", p.x, p.h0, p.c0, p.noise), p.leaves()),
+                         problem.cast(torch.float64, requires_grad=True), [s.double() for s in grad_seeds])
+    names = ["x", "h0", "c0"] + [f"{k}[{i}]" if isinstance(v, list) else k
+                                 for k, v in problem.weights.items() for i in range(len(v) if isinstance(v, list) else 1)]
+    return Truth(problem, grad_seeds, ["output", "h_n", "c_n"] + [f"grad {n}" for n in names], expected)
 
 
-def ground_truth(config: Config, device: torch.device, with_grads: bool, seed: int = 1) -> Truth:
-    """Draws fresh inputs for ``config`` and runs the float64 reference on them."""
-    problem = random_problem(config, device, dtype=torch.float64, seed=seed, with_noise=True)
-    problem = problem.cast(config.torch_dtype)
-    grad_seeds = None
-    if with_grads:
-        generator = torch.Generator(device=device).manual_seed(seed + 1)
-        shapes = [problem.x.shape[:2] + problem.h0.shape[1:], problem.h0.shape, problem.h0.shape]
-        grad_seeds = [torch.randn(shape, device=device, generator=generator).to(config.torch_dtype)
-                      for shape in shapes]
-    reference_problem = problem.cast(torch.float64, requires_grad=with_grads)
-    reference_seeds = None if grad_seeds is None else [seed.double() for seed in grad_seeds]
-    expected = _evaluate(fusedrnn_backend("reference"), reference_problem, reference_seeds)
-    names = ["output", "h_n", "c_n"] + (_leaf_names(problem) if with_grads else [])
-    return Truth(problem, grad_seeds, names, expected)
-
-
-def check(implementation: Implementation, truth: Truth) -> Verdict:
-    """Runs ``implementation`` on the truth's inputs and returns its worst relative error.
-
-    Raises whatever the implementation raises (``BackendUnavailableError`` when a
-    fusedrnn backend declines the call).
-    """
+def check(run, truth: Truth) -> Verdict:
+    """``run`` on the truth's inputs (under ``no_grad`` without gradients): its worst relative
+    error. Raises whatever ``run`` raises."""
     problem = truth.problem.cast(truth.problem.x.dtype, requires_grad=truth.grad_seeds is not None)
-    actual = _evaluate(implementation, problem, truth.grad_seeds)
-    errors = [relative_error(a, e) for a, e in zip(actual, truth.expected)]
-    worst = max(range(len(errors)), key=lambda k: errors[k])
+    errors = [relative_error(a, e) for a, e in zip(_evaluate(run, problem, truth.grad_seeds), truth.expected)]
+    worst = max(range(len(errors)), key=errors.__getitem__)
     return Verdict(errors[worst], tolerance(problem.x.dtype, problem.x.device), truth.names[worst])

@@ -3,127 +3,114 @@ fusedrnn than what you run now, for your sizes?"""
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import shlex
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
 from ..sweep import CELLS
-from . import grid, report, runner
-from .implementations import NAMES, implementations
-
-EPILOG = """examples:
-  python -m fusedrnn.bench --quick
-  python -m fusedrnn.bench --cells lstm --shapes 16x512x256x256 --dtypes bfloat16 --json out.json --plot out.png
-  python -m fusedrnn.bench --batch-sizes 8 32 128 --hidden-sizes 256 512 --seq-lens 256 --directions fwd
-"""
+from . import report
+from .check import ground_truth
+from .implementations import NAMES, default_names, implementation, unavailable
+from .measure import DIRECTIONS, failed, measure
+from .problem import DTYPES, MOGRIFY_STEPS, Config
 
 
-def _shape(text: str):
-    try:
-        return grid.parse_shape(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+@dataclass(frozen=True)
+class Group:
+    """Every cell × shape (B, T, I, H) × dtype × direction; ``compiled``: whether the
+    torch.compile baseline runs here (its compiles would dominate a GPU run)."""
+
+    cells: Tuple[str, ...]
+    shapes: Tuple[Tuple[int, int, int, int], ...]
+    dtypes: Tuple[str, ...]
+    directions: Tuple[str, ...] = ("fwd", "fwdbwd")
+    compiled: bool = True
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return int(text)
+ISSUE_SHAPES = ((16, 512, 256, 256), (64, 256, 512, 512), (64, 256, 1024, 1024),  # the LSTM issue's GPU grid
+                (256, 256, 1024, 1024), (16, 1024, 768, 768), (8, 1024, 128, 128))
+PRESETS = {  # gpu: under 10 minutes on an H100 by estimate_s; cpu: a few on 2 cores; quick: CI
+    "gpu": (Group(("lstm",), ISSUE_SHAPES, ("float16", "bfloat16", "float32"), compiled=False),
+            Group(("mogrifier", "g2"), ISSUE_SHAPES[:2], ("bfloat16",), compiled=False),
+            Group(CELLS, ((64, 256, 512, 512),), ("bfloat16",)),
+            Group(("lstm",), ((1, 64, 512, 512),), ("float16",), ("decode",), compiled=False)),
+    "cpu": (Group(CELLS, ((4, 64, 64, 64), (16, 64, 128, 128)), ("float32",)),
+            Group(CELLS, ((1, 32, 64, 64),), ("float32",), ("decode",))),
+    "quick": (Group(CELLS, ((4, 16, 32, 32),), ("float32",), DIRECTIONS),),
+}
+#: Two OpenMP threads on a busy 2-core CI machine stall each other.
+PRESET_THREADS = {"quick": 1}
+
+
+def parse_shape(text: str) -> Tuple[int, int, int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 4 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise argparse.ArgumentTypeError(f"a shape must be BxTxIxH with four positive integers, got {text!r}")
+    return tuple(int(part) for part in parts)
+
+
+def cases(groups: Sequence[Group], names: Sequence[str], device: torch.device) -> Dict[Config, list]:
+    """``{config: [(direction, implementation)]}``, without repeats or what cannot run on ``device``."""
+    chosen = {}
+    for g in groups:
+        for cell, (b, t, i, h), dtype, direction, name in ((c, s, d, r, n) for c in g.cells for s in g.shapes
+                                                           for d in g.dtypes for r in g.directions for n in names):
+            impl = implementation(name)
+            if cell in impl.cells and device.type in impl.device_types and (g.compiled or name != "compiled"):
+                chosen.setdefault(Config(cell, b, t, i, h, dtype), {})[(direction, name)] = impl
+    return {config: [(d, impl) for (d, _), impl in pairs.items()] for config, pairs in chosen.items()}
+
+
+def estimate_s(c: Config, direction: str, name: str, device: torch.device) -> float:
+    """A row's rough duration: ~9 calls (check, warm-up, timing) of a cost per step (host and
+    launches, PERF_NOTES' scale) plus its products, and compile times."""
+    gpu, passes = device.type == "cuda", 3 if direction == "fwdbwd" else 1
+    looped = name in ("eager", "compiled", "reference") or direction == "decode"
+    launch_s = (30e-6 * (1 + MOGRIFY_STEPS * (c.cell == "mogrifier")) if looped else 4e-6) * passes
+    flops = 8 * c.batch_size * c.hidden_size * (c.input_size + c.hidden_size) * (1 + 2 * (c.cell == "mogrifier")) * passes
+    compile_s = {"compiled": 30 if gpu else 4, "triton": 4 * gpu, "auto": 2 * gpu}.get(name, 0)
+    return compile_s + 0.2 + 9 * c.seq_len * (launch_s + flops / (5e13 if gpu else 2e10))
+
+
+def grid_estimate_s(grid: Dict[Config, list], device: torch.device) -> float:
+    """The whole run: every row, and the float64 reference's forward and backward per configuration."""
+    return sum(estimate_s(c, "fwdbwd", "reference", device) / 3 + sum(estimate_s(c, d, impl.name, device)
+                                                                       for d, impl in pairs) for c, pairs in grid.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m fusedrnn.bench", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Times forward and forward+backward of every available fusedrnn backend next to "
-                    "torch.nn.LSTM, an eager Python loop and the reference backend, after checking each "
-                    "against the float64 reference. The default grid fits the machine: the LSTM issue's "
-                    "GPU grid on CUDA, small sizes on CPU.")
-    parser.add_argument("--quick", action="store_true",
-                        help="the 'quick' preset: a small grid, one CPU thread, well under a minute on 2 cores")
-    parser.add_argument("--preset", choices=sorted(grid.PRESETS), help="a named grid (default: by device)")
-    parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS), help="default: all three")
-    parser.add_argument("--shapes", nargs="+", type=_shape, metavar="BxTxIxH", help="explicit sizes")
-    parser.add_argument("--batch-sizes", nargs="+", type=_positive, metavar="B",
-                        help="with --seq-lens/--hidden-sizes: a product grid (I = H unless --input-size)")
-    parser.add_argument("--seq-lens", nargs="+", type=_positive, metavar="T")
-    parser.add_argument("--hidden-sizes", nargs="+", type=_positive, metavar="H")
-    parser.add_argument("--input-size", type=_positive, metavar="I")
-    parser.add_argument("--dtypes", nargs="+", choices=list(grid.DTYPES), help="default: the preset's")
-    parser.add_argument("--backends", nargs="+", choices=NAMES, metavar="NAME",
-                        help=f"implementations to time, among {', '.join(NAMES)} "
-                             "(default: every available fusedrnn backend, nn.LSTM, eager, and flashrnn if installed)")
-    parser.add_argument("--directions", nargs="+", choices=grid.DIRECTIONS, default=list(grid.DIRECTIONS),
-                        help="fwd: inference forward (no autograd); fwdbwd: forward, then the gradients "
-                             "of the input, the initial state and every weight")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    parser.add_argument("--threads", type=_positive, metavar="N", help="CPU threads for torch (default: torch's)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write every result as JSON")
-    parser.add_argument("--plot", type=Path, metavar="PATH", help="draw time per step against B and H (PNG)")
-    parser.add_argument("--markdown", type=Path, metavar="PATH", help="write the table as Markdown")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+        prog="python -m fusedrnn.bench", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Times fusedrnn's backends beside torch.nn.LSTM (flattened; cuDNN on a GPU), each cell's eager "
+                    "per-step loop as users write it, that loop under torch.compile, and flashrnn if installed. "
+                    "fusedrnn's backends must first match the float64 reference (SPEC §6), or are marked wrong, "
+                    "not timed, and the command exits 1; baselines are timed, their error shown beside.",
+        epilog="examples:\n  python -m fusedrnn.bench --quick\n  python -m fusedrnn.bench --cells lstm --shapes "
+               "16x512x256x256 --dtypes bfloat16 --json out.json --plot out.png\n"
+               "  python -m fusedrnn.bench --report bench/results/cpu/results.json")
+    add = parser.add_argument
+    add("--preset", choices=sorted(PRESETS), help="the grid (default: gpu on CUDA, else cpu)")
+    add("--quick", action="store_true", help="--preset quick: well under a minute on 2 cores")
+    add("--cells", nargs="+", choices=CELLS, help="only these cells")
+    add("--shapes", nargs="+", type=parse_shape, metavar="BxTxIxH", help="replace the preset's sizes")
+    add("--dtypes", nargs="+", choices=list(DTYPES), help="replace the preset's dtypes")
+    add("--directions", nargs="+", choices=DIRECTIONS, help="replace the preset's: fwd (no autograd), fwdbwd "
+        "(gradients of input, initial state, weights), decode (T one-step calls, state fed back)")
+    add("--backends", nargs="+", choices=NAMES, metavar="NAME", help=f"among {', '.join(NAMES)} (default: auto, "
+        "fusedrnn's own backends for the device, nn.LSTM, eager, compiled, flashrnn if installed)")
+    add("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    add("--threads", type=int, metavar="N", help="CPU threads for torch")
+    add("--json", type=Path, metavar="PATH", help="write every row, the command and the machine")
+    add("--plot", type=Path, metavar="PATH", help="draw µs per step (PNG)")
+    add("--report", type=Path, metavar="JSON", help="print a results file's Markdown report; run nothing")
+    add("--no-progress", action="store_true", help="no progress bar on stderr")
     return parser
-
-
-def _settings(args, parser) -> dict:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: CUDA is not available")
-    if args.quick and args.preset not in (None, "quick"):
-        parser.error("--quick is the 'quick' preset; do not combine it with --preset")
-    preset_name = "quick" if args.quick else args.preset or grid.default_preset(device)
-    preset = grid.PRESETS[preset_name]
-    sizes = (args.batch_sizes, args.seq_lens, args.hidden_sizes, args.input_size)
-    if args.shapes and any(sizes):
-        parser.error("give --shapes or --batch-sizes/--seq-lens/--hidden-sizes/--input-size, not both")
-    shapes = args.shapes or preset.shapes
-    if any(sizes):
-        b, t, i, h = preset.shapes[0]
-        shapes = grid.cartesian_shapes(args.batch_sizes or [b], args.seq_lens or [t], args.hidden_sizes or [h],
-                                       args.input_size or 0)
-    return {"device": device, "preset": preset_name, "timing": preset.timing, "cpu_threads": preset.cpu_threads,
-            "configs": grid.configs(args.cells, shapes, args.dtypes or preset.dtypes),
-            "implementations": implementations(args.backends), "directions": list(args.directions)}
-
-
-def _progress_bar(total: int, disable: bool):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        raise SystemExit("the benchmark needs tqdm and matplotlib: pip install 'fusedrnn[bench]'") from None
-    return tqdm(total=total, file=sys.stderr, disable=disable, unit="impl", dynamic_ncols=True)
-
-
-def _run(args, argv: List[str], s: dict):
-    """Runs the grid, prints the table and writes the files asked for; returns the results."""
-    device, configs, chosen = s["device"], s["configs"], s["implementations"]
-    machine = report.machine_info(device)
-    print(f"# fusedrnn benchmark on {report.machine_summary(machine)}", flush=True)
-    bar = _progress_bar(len(configs) * len(chosen), args.no_progress)
-    started = []
-
-    def progress(config, implementation):
-        if started:
-            bar.update(1)
-        started.append(implementation)
-        bar.set_description_str(f"{config.label} | {implementation.name}")
-
-    results = runner.run(configs, chosen, s["directions"], s["timing"], device, progress)
-    bar.update(1)
-    bar.close()
-    print(report.format_table(results))
-    if args.json:
-        command = "python -m fusedrnn.bench" + ("" if not argv else " " + shlex.join(argv))
-        settings = {"preset": s["preset"], "device": device.type, "directions": s["directions"],
-                    "implementations": [impl.name for impl in chosen], "timing": vars(s["timing"])}
-        report.write_json(args.json, report.to_json(results, machine, command, settings))
-    if args.markdown:
-        args.markdown.write_text(report.format_table(results, markdown=True))
-    if args.plot:
-        report.plot(results, args.plot, f"fusedrnn benchmark: {report.machine_summary(machine)}")
-    return results
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -131,15 +118,51 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    s = _settings(args, parser)
-    threads = args.threads or (s["cpu_threads"] if s["device"].type == "cpu" else None)
+    if args.report:
+        print(report.markdown_report(json.loads(args.report.read_text())), end="")
+        return 0
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    for invalid, message in ((device.type == "cuda" and not torch.cuda.is_available(), "CUDA is not available"),
+                             (args.quick and args.preset not in (None, "quick"), "--quick is --preset quick"),
+                             (args.threads is not None and args.threads <= 0, "--threads must be positive")):
+        if invalid:
+            parser.error(message)
+    for name in filter(unavailable, args.backends or []):  # one command line serves every machine (gpu_run.sh)
+        print(f"# skipping {name}: {unavailable(name)}", file=sys.stderr)
+    preset = "quick" if args.quick else args.preset or ("gpu" if device.type == "cuda" else "cpu")
+    groups = [replace(g, cells=tuple(c for c in g.cells if c in (args.cells or CELLS)), shapes=args.shapes or g.shapes,
+                      dtypes=args.dtypes or g.dtypes, directions=args.directions or g.directions) for g in PRESETS[preset]]
+    grid = cases(groups, [n for n in args.backends if not unavailable(n)] if args.backends else default_names(device), device)
+    from tqdm import tqdm  # a bench extra: imported once the arguments are known good
+
     previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads or previous_threads)
+    torch.set_num_threads(args.threads or PRESET_THREADS.get(preset) or previous_threads)
     try:
-        results = _run(args, argv, s)
+        machine, rows = report.machine_info(device), []
+        total = sum(len(pairs) for pairs in grid.values())
+        seconds = grid_estimate_s(grid, device)
+        print(f"# fusedrnn benchmark on {report.machine_summary(machine)}\n# {total} rows on {len(grid)} "
+              f"configurations: about {seconds / 60:.1f} min (a rough estimate)", flush=True)
+        with tqdm(total=total, disable=args.no_progress, unit="row", dynamic_ncols=True) as bar:
+            for config, pairs in grid.items():
+                truth = ground_truth(config, device)
+                for direction, impl in pairs:
+                    bar.set_description_str(f"{config.cell} {config.shape} {config.dtype} {direction} {impl.name}")
+                    rows.append(measure(impl, config, truth, direction))
+                    bar.update(1)
+                del truth  # frees the reference's tensors before the cache is emptied
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     finally:  # main() may be called from Python: leave the thread count as it was
         torch.set_num_threads(previous_threads)
-    failures = [r for r in results if r.failed]
-    for r in failures:
-        print(f"FAILED {r.config.label} {r.direction} {r.implementation}: {r.status}: {r.reason}", file=sys.stderr)
-    return 1 if failures else 0
+    document = {"schema": report.SCHEMA, "command": shlex.join(["python", "-m", "fusedrnn.bench"] + argv),
+                "date": datetime.date.today().isoformat(), "machine": machine, "rows": rows}
+    print(report.table(document["rows"]))
+    if args.json:
+        args.json.write_text(json.dumps(document, indent=1) + "\n")
+    if args.plot:
+        report.plot(document["rows"], args.plot, f"fusedrnn benchmark: {report.machine_summary(machine)}")
+    for row in filter(failed, rows):
+        print(f"FAILED {row['cell']} {row['dtype']} {row['direction']} {row['implementation']}: {row['reason']}",
+              file=sys.stderr)
+    return 1 if any(map(failed, rows)) else 0

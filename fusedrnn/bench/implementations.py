@@ -1,103 +1,185 @@
-"""Everything the benchmark times, behind one interface: the fusedrnn backends (through the
-public functional API), the baselines a user would otherwise run, and optional competitors.
-"""
+"""What the benchmark times: fusedrnn's backends, and the baselines as users write them.
+
+A maker takes a :class:`~fusedrnn.bench.problem.Problem` and returns ``(run, weights)``:
+``run(x (T, B, I), h (B, H), c (B, H), noise) -> (output (T, B, H), h_n, c_n)`` on the problem's
+weights, ``weights`` the tensors it differentiates (``problem.weight_list()``'s order);
+``noise`` is G2's ``(T, B, 2, H)`` gate noise, or ``None`` to draw it."""
 from __future__ import annotations
 
 import functools
-import os
+import importlib.util
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from .. import dispatch
-from ..functional import FUNCTIONS
+from ..reference import sample_noise
 from ..sweep import CELLS
-from . import baselines, competitors
-from .grid import Config
-from .problem import Problem
+from .check import functional_call
+from .problem import G2_TEMPERATURE, MOGRIFY_STEPS, Problem
 
-Outputs = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-#: ``prepare(problem) -> (forward() -> (output, h_n, c_n), leaves)``: ``leaves`` are the
-#: tensors whose gradients count, in the order of ``problem.leaves()``.
-Prepare = Callable[[Problem], Tuple[Callable[[], Outputs], List[torch.Tensor]]]
+LSTM_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
-#: The speed-up columns: what a user runs today.
-BASELINES = ("nn.LSTM", "eager", "reference")
+
+class MogrifierCell(nn.Module):
+    """A Mogrifier step as the paper's and popular code writes it: ``nn.Linear`` rounds
+    gating x and h in turn, then ``nn.LSTMCell`` (SPEC §3)."""
+
+    def __init__(self, input_size, hidden_size, **factory):
+        super().__init__()
+        sizes = [(hidden_size, input_size) if j % 2 else (input_size, hidden_size) for j in range(1, MOGRIFY_STEPS + 1)]
+        self.rounds = nn.ModuleList(nn.Linear(*size, **factory) for size in sizes)
+        self.cell = nn.LSTMCell(input_size, hidden_size, **factory)
+
+    def forward(self, x, state):
+        h, c = state
+        for j, linear in enumerate(self.rounds, 1):
+            if j % 2:
+                x = 2 * torch.sigmoid(linear(h)) * x
+            else:
+                h = 2 * torch.sigmoid(linear(x)) * h
+        return self.cell(x, (h, c))
+
+
+class G2Cell(nn.Module):
+    """A G2-LSTM step as users write it: two ``nn.Linear`` layers, logistic noise
+    ``(B, 2, H)`` on the input and forget gates, sigmoids with temperature (SPEC §4)."""
+
+    def __init__(self, input_size, hidden_size, **factory):
+        super().__init__()
+        self.ih = nn.Linear(input_size, 4 * hidden_size, **factory)
+        self.hh = nn.Linear(hidden_size, 4 * hidden_size, **factory)
+
+    def forward(self, x, state, noise):
+        h, c = state
+        z_i, z_f, z_g, z_o = (self.ih(x) + self.hh(h)).chunk(4, dim=-1)
+        noise = noise.to(z_i.dtype)
+        i, f = torch.sigmoid((z_i + noise[:, 0]) / G2_TEMPERATURE), torch.sigmoid((z_f + noise[:, 1]) / G2_TEMPERATURE)
+        c = f * c + i * torch.tanh(z_g)
+        return torch.sigmoid(z_o) * torch.tanh(c), c
+
+
+def _load(parameters: List[nn.Parameter], problem: Problem) -> List[nn.Parameter]:
+    with torch.no_grad():
+        for parameter, value in zip(parameters, problem.weight_list()):
+            parameter.copy_(value).requires_grad_(problem.x.requires_grad)
+    return parameters
+
+
+def _step_loop(step, noisy: bool, x, h, c, noise):
+    """``step`` once per time step; G2's noise, given or freshly drawn, is drawn outside
+    the step, so a compiled step is one graph for the check and the timing."""
+    outputs = []
+    for t in range(x.shape[0]):
+        if noisy:
+            h, c = step(x[t], (h, c), sample_noise(1, *h.shape, device=h.device)[0] if noise is None else noise[t])
+        else:
+            h, c = step(x[t], (h, c))
+        outputs.append(h)
+    return torch.stack(outputs), h, c
+
+
+def eager(problem: Problem, compile: bool = False):
+    """The cell's step module in a Python loop, one call per step (``nn.LSTMCell`` for the
+    LSTM); with ``compile``, the step under ``torch.compile``'s defaults, compiled afresh
+    (compiling the whole loop would unroll all T steps into one graph)."""
+    inputs, hidden = problem.x.shape[2], problem.h0.shape[1]
+    factory = {"device": problem.x.device, "dtype": problem.x.dtype}
+    if problem.cell == "lstm":
+        cell = nn.LSTMCell(inputs, hidden, **factory)
+        parameters = [getattr(cell, name) for name in LSTM_WEIGHTS]
+    elif problem.cell == "mogrifier":
+        cell = MogrifierCell(inputs, hidden, **factory)
+        parameters = [getattr(cell.cell, name) for name in LSTM_WEIGHTS]
+        parameters += [linear.weight for linear in cell.rounds] + [linear.bias for linear in cell.rounds]
+    else:
+        cell = G2Cell(inputs, hidden, **factory)
+        parameters = [cell.ih.weight, cell.hh.weight, cell.ih.bias, cell.hh.bias]
+    if compile:
+        torch.compiler.reset()  # no graphs or recompile budget carried over from another case
+        cell = torch.compile(cell)
+    return functools.partial(_step_loop, cell, problem.cell == "g2"), _load(parameters, problem)
+
+
+def torch_lstm(problem: Problem):
+    """``torch.nn.LSTM`` (cuDNN on CUDA), flattened after the weights are copied in."""
+    module = nn.LSTM(problem.x.shape[2], problem.h0.shape[1], device=problem.x.device, dtype=problem.x.dtype)
+    parameters = _load([getattr(module, name + "_l0") for name in LSTM_WEIGHTS], problem)
+    module.flatten_parameters()
+
+    def run(x, h, c, noise):
+        output, (h_n, c_n) = module(x, (h.unsqueeze(0), c.unsqueeze(0)))
+        return output, h_n[0], c_n[0]
+
+    return run, parameters
+
+
+def flashrnn_lstm(problem: Problem, kernel: str = "cuda_fused"):
+    """NX-AI's flashrnn LSTM (its fused CUDA kernel by default). It takes the input
+    projection precomputed, ``Wx (B, T, gates, heads, D)`` (timed with it, as inside every
+    other implementation), ``R (gates, heads, D_out, D_in)`` (with one head, ``R[g, 0]`` is
+    gate ``g``'s block of ``weight_hh``) and one bias."""
+    from flashrnn import flashrnn
+
+    w, hidden = problem.weights, problem.h0.shape[1]
+
+    def run(x, h0, c0, noise):
+        steps, batch, _ = x.shape
+        wx = F.linear(x.transpose(0, 1), w["weight_ih"]).reshape(batch, steps, 4, 1, hidden)
+        h, last = flashrnn(wx, w["weight_hh"].view(4, 1, hidden, hidden), (w["bias_ih"] + w["bias_hh"]).view(4, 1, hidden),
+                           states=torch.stack((h0, c0)).view(2, batch, 1, 1, hidden), function="lstm",
+                           backend=kernel, dtype=str(x.dtype).removeprefix("torch."))
+        # h: (states, B, T, heads, D); state 0 is h, state 1 is c
+        return (h[0].reshape(batch, steps, hidden).transpose(0, 1), last[0].reshape(batch, hidden),
+                last[1].reshape(batch, hidden))
+
+    return run, problem.weight_list()
 
 
 @dataclass(frozen=True)
 class Implementation:
-    """One timed implementation; ``kind`` is ``"fusedrnn"``, ``"baseline"`` or ``"competitor"``."""
+    """One timed implementation; only ``kind == "fusedrnn"`` is gated by the check."""
 
     name: str
     kind: str
-    prepare: Prepare
+    make: Callable[[Problem], Tuple[Callable, List[torch.Tensor]]]
     cells: Tuple[str, ...] = CELLS
     device_types: Tuple[str, ...] = ("cpu", "cuda")
-    unavailable: Callable[[], Optional[str]] = lambda: None
-
-    def unsupported(self, config: Config, device: torch.device) -> Optional[str]:
-        """Why this implementation cannot run ``config`` on ``device`` at all, or ``None``.
-
-        A fusedrnn backend may still decline a call it is given (``BackendUnavailableError``).
-        """
-        if config.cell not in self.cells:
-            return f"{self.name} has no {config.cell} cell"
-        if device.type not in self.device_types:
-            return f"{self.name} needs {' or '.join(self.device_types)}"
-        return self.unavailable()
 
 
-def _backend_unavailable(name: str) -> Optional[str]:
-    if name == "auto":
-        return None
-    reason = dispatch.unavailable_reason(name)
-    if reason is None and name == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
-        reason = "TRITON_INTERPRET=1 runs Triton's interpreter, a correctness tool: not timed"
-    return reason
-
-
-def _fused_backend(name: str, problem: Problem):
-    function = FUNCTIONS[problem.cell]
-
-    def forward() -> Outputs:
-        output, (h_n, c_n) = function(problem.x, h0=problem.h0, c0=problem.c0, **problem.weights,
-                                      **problem.call_options(), backend=name)
-        return output, h_n, c_n
-
-    return forward, problem.leaves()
-
-
-def _eager(problem: Problem):
-    return baselines.EAGER[problem.cell](problem)
-
-
-def fusedrnn_backend(name: str) -> Implementation:
-    return Implementation(name, "fusedrnn", functools.partial(_fused_backend, name),
-                          unavailable=functools.partial(_backend_unavailable, name))
-
-
-OTHERS = {
-    "nn.LSTM": Implementation("nn.LSTM", "baseline", baselines.torch_lstm, cells=("lstm",)),
-    "eager": Implementation("eager", "baseline", _eager),
-    "flashrnn": Implementation("flashrnn", "competitor", competitors.flashrnn_lstm, cells=("lstm",),
-                               device_types=("cuda",), unavailable=competitors.flashrnn_unavailable),
+BASELINES = {
+    "nn.LSTM": Implementation("nn.LSTM", "baseline", torch_lstm, cells=("lstm",)),
+    "eager": Implementation("eager", "baseline", eager),
+    "compiled": Implementation("compiled", "baseline", functools.partial(eager, compile=True)),
+    "flashrnn": Implementation("flashrnn", "competitor", flashrnn_lstm, cells=("lstm",), device_types=("cuda",)),
 }
-#: ``"auto"`` times what a user gets by default: the backend it picks per call.
-NAMES = ("auto",) + dispatch.BACKENDS + tuple(OTHERS)
+#: Where a fusedrnn backend runs at all (the Triton interpreter on a CPU is a correctness tool).
+BACKEND_DEVICES = {"triton": ("cuda",), "cuda": ("cuda",), "cpu": ("cpu",)}
+NAMES = ("auto",) + dispatch.BACKENDS + tuple(BASELINES)
 
 
-def implementations(names: Optional[Sequence[str]] = None) -> List[Implementation]:
-    """The named implementations, or by default ``"auto"``, every available fusedrnn backend
-    of its own, the baselines, and flashrnn when it is installed."""
-    if names is None:
-        # "torch" is nn.LSTM's own kernel, timed as the nn.LSTM baseline already.
-        names = ["auto"] + [name for name in dispatch.available_backends() if name != "torch"] + ["nn.LSTM", "eager"]
-        names += ["flashrnn"] if competitors.flashrnn_unavailable() is None else []
-    chosen = []
-    for name in names:
-        if name not in NAMES:
-            raise ValueError(f"backends must be among {NAMES}, got {name!r}")
-        chosen.append(OTHERS[name] if name in OTHERS else fusedrnn_backend(name))
-    return chosen
+def implementation(name: str) -> Implementation:
+    if name in BASELINES:
+        return BASELINES[name]
+    if name not in NAMES:
+        raise ValueError(f"backends must be among {NAMES}, got {name!r}")
+    return Implementation(name, "fusedrnn", lambda problem: (functools.partial(functional_call, problem, name),
+                                                             problem.weight_list()),
+                          device_types=BACKEND_DEVICES.get(name, ("cpu", "cuda")))
+
+
+def unavailable(name: str) -> Optional[str]:
+    """Why ``name`` cannot run on this machine at all, or ``None``."""
+    if name == "flashrnn":
+        return None if importlib.util.find_spec("flashrnn") else "flashrnn is not installed"
+    return None if name in BASELINES or name == "auto" else dispatch.unavailable_reason(name)
+
+
+def default_names(device: torch.device) -> List[str]:
+    """``auto``, fusedrnn's own backends (not ``torch``, nn.LSTM's kernel; not ``reference``:
+    the eager loop is the slow baseline), then the baselines that run on ``device``."""
+    names = ["auto"] + [n for n in dispatch.available_backends() if n not in ("torch", "reference")] + list(BASELINES)
+    return [n for n in names if unavailable(n) is None and device.type in implementation(n).device_types]

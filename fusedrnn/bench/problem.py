@@ -3,31 +3,38 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
 from ..noise import sample_noise
-from .grid import Config
 
-#: Mogrifier rounds: the paper's tuned models use 4 to 6.
-MOGRIFY_STEPS = 5
-#: G2-LSTM's temperature τ (SPEC §4): the default.
-G2_TEMPERATURE = 1.0
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+MOGRIFY_STEPS = 5  # Mogrifier rounds: the paper's tuned models use 4 to 6
+G2_TEMPERATURE = 1.0  # G2-LSTM's τ (SPEC §4): the default
+
+
+@dataclass(frozen=True)
+class Config:
+    """One problem: a cell on a ``(T, B, I)`` input with hidden size ``H`` (SPEC's letters)."""
+
+    cell: str
+    batch_size: int
+    seq_len: int
+    input_size: int
+    hidden_size: int
+    dtype: str
+
+    @property
+    def shape(self) -> str:
+        return f"B{self.batch_size}-T{self.seq_len}-I{self.input_size}-H{self.hidden_size}"
 
 
 @dataclass
 class Problem:
-    """One call's tensors.
-
-    Attributes:
-        cell: ``"lstm"``, ``"mogrifier"`` or ``"g2"``.
-        x: ``(T, B, I)``; h0, c0: ``(B, H)``.
-        weights: ``weight_ih (4H, I)``, ``weight_hh (4H, H)``, ``bias_ih``/``bias_hh (4H,)``
-            and, for the Mogrifier, ``mogrify_weights``/``mogrify_biases`` (lists, SPEC §3).
-        noise: G2's ``(T, B, 2, H)`` float32 gate noise for a correctness check, or
-            ``None`` to let each implementation draw its own (SPEC §4).
-    """
+    """One call's tensors: ``x (T, B, I)``, ``h0``/``c0 (B, H)``, the weights as
+    ``fusedrnn.functional`` names them (the Mogrifier's ``mogrify_weights``/``mogrify_biases``
+    are lists, SPEC §3), and G2's ``noise (T, B, 2, H)`` float32, or ``None`` to draw it."""
 
     cell: str
     x: torch.Tensor
@@ -36,39 +43,27 @@ class Problem:
     weights: Dict[str, object]
     noise: Optional[torch.Tensor] = None
 
+    def weight_list(self) -> List[torch.Tensor]:
+        """The weights in a fixed order, lists flattened."""
+        return [t for value in self.weights.values() for t in (value if isinstance(value, list) else [value])]
+
     def leaves(self) -> List[torch.Tensor]:
-        """Every input tensor in a fixed order: x, h0, c0, then the weights."""
-        tensors = [self.x, self.h0, self.c0]
-        for value in self.weights.values():
-            tensors += list(value) if isinstance(value, (list, tuple)) else [value]
-        return tensors
-
-    def call_options(self) -> Dict[str, object]:
-        """The cell's keyword arguments besides tensors: G2 trains with noisy gates."""
-        return {"gate_mode": "noisy", "temperature": G2_TEMPERATURE, "noise": self.noise} if self.cell == "g2" else {}
-
-    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Problem":
-        """A copy with ``fn`` applied to every leaf (the noise stays as it is)."""
-        weights = {key: [fn(t) for t in value] if isinstance(value, list) else fn(value)
-                   for key, value in self.weights.items()}
-        return dataclasses.replace(self, x=fn(self.x), h0=fn(self.h0), c0=fn(self.c0), weights=weights)
+        return [self.x, self.h0, self.c0] + self.weight_list()
 
     def cast(self, dtype: torch.dtype, requires_grad: bool = False) -> "Problem":
         """A copy in ``dtype`` whose leaves are fresh (optionally differentiable) tensors."""
-        return self.map(lambda t: t.detach().to(dtype).requires_grad_(requires_grad))
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.leaves())
+        def fresh(t):
+            return t.detach().to(dtype).requires_grad_(requires_grad)
+        weights = {k: [fresh(t) for t in v] if isinstance(v, list) else fresh(v) for k, v in self.weights.items()}
+        return dataclasses.replace(self, x=fresh(self.x), h0=fresh(self.h0), c0=fresh(self.c0), weights=weights)
 
 
 def random_problem(config: Config, device: torch.device, *, dtype: Optional[torch.dtype] = None,
                    seed: int = 0, with_noise: bool = False) -> Problem:
     """Fresh random inputs (never zeros): weights scaled as the modules initialise them,
-    ``x ~ N(0, 1)``, states ``~ N(0, 0.25)``, small nonzero biases.
-
-    ``dtype`` defaults to the configuration's; ``with_noise`` draws G2's noise explicitly.
-    """
-    dtype = dtype or config.torch_dtype
+    ``x ~ N(0, 1)``, states ``~ N(0, 0.25)``, small nonzero biases; ``dtype`` defaults to the
+    configuration's; ``with_noise`` draws G2's noise explicitly."""
+    dtype = dtype or DTYPES[config.dtype]
     generator = torch.Generator(device=device).manual_seed(seed)
     batch, steps, inputs, hidden = config.batch_size, config.seq_len, config.input_size, config.hidden_size
 

@@ -1,0 +1,100 @@
+"""One case, checked and timed: the one code path of the command and the pytest-benchmark suite.
+
+Directions: ``fwd`` (forward under ``no_grad``), ``fwdbwd`` (forward, then the gradients of
+the input, the initial state and every weight), ``decode`` (forward under ``no_grad`` as T
+calls of one step each in a Python loop, the state fed back: the per-call host cost).
+Timing: ``triton.testing.do_bench`` on CUDA (CUDA events, L2 flushed before every
+repetition), ``torch.utils.benchmark.Timer.blocked_autorange`` on CPU; both the median.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Dict
+
+import torch
+
+from ..dispatch import BackendUnavailableError
+from .check import Truth, check
+from .implementations import Implementation
+from .problem import Config
+
+DIRECTIONS = ("fwd", "fwdbwd", "decode")
+CUDA_WARMUP_MS, CUDA_REP_MS, CPU_MIN_RUN_S = 25, 100, 0.2
+
+
+def failed(row: Dict[str, object]) -> bool:
+    """A fusedrnn backend that gave a wrong answer or crashed: the run fails."""
+    return row["kind"] == "fusedrnn" and row["status"] in ("wrong", "error")
+
+
+def _one_step_calls(run):
+    def forward(x, h, c, noise):
+        outputs = []
+        for t in range(x.shape[0]):
+            output, h, c = run(x[t:t + 1], h, c, None if noise is None else noise[t:t + 1])
+            outputs.append(output)
+        return torch.cat(outputs), h, c
+    return forward
+
+
+def median_ms(fn, device: torch.device):
+    """``(median ms, repetitions)`` of ``fn()``."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+        times = do_bench(fn, warmup=CUDA_WARMUP_MS, rep=CUDA_REP_MS, return_mode="all")
+        return statistics.median(times), len(times)
+    from torch.utils.benchmark import Timer
+    measured = Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).blocked_autorange(
+        min_run_time=CPU_MIN_RUN_S)
+    return measured.median * 1e3, len(measured.times) * measured.number_per_run
+
+
+def measure(impl: Implementation, config: Config, truth: Truth, direction: str) -> Dict[str, object]:
+    """Checks ``impl`` on the truth's inputs in ``direction`` (its first call, timed apart),
+    then times it on the same inputs. Returns a row (JSON's form): the config's fields,
+    ``direction``, ``implementation``, ``kind``; ``status``: ``ok`` (timed), ``wrong`` (a
+    fusedrnn backend beyond tolerance: not timed), ``error`` (a fusedrnn backend raised),
+    ``n/a`` (declined, out of memory, or a baseline that raised), with ``reason``;
+    ``median_ms``, ``us_per_step``, ``repetitions``; ``first_call_s`` (the checked first call,
+    compilation included, kept out of the median); ``error``/``tolerance`` (the worst
+    relative error against the float64 reference and SPEC §6's bound, baselines included)."""
+    row = {**dataclasses.asdict(config), "direction": direction, "implementation": impl.name, "kind": impl.kind,
+           "status": "ok", "reason": None, "median_ms": None, "us_per_step": None, "repetitions": None}
+    built = {}
+
+    def run(problem):
+        forward, weights = impl.make(problem)
+        forward = _one_step_calls(forward) if direction == "decode" else forward
+        built.update(forward=forward, problem=problem, leaves=[problem.x, problem.h0, problem.c0] + list(weights))
+        return forward(problem.x, problem.h0, problem.c0, problem.noise), built["leaves"]
+
+    try:
+        start = time.perf_counter()
+        verdict = check(run, truth if direction == "fwdbwd" else truth.forward_only())
+        if truth.problem.x.is_cuda:
+            torch.cuda.synchronize()
+        row.update(first_call_s=time.perf_counter() - start, error=verdict.error, tolerance=verdict.tolerance)
+        if impl.kind == "fusedrnn" and not verdict.passed:
+            return {**row, "status": "wrong",
+                    "reason": f"{verdict.worst}: relative error {verdict.error:.3g} > {verdict.tolerance:.3g}"}
+        p = built["problem"]
+
+        def call():  # G2 draws fresh noise, as in training
+            if direction == "fwdbwd":
+                torch.autograd.grad(built["forward"](p.x, p.h0, p.c0, None), built["leaves"], truth.grad_seeds,
+                                    allow_unused=True)
+            else:
+                with torch.no_grad():
+                    built["forward"](p.x, p.h0, p.c0, None)
+
+        row["median_ms"], row["repetitions"] = median_ms(call, p.x.device)
+        row["us_per_step"] = row["median_ms"] * 1e3 / config.seq_len
+    except BackendUnavailableError as declined:
+        row.update(status="n/a", reason=str(declined))
+    except torch.cuda.OutOfMemoryError:
+        row.update(status="n/a", reason="out of memory")
+    except Exception as crash:  # a baseline's limits are not a fusedrnn failure
+        row.update(status="error" if impl.kind == "fusedrnn" else "n/a", reason=f"{type(crash).__name__}: {crash}")
+    return row
