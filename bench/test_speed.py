@@ -7,13 +7,12 @@ import functools
 
 import pytest
 
-from fusedrnn.bench.check import ground_truth
-from fusedrnn.bench.measure import measure
+from fusedrnn.bench.measure import measure, truth_for
 
 
 @functools.lru_cache(maxsize=1)
 def _truth(config, device):
-    return ground_truth(config, device)  # cases arrive configuration by configuration
+    return truth_for(config, device)  # cases arrive configuration by configuration
 
 
 def test_speed(benchmark, case, device):

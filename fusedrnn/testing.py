@@ -3,8 +3,9 @@ inputs of a cell, the float64 reference's outputs and gradients on them, and the
 error of any implementation against those.
 
     problem = random_problem("g2", (T, B, I, H), gate_mode="noisy", lengths=True)
-    truth = ground_truth(problem.rounded_to(torch.bfloat16))
-    pairs = compare(lambda p: p.call(backend="triton"), truth, torch.bfloat16, "cuda")
+    truth = ground_truth(problem, torch.bfloat16, "cuda")
+    pairs = compare(on_backend("triton"), truth)     # [(name, actual, expected)]
+    verdict = check(on_backend("triton"), truth)     # the worst error against SPEC §6
 """
 from __future__ import annotations
 
@@ -78,9 +79,18 @@ class Problem:
     lengths: Optional[Tensor] = None
     reverse: bool = False
 
+    def weight_list(self) -> List[Tensor]:
+        """The weights in a fixed order, lists flattened."""
+        return _flatten(self.weights)
+
     def leaves(self) -> List[Tensor]:
         """The differentiable inputs in a fixed order: x, h0, c0, then the weights."""
-        return [self.x, self.h0, self.c0] + _flatten(self.weights)
+        return [self.x, self.h0, self.c0] + self.weight_list()
+
+    @property
+    def noise(self) -> Optional[Tensor]:
+        """G2's explicit ``(T, B, 2, H)`` noise, or ``None``."""
+        return self.options.get("noise")
 
     def leaf_names(self) -> List[str]:
         return ["x", "h0", "c0"] + _names("", self.weights)
@@ -201,58 +211,71 @@ def random_problem(cell: str, shape: Shape, *, lengths: bool = False, reverse: b
 
 @dataclass
 class Truth:
-    """The float64 reference's results on one problem.
+    """The float64 reference's results on one problem, for implementations running in
+    ``dtype`` on ``device``.
 
     Attributes:
-        problem: the float64 inputs the reference saw.
-        grad_seeds: ``∂L/∂output, ∂L/∂h_n, ∂L/∂c_n`` (float64), or ``None`` when only the
-            forward is checked.
+        problem: the inputs (float64, rounded to ``dtype``: both sides see the same values).
+        dtype, device: where the implementations under test run.
+        grad_seeds: ``∂L/∂output, ∂L/∂h_n, ∂L/∂c_n`` (rounded to ``dtype``, on ``device``),
+            or ``None`` when only the forward is checked.
         names: what each entry of ``expected`` is.
-        expected: output, h_n, c_n, then the gradient of every leaf (float64, on the CPU).
+        expected: output, h_n, c_n, then the gradient of every leaf (float64).
     """
 
     problem: Problem
+    dtype: torch.dtype
+    device: torch.device
     grad_seeds: Optional[List[Tensor]]
     names: List[str]
     expected: List[Tensor]
 
+    def forward_only(self) -> "Truth":
+        return dataclasses.replace(self, grad_seeds=None, names=self.names[:3], expected=self.expected[:3])
 
-def _evaluate(run: Callable[[Problem], Sequence[Tensor]], problem: Problem, grad_seeds) -> List[Tensor]:
-    outputs = run(problem)
+
+#: ``run(problem) -> ((output, h_n, c_n), leaves)``: an implementation on a problem's inputs,
+#: ``leaves`` the tensors its gradients are taken of, in the order of ``problem.leaves()``.
+Run = Callable[[Problem], Tuple[Sequence[Tensor], Sequence[Tensor]]]
+
+
+def on_backend(backend: str) -> Run:
+    """A fusedrnn backend (or ``"auto"``) through the functional API."""
+    return lambda problem: (problem.call(backend), problem.leaves())
+
+
+def _evaluate(run: Run, problem: Problem, grad_seeds) -> List[Tensor]:
+    with torch.set_grad_enabled(grad_seeds is not None):
+        outputs, leaves = run(problem)
     results = [t.detach() for t in outputs]
     if grad_seeds is not None:
-        leaves = problem.leaves()
-        seeds = [seed.to(device=t.device, dtype=t.dtype) for seed, t in zip(grad_seeds, outputs)]
-        grads = torch.autograd.grad(outputs, leaves, seeds, allow_unused=True)
+        grads = torch.autograd.grad(outputs, leaves, grad_seeds, allow_unused=True)
         results += [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, grads)]
     return results
 
 
-def ground_truth(problem: Problem, with_grads: bool = True, grad_dtype: torch.dtype = torch.float64) -> Truth:
-    """Runs the float64 reference on ``problem`` (on the CPU).
-
-    ``grad_dtype``: the gradient seeds are drawn, then rounded to it, so that an
-    implementation in that dtype receives exactly the seeds the reference did.
-    """
+def ground_truth(problem: Problem, dtype: torch.dtype, device="cpu", with_grads: bool = True) -> Truth:
+    """Rounds ``problem`` to ``dtype``, draws gradient seeds and runs the float64 reference
+    on ``device``."""
+    device = torch.device(device)
+    problem = problem.rounded_to(dtype)
     grad_seeds = None
     if with_grads:
         seq_len, batch_size, hidden_size = problem.x.shape[0], problem.x.shape[1], problem.h0.shape[1]
         shapes = [(seq_len, batch_size, hidden_size), (batch_size, hidden_size), (batch_size, hidden_size)]
-        grad_seeds = [torch.randn(shape, dtype=torch.float64).to(grad_dtype).double() for shape in shapes]
-    reference_problem = problem.to(torch.float64, "cpu", requires_grad=with_grads)
-    expected = _evaluate(lambda p: p.call("reference"), reference_problem, grad_seeds)
+        grad_seeds = [torch.randn(shape, dtype=torch.float64).to(dtype).to(device) for shape in shapes]
+    expected = _evaluate(on_backend("reference"), problem.to(torch.float64, device, requires_grad=with_grads),
+                         None if grad_seeds is None else [seed.double() for seed in grad_seeds])
     names = ["output", "h_n", "c_n"] + ([f"grad {name}" for name in problem.leaf_names()] if with_grads else [])
-    return Truth(problem, grad_seeds, names, expected)
+    return Truth(problem, dtype, device, grad_seeds, names, expected)
 
 
-def compare(run: Callable[[Problem], Sequence[Tensor]], truth: Truth, dtype: torch.dtype,
-            device="cpu") -> List[Tuple[str, Tensor, Tensor]]:
-    """Runs ``run`` (``problem -> (output, h_n, c_n)``, differentiable) on the truth's
-    inputs in ``dtype`` on ``device``; returns ``[(name, actual, expected)]`` for the
-    outputs, final states and (when the truth has them) every gradient."""
-    problem = truth.problem.to(dtype, device, requires_grad=truth.grad_seeds is not None)
-    actual = _evaluate(run, problem, truth.grad_seeds)
-    return list(zip(truth.names, actual, truth.expected))
+def compare(run: Run, truth: Truth) -> List[Tuple[str, Tensor, Tensor]]:
+    """Runs ``run`` on the truth's inputs in its dtype on its device (under ``no_grad``
+    without gradients); returns ``[(name, actual, expected)]`` for the outputs, final
+    states and (when the truth has them) every gradient."""
+    problem = truth.problem.to(truth.dtype, truth.device, requires_grad=truth.grad_seeds is not None)
+    return list(zip(truth.names, _evaluate(run, problem, truth.grad_seeds), truth.expected))
 
 
 @dataclass(frozen=True)
@@ -271,8 +294,8 @@ class Verdict:
         return f"{self.worst}: relative error {self.error:.3g} {'<=' if self.passed else '>'} {self.tolerance:.3g}"
 
 
-def verdict(pairs: List[Tuple[str, Tensor, Tensor]], dtype: torch.dtype, device="cpu") -> Verdict:
-    """The worst of ``compare``'s pairs against the tolerance of ``dtype`` on ``device``."""
-    errors = [(relative_error(actual, expected), name) for name, actual, expected in pairs]
+def check(run: Run, truth: Truth) -> Verdict:
+    """``run``'s worst relative error over :func:`compare`'s pairs. Raises what ``run`` raises."""
+    errors = [(relative_error(actual, expected), name) for name, actual, expected in compare(run, truth)]
     error, worst = max(errors, key=lambda item: item[0])
-    return Verdict(error, tolerance(dtype, device), worst)
+    return Verdict(error, tolerance(truth.dtype, truth.device), worst)

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 from fusedrnn import functional  # noqa: E402
 from fusedrnn.cells import CELLS as CELL_OBJECTS  # noqa: E402
 from fusedrnn.precision import relative_error, tolerance  # noqa: E402,F401 (re-exported to the tests)
-from fusedrnn.testing import compare, ground_truth, random_problem, random_weights  # noqa: E402,F401
+from fusedrnn.testing import compare, ground_truth, on_backend, random_problem, random_weights  # noqa: E402,F401
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
@@ -50,9 +50,8 @@ def assert_matches_reference(backend, cell, shape, dtype, device, *, lengths=Fal
                              weight_options=None, **options):
     """Runs fresh random inputs of ``cell`` (``fusedrnn.testing.random_problem``) on ``backend``
     and checks outputs, final states and every gradient against the float64 reference."""
-    problem = random_problem(cell, shape, lengths=lengths, reverse=reverse, weight_options=weight_options,
-                             **options).rounded_to(dtype)
-    pairs = compare(lambda p: p.call(backend), ground_truth(problem, grad_dtype=dtype), dtype, device)
+    problem = random_problem(cell, shape, lengths=lengths, reverse=reverse, weight_options=weight_options, **options)
+    pairs = compare(on_backend(backend), ground_truth(problem, dtype, device))
     for name, actual, expected in pairs:
         assert_close(f"{backend}/{cell}/{str(dtype).replace('torch.', '')} {options}: {name}", actual, expected,
                      tolerance(dtype, device))

@@ -13,10 +13,8 @@ import torch
 
 from fusedrnn import BackendUnavailableError
 from fusedrnn.bench import cli, main
-from fusedrnn.bench.check import check, ground_truth
 from fusedrnn.bench.implementations import Implementation, implementation
-from fusedrnn.bench.measure import measure
-from fusedrnn.bench.problem import Config
+from fusedrnn.bench.measure import Config, measure, truth_for
 from fusedrnn.bench.report import markdown_report
 
 CPU = torch.device("cpu")
@@ -116,7 +114,7 @@ def _perturbed(kind, perturb):
 @pytest.mark.parametrize("cell", ["lstm", "mogrifier", "g2"])
 def test_a_wrong_fusedrnn_backend_is_not_timed(cell):
     wrong = _perturbed("fusedrnn", lambda outputs: (outputs[0] * 1.001,) + tuple(outputs[1:]))
-    truth = ground_truth(_config(cell), CPU)
+    truth = truth_for(_config(cell), CPU)
     for direction in ("fwd", "fwdbwd", "decode"):
         row = measure(wrong, _config(cell), truth, direction)
         assert (row["status"], row["median_ms"]) == ("wrong", None)
@@ -129,7 +127,7 @@ def test_a_wrong_gradient_is_caught_in_the_backward_only():
             outputs[0].register_hook(lambda grad: grad * 1.01)
         return outputs
 
-    wrong, truth = _perturbed("fusedrnn", scale_output_gradient), ground_truth(_config(), CPU)
+    wrong, truth = _perturbed("fusedrnn", scale_output_gradient), truth_for(_config(), CPU)
     assert measure(wrong, _config(), truth, "fwd")["status"] == "ok"
     row = measure(wrong, _config(), truth, "fwdbwd")
     assert row["status"] == "wrong" and row["reason"].startswith("grad")
@@ -137,7 +135,7 @@ def test_a_wrong_gradient_is_caught_in_the_backward_only():
 
 def test_a_baseline_beyond_tolerance_is_timed_with_its_error():
     wrong = _perturbed("baseline", lambda outputs: (outputs[0] * 1.001,) + tuple(outputs[1:]))
-    row = measure(wrong, _config(), ground_truth(_config(), CPU), "fwd")
+    row = measure(wrong, _config(), truth_for(_config(), CPU), "fwd")
     assert row["status"] == "ok" and row["median_ms"] is not None
     assert row["error"] == pytest.approx(1e-3, rel=1e-3) and row["error"] > row["tolerance"]
 
@@ -149,7 +147,7 @@ def test_declined_and_crashing_implementations_are_reported_not_raised():
     def crashes(problem):
         raise RuntimeError("kernel exploded")
 
-    truth = ground_truth(_config(), CPU)
+    truth = truth_for(_config(), CPU)
     rows = [measure(Implementation(name, kind, make), _config(), truth, "fwd")
             for name, kind, make in [("declines", "fusedrnn", declines), ("crashes", "fusedrnn", crashes),
                                      ("limited", "baseline", crashes)]]
@@ -168,14 +166,14 @@ def test_command_exits_nonzero_when_a_backend_is_wrong(monkeypatch, capsys):
 @pytest.mark.parametrize("cell, name", [("lstm", "eager"), ("mogrifier", "eager"), ("g2", "eager"), ("lstm", "nn.LSTM")])
 def test_baselines_compute_the_cell(cell, name):
     impl = implementation(name)
-    truth = ground_truth(_config(cell), CPU)
+    truth = truth_for(_config(cell), CPU)
     for direction in ("fwdbwd", "decode"):
         row = measure(impl, _config(cell), truth, direction)
         assert row["status"] == "ok" and row["error"] <= 1e-5, row
 
 
 def test_compiled_loop_reports_its_compile_apart_from_the_median():
-    row = measure(implementation("compiled"), _config(), ground_truth(_config(), CPU), "fwd")
+    row = measure(implementation("compiled"), _config(), truth_for(_config(), CPU), "fwd")
     assert row["status"] == "ok" and row["error"] <= 1e-5
     assert row["first_call_s"] * 1e3 > 10 * row["median_ms"]  # tracing alone dwarfs a tiny call
 
@@ -188,7 +186,7 @@ def test_decode_makes_one_call_per_step():
         run, weights = reference.make(problem)
         return (lambda x, *rest: calls.append(x.shape[0]) or run(x, *rest)), weights
 
-    row = measure(Implementation("counted", "fusedrnn", make), _config(seq_len=7), ground_truth(_config(seq_len=7), CPU),
+    row = measure(Implementation("counted", "fusedrnn", make), _config(seq_len=7), truth_for(_config(seq_len=7), CPU),
                   "decode")
     assert row["status"] == "ok"
     assert set(calls) == {1} and len(calls) % 7 == 0 and len(calls) >= 14
@@ -239,7 +237,7 @@ def test_flashrnn_adapter_computes_the_lstm():
 
     # flashrnn's pure-PyTorch kernel runs on CPU and shares the layout of its CUDA kernels.
     vanilla = Implementation("flashrnn-vanilla", "competitor", lambda problem: flashrnn_lstm(problem, kernel="vanilla"))
-    assert measure(vanilla, _config(), ground_truth(_config(), CPU), "fwdbwd")["error"] <= 1e-5
+    assert measure(vanilla, _config(), truth_for(_config(), CPU), "fwdbwd")["error"] <= 1e-5
 
 
 @pytest.mark.gpu
@@ -250,7 +248,7 @@ def test_torch_lstm_baseline_is_flattened(dtype):
     config = Config("lstm", 4, 8, 16, 16, dtype)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rows = [measure(implementation("nn.LSTM"), config, ground_truth(config, torch.device("cuda")), direction)
+        rows = [measure(implementation("nn.LSTM"), config, truth_for(config, torch.device("cuda")), direction)
                 for direction in ("fwd", "fwdbwd")]
     assert [str(w.message) for w in caught if "contiguous chunk" in str(w.message)] == []
     assert all(row["status"] == "ok" for row in rows)

@@ -70,7 +70,7 @@ def problem_of(case, shape, lengths, reverse):
 def run_on(backend):
     def run(problem):
         try:
-            return problem.call(backend)
+            return problem.call(backend), problem.leaves()
         except fusedrnn.BackendUnavailableError as error:
             reason = dispatch.unavailable_reason(backend)
             if reason is not None:  # the machine lacks it (no compiler...): not the backend's fault
@@ -83,9 +83,8 @@ def run_on(backend):
 @pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("backend, device, dtype, case, shape", supported_calls(SHAPES))
 def test_matches_float64_reference(backend, device, dtype, case, shape, lengths, reverse):
-    problem = problem_of(case, shape, lengths, reverse).rounded_to(dtype)
-    truth = ground_truth(problem, grad_dtype=dtype)
-    for name, actual, expected in compare(run_on(backend), truth, dtype, device):
+    truth = ground_truth(problem_of(case, shape, lengths, reverse), dtype, device)
+    for name, actual, expected in compare(run_on(backend), truth):
         assert_close(f"{backend}/{case}/{dtype_id(dtype)}: {name}", actual, expected, tolerance(dtype, device))
 
 
@@ -96,11 +95,8 @@ def test_matches_float64_reference(backend, device, dtype, case, shape, lengths,
 def test_forward_without_gradients_matches(backend, device, dtype, case, shape, reverse):
     """Under ``torch.no_grad()`` a backend may keep less state (nothing is saved for a
     backward): outputs and final states still match, with lengths."""
-    problem = problem_of(case, shape, lengths=True, reverse=reverse).rounded_to(dtype)
-    truth = ground_truth(problem, with_grads=False)
-    with torch.no_grad():
-        pairs = compare(run_on(backend), truth, dtype, device)
-    for name, actual, expected in pairs:
+    truth = ground_truth(problem_of(case, shape, lengths=True, reverse=reverse), dtype, device, with_grads=False)
+    for name, actual, expected in compare(run_on(backend), truth):  # under no_grad: no gradients to check
         assert_close(f"{backend}/{case} without gradients: {name}", actual, expected, tolerance(dtype, device))
 
 

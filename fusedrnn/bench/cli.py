@@ -13,12 +13,13 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from ..sweep import CELLS
+from .. import cells
+from ..cells import MOGRIFY_STEPS
 from . import report
-from .check import ground_truth
 from .implementations import NAMES, default_names, implementation, unavailable
-from .measure import DIRECTIONS, failed, measure
-from .problem import DTYPES, MOGRIFY_STEPS, Config
+from .measure import DIRECTIONS, DTYPES, Config, failed, measure, truth_for
+
+CELLS = tuple(cells.CELLS)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def estimate_s(c: Config, direction: str, name: str, device: torch.device) -> fl
     launches, PERF_NOTES' scale) plus its products, and compile times."""
     gpu, passes = device.type == "cuda", 3 if direction == "fwdbwd" else 1
     looped = name in ("eager", "compiled", "reference") or direction == "decode"
-    launch_s = (30e-6 * (1 + MOGRIFY_STEPS * (c.cell == "mogrifier")) if looped else 4e-6) * passes
+    launch_s = (30e-6 * (1 + MOGRIFY_STEPS.default * (c.cell == "mogrifier")) if looped else 4e-6) * passes
     flops = 8 * c.batch_size * c.hidden_size * (c.input_size + c.hidden_size) * (1 + 2 * (c.cell == "mogrifier")) * passes
     compile_s = {"compiled": 30 if gpu else 4, "triton": 4 * gpu, "auto": 2 * gpu}.get(name, 0)
     return compile_s + 0.2 + 9 * c.seq_len * (launch_s + flops / (5e13 if gpu else 2e10))
@@ -145,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"configurations: about {seconds / 60:.1f} min (a rough estimate)", flush=True)
         with tqdm(total=total, disable=args.no_progress, unit="row", dynamic_ncols=True) as bar:
             for config, pairs in grid.items():
-                truth = ground_truth(config, device)
+                truth = truth_for(config, device)
                 for direction, impl in pairs:
                     bar.set_description_str(f"{config.cell} {config.shape} {config.dtype} {direction} {impl.name}")
                     rows.append(measure(impl, config, truth, direction))

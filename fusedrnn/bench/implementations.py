@@ -1,11 +1,12 @@
 """What the benchmark times: fusedrnn's backends, and the baselines as users write them.
 
-A maker takes a :class:`~fusedrnn.bench.problem.Problem` and returns ``(run, weights)``:
+A maker takes a :class:`fusedrnn.testing.Problem` and returns ``(run, weights)``:
 ``run(x (T, B, I), h (B, H), c (B, H), noise) -> (output (T, B, H), h_n, c_n)`` on the problem's
 weights, ``weights`` the tensors it differentiates (``problem.weight_list()``'s order);
 ``noise`` is G2's ``(T, B, 2, H)`` gate noise, or ``None`` to draw it."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.util
 from dataclasses import dataclass
@@ -16,10 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import dispatch
-from ..reference import sample_noise
-from ..sweep import CELLS
-from .check import functional_call
-from .problem import G2_TEMPERATURE, MOGRIFY_STEPS, Problem
+from ..cells import CELLS, MOGRIFY_STEPS, TEMPERATURE
+from ..noise import sample_noise
+from ..testing import Problem
 
 LSTM_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -30,7 +30,7 @@ class MogrifierCell(nn.Module):
 
     def __init__(self, input_size, hidden_size, **factory):
         super().__init__()
-        sizes = [(hidden_size, input_size) if j % 2 else (input_size, hidden_size) for j in range(1, MOGRIFY_STEPS + 1)]
+        sizes = [(hidden_size, input_size) if j % 2 else (input_size, hidden_size) for j in range(1, MOGRIFY_STEPS.default + 1)]
         self.rounds = nn.ModuleList(nn.Linear(*size, **factory) for size in sizes)
         self.cell = nn.LSTMCell(input_size, hidden_size, **factory)
 
@@ -57,7 +57,8 @@ class G2Cell(nn.Module):
         h, c = state
         z_i, z_f, z_g, z_o = (self.ih(x) + self.hh(h)).chunk(4, dim=-1)
         noise = noise.to(z_i.dtype)
-        i, f = torch.sigmoid((z_i + noise[:, 0]) / G2_TEMPERATURE), torch.sigmoid((z_f + noise[:, 1]) / G2_TEMPERATURE)
+        tau = TEMPERATURE.default
+        i, f = torch.sigmoid((z_i + noise[:, 0]) / tau), torch.sigmoid((z_f + noise[:, 1]) / tau)
         c = f * c + i * torch.tanh(z_g)
         return torch.sigmoid(z_o) * torch.tanh(c), c
 
@@ -139,6 +140,12 @@ def flashrnn_lstm(problem: Problem, kernel: str = "cuda_fused"):
     return run, problem.weight_list()
 
 
+def _functional_call(problem: Problem, backend: str, x, h0, c0, noise):
+    """``fusedrnn.functional``'s cell on the problem's weights and options, on these inputs."""
+    options = {**problem.options, "noise": noise} if "noise" in problem.options else problem.options
+    return dataclasses.replace(problem, x=x, h0=h0, c0=c0, options=options).call(backend)
+
+
 @dataclass(frozen=True)
 class Implementation:
     """One timed implementation; only ``kind == "fusedrnn"`` is gated by the check."""
@@ -146,7 +153,7 @@ class Implementation:
     name: str
     kind: str
     make: Callable[[Problem], Tuple[Callable, List[torch.Tensor]]]
-    cells: Tuple[str, ...] = CELLS
+    cells: Tuple[str, ...] = tuple(CELLS)
     device_types: Tuple[str, ...] = ("cpu", "cuda")
 
 
@@ -166,7 +173,7 @@ def implementation(name: str) -> Implementation:
         return BASELINES[name]
     if name not in NAMES:
         raise ValueError(f"backends must be among {NAMES}, got {name!r}")
-    return Implementation(name, "fusedrnn", lambda problem: (functools.partial(functional_call, problem, name),
+    return Implementation(name, "fusedrnn", lambda problem: (functools.partial(_functional_call, problem, name),
                                                              problem.weight_list()),
                           device_types=BACKEND_DEVICES.get(name, ("cpu", "cuda")))
 

@@ -10,17 +10,42 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from dataclasses import dataclass
 import time
 from typing import Dict
 
 import torch
 
 from ..dispatch import BackendUnavailableError
-from .check import Truth, check
+from ..testing import Truth, check, ground_truth, random_problem
 from .implementations import Implementation
-from .problem import Config
 
 DIRECTIONS = ("fwd", "fwdbwd", "decode")
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One problem: a cell on a ``(T, B, I)`` input with hidden size ``H`` (SPEC's letters)."""
+
+    cell: str
+    batch_size: int
+    seq_len: int
+    input_size: int
+    hidden_size: int
+    dtype: str
+
+    @property
+    def shape(self) -> str:
+        return f"B{self.batch_size}-T{self.seq_len}-I{self.input_size}-H{self.hidden_size}"
+
+
+def truth_for(config: Config, device: torch.device, seed: int = 1) -> Truth:
+    """Fresh inputs of ``config`` (the cell's default options: G2 noisy, 5 Mogrifier rounds)
+    and the float64 reference on them, gradients included (``fusedrnn.testing``)."""
+    torch.manual_seed(seed)
+    shape = (config.seq_len, config.batch_size, config.input_size, config.hidden_size)
+    return ground_truth(random_problem(config.cell, shape), DTYPES[config.dtype], device)
 CUDA_WARMUP_MS, CUDA_REP_MS, CPU_MIN_RUN_S = 25, 100, 0.2
 
 
@@ -73,12 +98,11 @@ def measure(impl: Implementation, config: Config, truth: Truth, direction: str) 
     try:
         start = time.perf_counter()
         verdict = check(run, truth if direction == "fwdbwd" else truth.forward_only())
-        if truth.problem.x.is_cuda:
+        if truth.device.type == "cuda":
             torch.cuda.synchronize()
         row.update(first_call_s=time.perf_counter() - start, error=verdict.error, tolerance=verdict.tolerance)
         if impl.kind == "fusedrnn" and not verdict.passed:
-            return {**row, "status": "wrong",
-                    "reason": f"{verdict.worst}: relative error {verdict.error:.3g} > {verdict.tolerance:.3g}"}
+            return {**row, "status": "wrong", "reason": str(verdict)}
         p = built["problem"]
 
         def call():  # G2 draws fresh noise, as in training
