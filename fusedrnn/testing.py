@@ -25,24 +25,25 @@ Tensor = torch.Tensor
 Shape = Tuple[int, int, int, int]
 
 
-def _map(value, fn):
+def map_tensors(value, fn):
     """``fn`` on every tensor inside nested lists, tuples and dicts."""
     if isinstance(value, Tensor):
         return fn(value)
     if isinstance(value, dict):
-        return {key: _map(item, fn) for key, item in value.items()}
+        return {key: map_tensors(item, fn) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_map(item, fn) for item in value)
+        return type(value)(map_tensors(item, fn) for item in value)
     return value
 
 
-def _flatten(value) -> List[Tensor]:
+def flat_tensors(value) -> List[Tensor]:
+    """Every tensor inside nested lists, tuples and dicts, in order."""
     if isinstance(value, Tensor):
         return [value]
     if isinstance(value, dict):
         value = list(value.values())
     if isinstance(value, (list, tuple)):
-        return [tensor for item in value for tensor in _flatten(item)]
+        return [tensor for item in value for tensor in flat_tensors(item)]
     return []
 
 
@@ -81,7 +82,7 @@ class Problem:
 
     def weight_list(self) -> List[Tensor]:
         """The weights in a fixed order, lists flattened."""
-        return _flatten(self.weights)
+        return flat_tensors(self.weights)
 
     def leaves(self) -> List[Tensor]:
         """The differentiable inputs in a fixed order: x, h0, c0, then the weights."""
@@ -98,13 +99,13 @@ class Problem:
     def map(self, fn: Callable[[Tensor], Tensor]) -> "Problem":
         """A copy with ``fn`` applied to every leaf (noise and lengths only move device)."""
         return dataclasses.replace(self, x=fn(self.x), h0=fn(self.h0), c0=fn(self.c0),
-                                   weights=_map(self.weights, fn))
+                                   weights=map_tensors(self.weights, fn))
 
     def to(self, dtype: torch.dtype, device="cpu", requires_grad: bool = False) -> "Problem":
         """A copy in ``dtype`` on ``device`` whose leaves are fresh tensors (differentiable
         if asked)."""
         moved = self.map(lambda t: t.detach().to(device=device, dtype=dtype).requires_grad_(requires_grad))
-        return dataclasses.replace(moved, options=_map(self.options, lambda t: t.to(device)),
+        return dataclasses.replace(moved, options=map_tensors(self.options, lambda t: t.to(device)),
                                    lengths=None if self.lengths is None else self.lengths.to(device))
 
     def rounded_to(self, dtype: torch.dtype) -> "Problem":

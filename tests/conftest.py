@@ -14,7 +14,8 @@ import pytest  # noqa: E402
 from fusedrnn import functional  # noqa: E402
 from fusedrnn.cells import CELLS as CELL_OBJECTS  # noqa: E402
 from fusedrnn.precision import relative_error, tolerance  # noqa: E402,F401 (re-exported to the tests)
-from fusedrnn.testing import compare, ground_truth, on_backend, random_problem, random_weights  # noqa: E402,F401
+from fusedrnn.testing import (compare, flat_tensors, ground_truth, map_tensors, on_backend,  # noqa: E402,F401
+                              random_problem, random_weights)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
@@ -59,27 +60,6 @@ def assert_matches_reference(backend, cell, shape, dtype, device, *, lengths=Fal
 
 def cell_function(cell):
     return functional.FUNCTIONS[cell]
-
-
-def flat_tensors(value):
-    """Every tensor inside nested lists, tuples and dicts, in order."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, (list, tuple)):
-        return [t for item in value for t in flat_tensors(item)]
-    return []
-
-
-def map_tensors(value, fn):
-    if isinstance(value, torch.Tensor):
-        return fn(value)
-    if isinstance(value, dict):
-        return {k: map_tensors(v, fn) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(map_tensors(v, fn) for v in value)
-    return value
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import dispatch
-from ..cells import CELLS, MOGRIFY_STEPS, TEMPERATURE
+from ..cells import CELLS, MOGRIFY_STEPS, TEMPERATURE, mogrify_round_shape
 from ..noise import sample_noise
 from ..testing import Problem
 
@@ -30,8 +30,8 @@ class MogrifierCell(nn.Module):
 
     def __init__(self, input_size, hidden_size, **factory):
         super().__init__()
-        sizes = [(hidden_size, input_size) if j % 2 else (input_size, hidden_size) for j in range(1, MOGRIFY_STEPS.default + 1)]
-        self.rounds = nn.ModuleList(nn.Linear(*size, **factory) for size in sizes)
+        shapes = [mogrify_round_shape(j, input_size, hidden_size) for j in range(1, MOGRIFY_STEPS.default + 1)]
+        self.rounds = nn.ModuleList(nn.Linear(cols, rows, **factory) for rows, cols in shapes)
         self.cell = nn.LSTMCell(input_size, hidden_size, **factory)
 
     def forward(self, x, state):
