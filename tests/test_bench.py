@@ -111,7 +111,7 @@ def _perturbed(kind, perturb):
     return Implementation("broken", kind, make)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "mogrifier", "g2"])
+@pytest.mark.parametrize("cell", cli.CELLS)
 def test_a_wrong_fusedrnn_backend_is_not_timed(cell):
     wrong = _perturbed("fusedrnn", lambda outputs: (outputs[0] * 1.001,) + tuple(outputs[1:]))
     truth = truth_for(_config(cell), CPU)

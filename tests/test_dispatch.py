@@ -5,6 +5,8 @@ import torch
 import fusedrnn
 from fusedrnn import dispatch, functional
 
+from conftest import DTYPES
+
 
 def test_available_backends_always_include_reference_in_auto_order():
     available = fusedrnn.available_backends()
@@ -12,7 +14,7 @@ def test_available_backends_always_include_reference_in_auto_order():
     assert available == [name for name in fusedrnn.BACKENDS if name in available]
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("module", [fusedrnn.LSTM, fusedrnn.MogrifierLSTM, fusedrnn.G2LSTM])
 def test_auto_runs_every_cell_and_dtype_on_cpu(module, dtype):
     model = module(4, 5, dtype=dtype)

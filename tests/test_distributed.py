@@ -1,6 +1,7 @@
 """DistributedDataParallel over fusedrnn layers: two CPU processes (gloo) get the gradients of
 one process on the whole batch."""
-import os
+import datetime
+import time
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ import torch.multiprocessing as mp
 import fusedrnn
 
 WORLD_SIZE = 2
+#: A rank that waits longer than this for the other fails the test instead of hanging it.
+TIMEOUT_S = 120
 
 
 class Tagger(torch.nn.Module):
@@ -39,7 +42,8 @@ def _data():
 
 
 def _rank_gradients(rank, init_file, out_file):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE,
+                            timeout=datetime.timedelta(seconds=TIMEOUT_S))
     try:
         torch.manual_seed(1)
         model = torch.nn.parallel.DistributedDataParallel(Tagger())
@@ -54,7 +58,14 @@ def _rank_gradients(rank, init_file, out_file):
 
 @pytest.mark.skipif(not dist.is_available(), reason="this torch has no torch.distributed")
 def test_ddp_gradients_equal_one_process_on_the_whole_batch(tmp_path):
-    mp.spawn(_rank_gradients, args=(str(tmp_path / "init"), str(tmp_path / "grads.pt")), nprocs=WORLD_SIZE)
+    ranks = mp.start_processes(_rank_gradients, args=(str(tmp_path / "init"), str(tmp_path / "grads.pt")),
+                               nprocs=WORLD_SIZE, join=False, start_method="spawn")
+    deadline = time.monotonic() + 2 * TIMEOUT_S
+    while not ranks.join(timeout=5):
+        if time.monotonic() > deadline:
+            for process in ranks.processes:
+                process.kill()
+            pytest.fail(f"the two DDP ranks did not finish within {2 * TIMEOUT_S} s")
     distributed = torch.load(tmp_path / "grads.pt")
     torch.manual_seed(1)
     model = Tagger()

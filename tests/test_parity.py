@@ -11,7 +11,7 @@ import fusedrnn
 from fusedrnn import dispatch
 from fusedrnn.testing import compare, ground_truth, random_problem
 
-from conftest import DEVICES, DTYPES, SUPPORT, assert_close, supports, tolerance
+from conftest import CELLS, DEVICES, DTYPES, SUPPORT, assert_close, supports, tolerance
 
 pytestmark = pytest.mark.usefixtures("uninitialized_memory_is_nan")
 
@@ -102,7 +102,7 @@ def test_forward_without_gradients_matches(backend, device, dtype, case, shape, 
 
 UNSUPPORTED = [pytest.param(backend, device, dtype, cell, id=f"{backend}-{device}-{dtype_id(dtype)}-{cell}")
                for backend in fusedrnn.BACKENDS for device in DEVICES for dtype in DTYPES
-               for cell in ("lstm", "mogrifier", "g2") if not supports(backend, cell, device, dtype)]
+               for cell in CELLS if not supports(backend, cell, device, dtype)]
 
 
 @pytest.mark.parametrize("backend, device, dtype, cell", UNSUPPORTED)

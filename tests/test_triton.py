@@ -21,7 +21,7 @@ pytest.importorskip("triton")
 import fusedrnn  # noqa: E402
 from fusedrnn import cells, dispatch, functional  # noqa: E402
 from fusedrnn.sweep import Sweep  # noqa: E402
-from fusedrnn.triton_kernels import backend as triton_backend, common, lstm  # noqa: E402
+from fusedrnn.triton_kernels import backend as triton_backend, common, layout, lstm  # noqa: E402
 
 from conftest import assert_close, assert_matches_reference, random_weights, tolerance  # noqa: E402
 
@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_interpreter = pytest.mark.skipif(not common.interpreting(), reason="needs TRITON_INTERPRET=1 (no CUDA)")
 G2_DEVICES = ["cuda"] if CUDA else ["cpu"]
 
-SweepConfig = common.SweepConfig
+SweepConfig = layout.SweepConfig
 # Layouts the interpreter can run, for (T, B, I, H) = (5, 20, 24, 40): H_PAD = 64.
 CPU_LAYOUTS = {
     "registers": SweepConfig(32, 64, 64, 1, 1, hidden_on_chip=True),
@@ -106,15 +106,15 @@ def test_a_compile_error_declines_the_layout_search(monkeypatch):
         raise _compilation_error("cannot convert None of type NoneType to tensor")
 
     monkeypatch.setattr(common, "interpreting", lambda: False)
-    layout = common.first_launchable([CPU_LAYOUTS["chunked"], CPU_LAYOUTS["exchange"]], compile_kernels)
-    assert layout.config is None
-    assert layout.reason == ("the Triton compiler failed: CompilationError: "
-                             "cannot convert None of type NoneType to tensor"), layout.reason
+    chosen = layout.first_launchable([CPU_LAYOUTS["chunked"], CPU_LAYOUTS["exchange"]], compile_kernels)
+    assert chosen.config is None
+    assert chosen.reason == ("the Triton compiler failed: CompilationError: "
+                             "cannot convert None of type NoneType to tensor"), chosen.reason
 
 
 def test_a_compile_failure_falls_back_under_auto_and_raises_when_named(monkeypatch):
     failure = "the Triton compiler failed: CompilationError: forced in test_a_compile_failure_falls_back"
-    monkeypatch.setattr(lstm, "layout_for", lambda sweep: common.Layout(None, failure))
+    monkeypatch.setattr(lstm, "layout_for", lambda sweep: layout.Layout(None, failure))
     # Make this CPU call one that Triton would otherwise take under "auto".
     monkeypatch.setattr(common, "device_unsupported", lambda device, dtype, explicit: None)
     monkeypatch.setattr(triton_backend.backend, "device_type", "cpu")
@@ -208,21 +208,21 @@ GPU_SHAPES = {  # (T, B, I, H)
     "T9-B3-I5-H1024": (9, 3, 5, 1024),
     "T6-B130-I8-H48": (6, 130, 8, 48),
 }
-GPU_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+GPU_DTYPES = common.DTYPES
 
 
 @pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 def test_issue_shapes_have_a_layout_on_an_h100(dtype):
     """Issue 4's benchmark shapes (B, H) get a persistent layout on 132 SMs (pure Python)."""
     for batch_size, hidden_size in [(16, 256), (64, 512), (64, 1024), (256, 1024), (16, 768), (8, 128)]:
-        configs = common._gpu_configs(hidden_size, batch_size, dtype.itemsize, 132)
+        configs = layout._gpu_configs(hidden_size, batch_size, dtype.itemsize, 132)
         assert configs, f"B={batch_size} H={hidden_size}: no layout"
         for config in configs:
             assert config.programs <= 132
             assert config.block_b * config.programs_b >= batch_size
             assert config.block_h * config.programs_h >= hidden_size
-            assert config.shared_memory_bytes(dtype.itemsize) <= common.SHARED_MEMORY_BUDGET
-            assert config.register_pressure(dtype.itemsize) <= common.REGISTER_LIMIT
+            assert config.shared_memory_bytes(dtype.itemsize) <= layout.SHARED_MEMORY_BUDGET
+            assert config.register_pressure(dtype.itemsize) <= layout.REGISTER_LIMIT
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -250,7 +250,7 @@ def test_gpu_g2_multi_program(dtype, case, variant):
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_gpu_every_candidate_layout(monkeypatch, dtype):
     shape = (12, 24, 32, 200)
-    configs = common.sweep_configs(shape[3], shape[1], dtype, torch.device("cuda"))
+    configs = layout.sweep_configs(shape[3], shape[1], dtype, torch.device("cuda"))
     assert any(config.programs_h > 1 for config in configs)
     for config in configs:
         monkeypatch.setattr(lstm, "config_for", lambda sweep, config=config: config)

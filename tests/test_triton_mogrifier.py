@@ -17,12 +17,12 @@ import torch
 import fusedrnn
 from conftest import assert_close, assert_matches_reference, map_tensors, random_weights, tolerance
 from fusedrnn import functional
-from fusedrnn.triton_kernels import common, mogrifier
+from fusedrnn.triton_kernels import common, layout, mogrifier
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
-DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+DTYPES = common.DTYPES
 
 
 def dtype_id(dtype):
@@ -96,7 +96,7 @@ def test_declines_more_rounds_than_unrolled():
 
 def test_declines_a_layout_that_does_not_fit(monkeypatch):
     """When no layout fits an SM per program, the backend declines instead of launching."""
-    monkeypatch.setattr(mogrifier, "layout_for", lambda sweep: common.Layout(None))
+    monkeypatch.setattr(mogrifier, "layout_for", lambda sweep: layout.Layout(None))
     weights = random_weights("mogrifier", 4, 4, mogrify_steps=2)
     x = torch.randn(2, 1, 4)
     with pytest.raises(fusedrnn.BackendUnavailableError, match="does not fit one SM"):

@@ -1,6 +1,6 @@
 """The layouts the launch heuristic picks compile for an H100 (sm_90) without spilling registers.
 
-``common._gpu_configs`` chooses layouts from an estimate (``SweepConfig.register_pressure``);
+``layout._gpu_configs`` chooses layouts from an estimate (``SweepConfig.register_pressure``);
 this checks the estimate against the GPU compiler that ships with the installed Triton,
 so that a kernel change that makes a chosen layout spill fails on CPU CI. Each kernel is
 compiled as a launch specialises it: pointers 16-byte aligned, ``B`` and ``H`` marked
@@ -31,13 +31,13 @@ KNOWN_STACK_BYTES = {("bfloat16", "B=1 H=384", "forward"): 8, ("float16", "B=1 H
 COMPILE_CHOSEN_LAYOUTS = r"""
 import json, sys
 import torch
-from fusedrnn.triton_kernels import common, offline
+from fusedrnn.triton_kernels import layout, offline
 
 layouts = {}
 for dtype_name in json.loads(sys.argv[1]):
     dtype = getattr(torch, dtype_name)
     for batch_size, hidden_size in json.loads(sys.argv[2]):
-        configs = common._gpu_configs(hidden_size, batch_size, dtype.itemsize, 132)
+        configs = layout._gpu_configs(hidden_size, batch_size, dtype.itemsize, 132)
         config = configs[0] if configs else None
         key = (repr(config), dtype_name, batch_size % 16 == 0, hidden_size % 16 == 0)
         layouts.setdefault(key, (config, dtype, batch_size, hidden_size, []))[4].append(f"B={batch_size} H={hidden_size}")

@@ -7,6 +7,8 @@ import torch
 import fusedrnn
 from fusedrnn import functional
 
+from conftest import CELLS
+
 T, B, I, H = 5, 3, 4, 6
 
 
@@ -36,7 +38,7 @@ FUNCTIONAL_CASES = {
 }
 
 
-@pytest.mark.parametrize("cell", ["lstm", "mogrifier", "g2"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("case", list(FUNCTIONAL_CASES))
 def test_functional_rejects(cell, case):
     change, error, message = FUNCTIONAL_CASES[case]

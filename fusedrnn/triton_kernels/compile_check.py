@@ -28,9 +28,9 @@ import time
 import torch
 import triton
 
-from . import common, lstm, mogrifier, offline
+from . import common, layout, lstm, mogrifier, offline
 
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+DTYPES = common.DTYPES
 GRID_HIDDEN_SIZES = (16, 24, 100, 128, 256, 500, 768, 1024, 2048)
 GRID_BATCH_SIZES = (1, 3, 16, 37, 64, 256, 512)
 #: Multiprocessors of the GPUs we launch on (H100 SXM and H200: 132; H100 PCIe: 114).
@@ -38,9 +38,9 @@ MULTIPROCESSORS = 132
 
 #: One LSTM layout per code path of ``exchanged_product``/``HIDDEN_ON_CHIP``.
 LSTM_PATHS = {
-    "on-chip": common.SweepConfig(16, 64, 64, 1, 1, hidden_on_chip=True),
-    "resident": common.SweepConfig(16, 16, 256, 16, 1, num_warps=8),
-    "chunked": common.SweepConfig(16, 16, 1024, 64, 1, num_warps=8, block_k=128),
+    "on-chip": layout.SweepConfig(16, 64, 64, 1, 1, hidden_on_chip=True),
+    "resident": layout.SweepConfig(16, 16, 256, 16, 1, num_warps=8),
+    "chunked": layout.SweepConfig(16, 16, 1024, 64, 1, num_warps=8, block_k=128),
 }
 #: The LSTM/G2 flag combinations a launch makes: hard gates only at evaluation, without noise.
 LSTM_NOISE_GATES = ((lstm.NO_NOISE.value, False), (lstm.NO_NOISE.value, True), (lstm.NOISE_TENSOR.value, False),
@@ -84,7 +84,7 @@ def layout_variants():
     """Every layout the heuristic picks first over the grid (what a launch compiles first)."""
     seen = set()
     for dtype, hidden_size, batch_size in itertools.product(DTYPES, GRID_HIDDEN_SIZES, GRID_BATCH_SIZES):
-        configs = common._gpu_configs(hidden_size, batch_size, dtype.itemsize, MULTIPROCESSORS)
+        configs = layout._gpu_configs(hidden_size, batch_size, dtype.itemsize, MULTIPROCESSORS)
         if configs and (configs[0], dtype) not in seen:
             seen.add((configs[0], dtype))
             yield f"lstm H={hidden_size} B={batch_size}", "lstm", configs[0], dtype, {}
@@ -121,7 +121,7 @@ def _run(job):
     try:
         return description, offline.compile_kernel(kernel, signature, values, config.launch_options(), arch), None
     except Exception as error:  # noqa: BLE001 - every failure is reported, then the check fails
-        return description, None, common.compiler_message(error)
+        return description, None, layout.compiler_message(error)
 
 
 def main(argv=None):

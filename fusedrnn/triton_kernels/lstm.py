@@ -21,7 +21,7 @@ from ..precision import summed_bias
 from ..reference.double_backward import recomputed_gradients
 from ..reference.g2 import g2_lstm as reference_g2_lstm
 from ..sweep import Sweep
-from . import common
+from . import common, layout
 from .common import (concat_gates, dot, exchanged_product, grid_barrier, input_guard, load_resident_slice,
                      sigmoid, split_gates, tanh)
 from .noise import logistic_noise
@@ -257,7 +257,7 @@ def lstm_fwd(gx, weight_hh, h0, c0, lengths, noise, seed, *, reverse, inv_temper
     h_n, c_n = torch.empty_like(h0), torch.empty_like(c0)
     _lstm_fwd_kernel[config.grid](
         gx, weight_hh, h0, c0, lengths, noise, seed,
-        states, out, cells, gates, h_n, c_n, common.new_barrier_counters(config, gx.device),
+        states, out, cells, gates, h_n, c_n, layout.new_barrier_counters(config, gx.device),
         seq_len, batch_size, hidden_size, inv_temperature, noise_prob,
         REVERSE=reverse, HARD_GATES=hard_gates, EPS=EPS, **common.dot_options(h0.dtype),
         **config.constexprs(), **config.launch_options())
@@ -273,7 +273,7 @@ def lstm_bwd(weight_hh, gates, cells, c0, lengths, d_out, d_h_n, d_c_n, *, rever
     d_c0 = torch.empty_like(d_h0)
     _lstm_bwd_kernel[config.grid](
         weight_hh, gates, cells, c0.float(), lengths, d_out, d_h_n, d_c_n,
-        dz, d_h0, d_c0, common.new_barrier_counters(config, d_out.device),
+        dz, d_h0, d_c0, layout.new_barrier_counters(config, d_out.device),
         seq_len, batch_size, hidden_size, inv_temperature,
         REVERSE=reverse, **common.dot_options(d_out.dtype),
         **config.constexprs(), **config.launch_options())
@@ -331,9 +331,9 @@ class LSTMFunction(torch.autograd.Function):
                 None, None, None, None, None, None, None, None, None)
 
 
-def layout_for(sweep: Sweep) -> common.Layout:
+def layout_for(sweep: Sweep) -> layout.Layout:
     """The layout for ``sweep``: no config when none runs it on this device (see
-    :func:`common.first_launchable`)."""
+    :func:`layout.first_launchable`)."""
     device_index = sweep.device.index if sweep.device.type == "cuda" else None
     if device_index is None and sweep.device.type == "cuda":
         device_index = torch.cuda.current_device()
@@ -355,7 +355,7 @@ def _differentiable_backward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias
     return recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh], grads)
 
 
-def config_for(sweep: Sweep) -> Optional[common.SweepConfig]:
+def config_for(sweep: Sweep) -> Optional[layout.SweepConfig]:
     """The layout ``sweep`` launches with (see :func:`layout_for`)."""
     return layout_for(sweep).config
 
@@ -363,31 +363,31 @@ def config_for(sweep: Sweep) -> Optional[common.SweepConfig]:
 @functools.lru_cache(maxsize=None)
 def _launchable_layout(hidden_size, batch_size, dtype, device_type, device_index):
     device = torch.device(device_type, device_index) if device_index is not None else torch.device(device_type)
-    configs = common.sweep_configs(hidden_size, batch_size, dtype, device)
+    configs = layout.sweep_configs(hidden_size, batch_size, dtype, device)
     if device_type == "cuda":
         with torch.cuda.device(device):
-            return common.first_launchable(configs, functools.partial(_compile, hidden_size, batch_size, dtype))
-    return common.first_launchable(configs, None)
+            return layout.first_launchable(configs, functools.partial(_compile, hidden_size, batch_size, dtype))
+    return layout.first_launchable(configs, None)
 
 
 def _compile(hidden_size, batch_size, dtype, config):
     """Compiles (without launching) the forward with every optional input and the backward."""
     f32, i32, i64 = torch.float32, torch.int32, torch.int64
-    layout = dict(grid=config.grid, **config.constexprs(), **config.launch_options(), **common.dot_options(dtype))
+    launch = dict(grid=config.grid, **config.constexprs(), **config.launch_options(), **common.dot_options(dtype))
     forward = _lstm_fwd_kernel.warmup(
         dtype, dtype, dtype, dtype, i64, None, i64, dtype, dtype, f32, f32, dtype, dtype, i32,
-        2, batch_size, hidden_size, 1.0, 1.0, REVERSE=False, HARD_GATES=False, EPS=EPS, **layout)
+        2, batch_size, hidden_size, 1.0, 1.0, REVERSE=False, HARD_GATES=False, EPS=EPS, **launch)
     backward = _lstm_bwd_kernel.warmup(
         dtype, f32, f32, f32, i64, dtype, dtype, dtype, dtype, f32, f32, i32,
-        2, batch_size, hidden_size, 1.0, REVERSE=False, **layout)
+        2, batch_size, hidden_size, 1.0, REVERSE=False, **launch)
     return forward, backward
 
 
 def unsupported(sweep: Sweep) -> Optional[str]:
     """Why the Triton sweep cannot run ``sweep`` (device and dtype already checked), or ``None``."""
-    layout = layout_for(sweep)
-    if layout.config is None:
-        return layout.reason or (f"W_hh of hidden size {sweep.hidden_size} does not fit on chip for batch "
+    chosen = layout_for(sweep)
+    if chosen.config is None:
+        return chosen.reason or (f"W_hh of hidden size {sweep.hidden_size} does not fit on chip for batch "
                                  f"{sweep.batch_size} with at most one program per SM")
     return None
 

@@ -40,7 +40,7 @@ from ..precision import summed_bias
 from ..reference.double_backward import recomputed_gradients
 from ..reference.mogrifier import mogrifier_lstm as reference_mogrifier_lstm
 from ..sweep import Sweep
-from . import common
+from . import common, layout
 from .common import dot, grid_barrier, input_guard, sigmoid, tanh
 
 #: The most rounds the kernels unroll (the paper tunes ``r`` in 4..6).
@@ -406,7 +406,7 @@ class MogrifierConfig:
         # With more than one program the whole grid must be resident at once, or the
         # barrier could wait forever for a program that is not scheduled.
         return {"num_warps": self.num_warps, "launch_cooperative_grid": self.programs > 1,
-                "enable_fp_fusion": common.FP_FUSION}
+                "enable_fp_fusion": layout.FP_FUSION}
 
 
 #: Tile layout on a GPU: at most 64 batch rows, 32 feature columns, 32-column reduction
@@ -416,7 +416,7 @@ class MogrifierConfig:
 GPU_BLOCK_B, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS = 64, 32, 32, 8
 
 
-def layout_for(sweep: Sweep) -> common.Layout:
+def layout_for(sweep: Sweep) -> layout.Layout:
     """One program for everything on the interpreter (programs run one after another);
     on a GPU as many programs as the widest phase has tiles, at most one per SM, or no
     config when the kernels of that layout would not fit an SM or do not compile (the
@@ -425,7 +425,7 @@ def layout_for(sweep: Sweep) -> common.Layout:
     batch_size, features = sweep.batch_size, max(sweep.input_size, sweep.hidden_size)
     if sweep.device.type != "cuda":
         # The interpreter's cost is per operation, not per element: whole-width products.
-        return common.Layout(MogrifierConfig(1, common.next_power_of_2(batch_size), common.next_power_of_2(features),
+        return layout.Layout(MogrifierConfig(1, common.next_power_of_2(batch_size), common.next_power_of_2(features),
                                              common.next_power_of_2(max(features, 4 * sweep.hidden_size))))
     device_index = sweep.device.index if sweep.device.index is not None else torch.cuda.current_device()
     return _launchable_layout(batch_size, sweep.input_size, sweep.hidden_size, sweep.mogrify_steps, sweep.dtype,
@@ -441,10 +441,10 @@ def config_for(sweep: Sweep) -> Optional[MogrifierConfig]:
 def _launchable_layout(batch_size, input_size, hidden_size, rounds, dtype, device_index):
     block_b = min(common.next_power_of_2(batch_size), GPU_BLOCK_B)
     tiles = triton.cdiv(batch_size, block_b) * triton.cdiv(max(input_size, hidden_size), GPU_BLOCK_N)
-    programs = min(tiles, common.multiprocessor_count(device_index))
+    programs = min(tiles, layout.multiprocessor_count(device_index))
     config = MogrifierConfig(programs, block_b, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS)
     with torch.cuda.device(device_index):
-        return common.first_launchable(
+        return layout.first_launchable(
             [config], functools.partial(_compile, batch_size, input_size, hidden_size, rounds, dtype))
 
 
@@ -455,14 +455,14 @@ def _compile(batch_size, input_size, hidden_size, rounds, dtype, config):
     x_rounds, h_rounds = (dtype if (rounds + 1) // 2 else None), (dtype if rounds // 2 else None)
     x_buffers, h_buffers = (f32 if x_rounds else None), (f32 if h_rounds else None)
     sizes = (2, batch_size, input_size, hidden_size, 3)
-    layout = dict(grid=(config.programs,), ROUNDS=rounds, REVERSE=False, **config.constexprs(),
+    launch = dict(grid=(config.programs,), ROUNDS=rounds, REVERSE=False, **config.constexprs(),
                   **config.launch_options(), **common.dot_options(dtype))
     forward = _mogrifier_fwd_kernel.warmup(
         dtype, i64, dtype, dtype, f32, x_rounds, h_rounds, x_rounds, h_rounds,
-        dtype, f32, x_buffers, f32, x_buffers, h_buffers, f32, i32, *sizes, **layout)
+        dtype, f32, x_buffers, f32, x_buffers, h_buffers, f32, i32, *sizes, **launch)
     backward = _mogrifier_bwd_kernel.warmup(
         dtype, i64, dtype, dtype, x_rounds, h_rounds, dtype, f32, x_buffers, f32, x_buffers, h_buffers, f32,
-        f32, x_buffers, h_buffers, f32, f32, f32, f32, dtype, i32, *sizes, **layout)
+        f32, x_buffers, h_buffers, f32, f32, f32, f32, dtype, i32, *sizes, **launch)
     return forward, backward
 
 
@@ -655,9 +655,9 @@ def unsupported(sweep: Sweep) -> Optional[str]:
     """Why the Mogrifier sweep cannot run ``sweep`` (device and dtype already checked), or ``None``."""
     if sweep.mogrify_steps > MAX_ROUNDS:
         return f"mogrify_steps = {sweep.mogrify_steps}: the Triton sweep unrolls at most {MAX_ROUNDS} rounds"
-    layout = layout_for(sweep)
-    if layout.config is None:
-        return layout.reason or "the Mogrifier kernels' layout does not fit one SM per program on this GPU"
+    chosen = layout_for(sweep)
+    if chosen.config is None:
+        return chosen.reason or "the Mogrifier kernels' layout does not fit one SM per program on this GPU"
     return None
 
 

@@ -6,7 +6,7 @@ globals), so CPU-only CI compiles the kernels here too; and the resources it rep
 calibrated against.
 
 Example:
-    >>> config = common.SweepConfig(block_b=16, block_h=16, hidden_pad=256, programs_h=16, programs_b=1)
+    >>> config = layout.SweepConfig(block_b=16, block_h=16, hidden_pad=256, programs_h=16, programs_b=1)
     >>> compile_lstm(config, torch.bfloat16)["forward"]
     Resources(shared_bytes=40960, registers=..., spill_bytes=0)
 """
@@ -23,7 +23,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from ..noise import EPS
-from . import common, lstm, mogrifier
+from . import common, layout, lstm, mogrifier
 from .lstm import NOISE_PHILOX, NOISE_TENSOR
 
 _TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -137,7 +137,7 @@ def precision_constexprs(dtype):
     return dict(INPUT_PRECISION="tf32" if dtype == torch.float32 else "ieee", UPCAST_DOT=False)
 
 
-def compile_lstm(config: common.SweepConfig, dtype: torch.dtype, arch: int = 90, **flags):
+def compile_lstm(config: layout.SweepConfig, dtype: torch.dtype, arch: int = 90, **flags):
     """The LSTM/G2 sweep kernels of ``config`` for ``sm_{arch}``; ``flags`` as in :func:`lstm_kernels`."""
     return _compile(lstm_kernels(dtype, **flags), {**config.constexprs(), **precision_constexprs(dtype)},
                     config.launch_options(), arch)
@@ -169,7 +169,7 @@ def main(argv=None):
     if args.cell == "mogrifier":
         resources = compile_mogrifier(mogrifier.MogrifierConfig(**fields), dtype, args.rounds, args.arch)
     else:
-        resources = compile_lstm(common.SweepConfig(**fields), dtype, args.arch)
+        resources = compile_lstm(layout.SweepConfig(**fields), dtype, args.arch)
     print(json.dumps({name: vars(used) for name, used in resources.items()}))
 
 
