@@ -34,6 +34,7 @@ class Option:
         type_name: that type, as the error message names it.
         value_ok: whether a well-typed value is allowed (else ``ValueError``).
         allowed: the allowed values, as the error message names them.
+        convert: what an allowed value is stored as (a temperature given as ``1`` is ``1.0``).
     """
 
     name: str
@@ -42,6 +43,7 @@ class Option:
     type_name: str
     value_ok: Callable[[Any], bool]
     allowed: str
+    convert: Callable[[Any], Any] = lambda value: value
 
     def check(self, value, name: Optional[str] = None):
         """Returns ``value`` if allowed, else raises naming the argument (``name`` when it is
@@ -51,12 +53,12 @@ class Option:
             raise TypeError(f"{name} must be {self.type_name}, got {type(value).__name__}")
         if not self.value_ok(value):
             raise ValueError(f"{name} must be {self.allowed}, got {value!r}")
-        return value
+        return self.convert(value)
 
 
 TEMPERATURE = Option("temperature", 1.0, _is_number, "a number",
-                     lambda v: math.isfinite(v) and v > 0, "finite and > 0")
-NOISE_PROB = Option("noise_prob", 1.0, _is_number, "a number", lambda v: 0 < v <= 1, "in (0, 1]")
+                     lambda v: math.isfinite(v) and v > 0, "finite and > 0", float)
+NOISE_PROB = Option("noise_prob", 1.0, _is_number, "a number", lambda v: 0 < v <= 1, "in (0, 1]", float)
 GATE_MODE = Option("gate_mode", "noisy", lambda v: isinstance(v, str), "a str", lambda v: v in GATE_MODES,
                    f"one of {GATE_MODES}")
 MOGRIFY_STEPS = Option("mogrify_steps", 5, _is_int, "an int", lambda v: v >= 0, ">= 0")
@@ -128,11 +130,8 @@ class Cell:
     backends: Tuple[str, ...] = field(default=("triton", "cuda", "cpu", "reference"))
 
     def check_options(self, **values) -> Dict[str, Any]:
-        """``values`` checked, with the defaults of the options not given (floats as floats)."""
-        checked = {}
-        for option in self.options:
-            value = option.check(values.pop(option.name, option.default))
-            checked[option.name] = float(value) if option.type_name == "a number" else value
+        """``values`` checked, with the defaults of the options not given."""
+        checked = {option.name: option.check(values.pop(option.name, option.default)) for option in self.options}
         if values:
             raise TypeError(f"the {self.name} cell has no option {sorted(values)[0]!r}")
         return checked
