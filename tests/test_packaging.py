@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fusedrnn.ext import build as extension_build
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Run from a directory without the repository: the installed copy answers, or nothing does.
@@ -36,7 +38,8 @@ def test_wheel_installed_elsewhere_has_the_cpu_backend(tmp_path):
     assert build.returncode == 0, build.stderr[-3000:]
     wheel = next(tmp_path.glob("fusedrnn-*.whl"))
     sources = {name for name in zipfile.ZipFile(wheel).namelist() if "/csrc/" in name}
-    assert "fusedrnn/csrc/sweep.cpp" in sources and "fusedrnn/csrc/cpu/lstm.cpp" in sources, sorted(sources)
+    built_from = {f"fusedrnn/csrc/{source}" for kind in ("cpu", "cuda") for source in extension_build.SOURCES[kind]}
+    assert built_from | {"fusedrnn/csrc/cpu/step_kernels.h"} <= sources, sorted(sources)
 
     site = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(site),

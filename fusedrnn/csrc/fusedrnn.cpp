@@ -12,11 +12,15 @@
 namespace fusedrnn {
 namespace {
 
+// This library's step kernels, looked up per call: the CPU's are chosen at the first one.
+const Kernels& device_kernels() {
 #ifdef FUSEDRNN_CUDA
-const Kernels kDeviceKernels{cuda::cell_forward, cuda::cell_backward, cuda::round_forward, cuda::round_backward};
+  static const Kernels kernels{cuda::cell_forward, cuda::cell_backward, cuda::round_forward, cuda::round_backward};
+  return kernels;
 #else
-const Kernels kDeviceKernels{cpu::cell_forward, cpu::cell_backward, cpu::round_forward, cpu::round_backward};
+  return cpu::kernels();
 #endif
+}
 
 // An operator's implementation: `Check` (checks.h) vets the arguments, since anything
 // registered in torch.ops is public and the sweeps trust their inputs; then the sweep of
@@ -28,7 +32,7 @@ template <typename Result, typename... Args, c10::Device (*Check)(Args...), Resu
 struct Operator<Check, Sweep> {
   static Result call(Args... args) {
     const c10::DeviceGuard guard(Check(args...));
-    return Sweep(kDeviceKernels, args...);
+    return Sweep(device_kernels(), args...);
   }
 };
 
@@ -57,6 +61,8 @@ TORCH_LIBRARY(fusedrnn, m) {
       "Tensor[] chains, Tensor[] round_gates, Tensor? lengths, bool reverse) "
       "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
       "Tensor grad_bias, Tensor[] grad_mogrify_weights, Tensor[] grad_mogrify_biases)");
+  // The instruction set of the CPU kernels in use (cpu/isa.h), for reports.
+  m.def("cpu_instruction_set() -> str", &cpu::instruction_set);
 }
 #endif
 

@@ -10,6 +10,7 @@
 #include <c10/util/string_view.h>
 
 #include <optional>
+#include <string>
 #include <utility>
 
 namespace fusedrnn {
@@ -81,12 +82,11 @@ struct Kernels {
   void (*round_backward)(const RoundBackwardArgs&);
 };
 
-// cpu/*.cpp: float32 and float64 (the CPU backend computes half types in float32).
+// cpu/: float32 and float64 (the CPU backend computes half types in float32), compiled for
+// several instruction sets; these are the kernels and the name of the set this CPU runs.
 namespace cpu {
-void cell_forward(const CellForwardArgs& args);
-void cell_backward(const CellBackwardArgs& args);
-void round_forward(const RoundForwardArgs& args);
-void round_backward(const RoundBackwardArgs& args);
+const Kernels& kernels();
+std::string instruction_set();
 }  // namespace cpu
 
 // cuda/*.cu: float64, float32, float16, bfloat16.

@@ -1,5 +1,14 @@
-// CPU step kernels of the LSTM cell (also the G2 cell and the Mogrifier's LSTM step):
-// one `at::parallel_for` loop over the batch rows per step, the gate math of cell.h.
+// The CPU step kernels: the LSTM cell's (also the G2 cell's and the Mogrifier's LSTM step),
+// one `at::parallel_for` loop over the batch rows per step with the gate math of cell.h, and
+// the Mogrifier rounds' elementwise part. Float32 and float64 (the CPU backend computes half
+// types in float32).
+//
+// Included once per instruction set by isa_*.cpp, which define FUSEDRNN_CPU_ISA (the
+// namespace) and FUSEDRNN_CPU_TARGET (a `GCC target` pragma, or nothing). The pragma comes
+// after every #include on purpose: only the loops below get the wider instructions, so no
+// inline function that the other files also emit (ATen's, cell.h's) is ever compiled with
+// instructions the CPU may lack. cell.h's gate math, defined before it, is inlined into the
+// loops and vectorised at their width.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -10,7 +19,9 @@
 
 #include "../cell.h"
 
-namespace fusedrnn::cpu {
+FUSEDRNN_CPU_TARGET
+
+namespace fusedrnn::cpu::FUSEDRNN_CPU_ISA {
 namespace {
 
 // Rows per task: enough elements that a thread's share outweighs the cost of waking it.
@@ -153,4 +164,54 @@ void cell_backward(const CellBackwardArgs& args) {
   });
 }
 
-}  // namespace fusedrnn::cpu
+// ---- Mogrifier rounds (SPEC §3); their LSTM step is the cell's above.
+
+namespace {
+
+// As ATen's own elementwise ops: a round's cheap sigmoid only pays for a thread per 32K elements.
+constexpr int64_t kGrain = at::internal::GRAIN_SIZE;
+
+template <typename scalar_t>
+void round_forward_elements(const RoundForwardArgs& args) {
+  using acc_t = at::opmath_type<scalar_t>;
+  acc_t* gate = args.gate.data_ptr<acc_t>();
+  const scalar_t* prev = args.prev.data_ptr<scalar_t>();
+  scalar_t* chain = args.chain.data_ptr<scalar_t>();
+  at::parallel_for(0, args.gate.numel(), kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const acc_t s = sigmoid(gate[k]);
+      gate[k] = s;
+      chain[k] = scalar_t(round_chain(s, acc_t(prev[k])));
+    }
+  });
+}
+
+template <typename scalar_t>
+void round_backward_elements(const RoundBackwardArgs& args) {
+  using acc_t = at::opmath_type<scalar_t>;
+  acc_t* grad = args.grad.data_ptr<acc_t>();
+  const scalar_t* prev = args.prev.data_ptr<scalar_t>();
+  const acc_t* gate = args.gate.data_ptr<acc_t>();
+  scalar_t* grad_a = args.grad_a.data_ptr<scalar_t>();
+  at::parallel_for(0, args.grad.numel(), kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      grad_a[k] = scalar_t(round_gate_backward(grad[k], acc_t(prev[k]), gate[k]));
+    }
+  });
+}
+
+}  // namespace
+
+void round_forward(const RoundForwardArgs& args) {
+  AT_DISPATCH_FLOATING_TYPES(args.prev.scalar_type(), "fusedrnn_cpu_round_forward",
+                             [&] { round_forward_elements<scalar_t>(args); });
+}
+
+void round_backward(const RoundBackwardArgs& args) {
+  AT_DISPATCH_FLOATING_TYPES(args.prev.scalar_type(), "fusedrnn_cpu_round_backward",
+                             [&] { round_backward_elements<scalar_t>(args); });
+}
+
+extern const Kernels kernels{cell_forward, cell_backward, round_forward, round_backward};
+
+}  // namespace fusedrnn::cpu::FUSEDRNN_CPU_ISA
