@@ -1,7 +1,8 @@
 """The G2 noise (SPEC §4.5): one counter-based generator, the same on every backend.
 
 :func:`fusedrnn.noise.sample_noise` (plain PyTorch) draws bit for bit what the Triton
-kernels draw in registers; its values have the logistic law and the Bernoulli mask; and
+kernels draw in registers, and the CPU library (``torch.ops.fusedrnn.g2_noise``) draws it too;
+its values have the logistic law and the Bernoulli mask; and
 one seed gives one result on every backend, which the reference reproduces when fed the
 regenerated noise tensor.
 """
@@ -18,6 +19,7 @@ from conftest import assert_close, random_weights, tolerance
 
 CUDA = torch.cuda.is_available()
 WORD = 0xFFFFFFFF
+SEEDS = [0, 1234567, 2 ** 32 + 5, 2 ** 62 - 3, 0x0F0A_9F11_D00D_BEEF]
 
 
 def device_for(backend):
@@ -27,6 +29,48 @@ def device_for(backend):
 def skip_unless_runs(backend):
     if backend not in fusedrnn.available_backends():
         pytest.skip(f"backend {backend!r} is unavailable here: {fusedrnn.dispatch.unavailable_reason(backend)}")
+
+
+def assert_same_noise(actual, expected):
+    """The same Bernoulli masks, and ℓ = log U − log(1 − U) within a few float32 ulps of the
+    two logarithms (log differs per libm)."""
+    assert torch.equal(actual != 0, expected != 0), "the Bernoulli masks differ"
+    u = torch.sigmoid(expected.double())
+    scale = u.log().abs() + (1 - u).log().abs()
+    error = ((actual.double() - expected.double()).abs() / scale).amax().item() if actual.numel() else 0.0
+    assert error <= 4 * torch.finfo(torch.float32).eps, f"logistic values differ by {error:.3g} of their logs"
+
+
+# The CPU library's draw (the cpu backend's), against noise.py --------------------------
+
+
+@pytest.fixture(scope="module")
+def cpu_library():
+    skip_unless_runs("cpu")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("shape, noise_prob", [((3, 5, 7), 1.0), ((2, 9, 37), 0.3), ((1, 1, 1), 0.6),
+                                               ((4, 16, 32), 0.85), ((0, 3, 4), 0.5)])
+def test_cpu_library_draws_the_torch_noise(cpu_library, seed, shape, noise_prob):
+    drawn = torch.ops.fusedrnn.g2_noise(*shape, noise_prob, torch.tensor([seed]))
+    assert drawn.shape == (shape[0], shape[1], 2, shape[2]) and drawn.dtype == torch.float32, drawn.shape
+    assert_same_noise(drawn, sample_noise(*shape, noise_prob, seed=seed))
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    ((-1, 2, 3, 0.5, torch.tensor([1])), ValueError, "must be >= 0"),
+    ((2, 2, 3, 1.5, torch.tensor([1])), ValueError, "noise_prob must be in"),
+    ((2, 2, 3, 0.5, torch.tensor([1, 2])), ValueError, "seed must be a CPU tensor of one element"),
+    ((2, 2, 3, 0.5, torch.tensor([1.0])), TypeError, "seed must be torch.int64"),
+], ids=["negative-size", "noise_prob-above-1", "two-seeds", "float-seed"])
+def test_cpu_library_noise_refuses_bad_arguments(cpu_library, arguments, error, message):
+    with pytest.raises(error, match=message):
+        torch.ops.fusedrnn.g2_noise(*arguments)
+
+
+def test_cpu_library_noise_passes_opcheck(cpu_library):
+    torch.library.opcheck(torch.ops.fusedrnn.g2_noise, (3, 4, 5, 0.5, torch.tensor([7])))
 
 
 # The Triton kernels' draw, bit for bit ---------------------------------------------------
@@ -88,7 +132,7 @@ def torch_words(seed, seq_len, batch_size, hidden_size):
 
 
 @pytest.mark.skipif(CUDA, reason="compares on the Triton interpreter; the GPU comparison is the next test")
-@pytest.mark.parametrize("seed", [0, 1234567, 2 ** 32 + 5, 2 ** 62 - 3, 0x0F0A_9F11_D00D_BEEF],
+@pytest.mark.parametrize("seed", SEEDS,
                          ids=["seed0", "seed-small", "seed-high-word-1", "seed-max", "seed-both-words"])
 @pytest.mark.parametrize("shape, noise_prob", [((3, 5, 7), 1.0), ((2, 9, 37), 0.3), ((1, 1, 1), 0.6),
                                                ((4, 16, 32), 0.85)],
@@ -110,13 +154,8 @@ def check_against_triton(seed, shape, noise_prob, device):
     assert mismatched == 0, f"{mismatched} of {words.numel()} Philox words differ from tl.philox"
     expected_uniforms = uniform(expected_words)
     assert torch.equal(uniforms, expected_uniforms), "uniforms differ from tl.uint_to_uniform_float"
-    drawn = sample_noise(*shape, noise_prob, seed=seed, device=device)
-    assert torch.equal(drawn != 0, noise != 0), "the Bernoulli masks differ"
-    # ℓ = log U − log(1 − U): a few float32 ulps of the two logarithms (log differs per libm).
-    u = expected_uniforms[:, :, 0::2].clamp(EPS, 1 - EPS).double()
-    scale = u.log().abs() + (1 - u).log().abs()
-    error = ((drawn.double() - noise.double()).abs() / scale).max().item()
-    assert error <= 4 * torch.finfo(torch.float32).eps, f"logistic values differ by {error:.3g} of their logs"
+    assert_same_noise(noise, sample_noise(*shape, noise_prob, seed=seed, device=device))
+
 
 
 def test_both_seed_words_key_the_noise():

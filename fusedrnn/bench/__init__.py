@@ -1,9 +1,6 @@
-"""The benchmark: ``python -m fusedrnn.bench`` or ``fusedrnn-bench`` (see ``--help``).
-
-Modules: ``problem`` (random inputs) and ``check`` (SPEC §6 against the float64 reference),
-``implementations`` (fusedrnn's backends and the baselines), ``measure`` (one case, checked
-and timed), ``report`` (table, JSON, chart) and ``cli`` (grids and the command).
-"""
+"""The benchmark, ``python -m fusedrnn.bench`` or ``fusedrnn-bench`` (see ``--help``): ``cli`` (grids and
+the command), ``implementations`` (fusedrnn's backends and the baselines), ``measure`` (one case, checked
+and timed), ``report`` (machine info, table, chart)."""
 from .cli import main
 
 __all__ = ["main"]

@@ -2,6 +2,7 @@
 and charts read the JSON form of the rows, so a committed results file renders as the run did."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import subprocess
@@ -11,6 +12,7 @@ from typing import Dict, List
 import torch
 
 from .. import __version__
+from .measure import Config
 
 SCHEMA = "fusedrnn-bench/2"
 SPEEDUP_BASELINES = ("nn.LSTM", "eager")
@@ -43,13 +45,12 @@ def machine_summary(info: Dict[str, object]) -> str:
     return f"{hardware}, torch {info['torch']}, triton {info['triton']}, fusedrnn {info['fusedrnn']}"
 
 
-def _key(r, implementation=None):
-    return (r["cell"], r["batch_size"], r["seq_len"], r["input_size"], r["hidden_size"], r["dtype"],
-            r["direction"], implementation or r["implementation"])
-
-
 def _shape(r) -> str:
-    return f"B{r['batch_size']}-T{r['seq_len']}-I{r['input_size']}-H{r['hidden_size']}"
+    return Config(**{field.name: r[field.name] for field in dataclasses.fields(Config)}).shape
+
+
+def _key(r, implementation=None):
+    return r["cell"], _shape(r), r["dtype"], r["direction"], implementation or r["implementation"]
 
 
 def table(rows: List[dict]) -> str:
@@ -101,11 +102,10 @@ def plot(rows: List[dict], path, title: str) -> None:
         for k, name in enumerate(names):
             points = [(labels.index((_shape(r), r["dtype"])), r["us_per_step"]) for r in mine if r["implementation"] == name]
             if points:
-                axis.plot(*zip(*points), marker="os^Dv<>p"[k % 8], linestyle="", color=plt.cm.tab10(k % 10), label=name)
-        beat = [(x, to_beat[(shape, direction)]) for x, (shape, _) in enumerate(labels) if (shape, direction) in to_beat]
-        if beat:
-            axis.plot(*zip(*beat), color="black", marker="_", markersize=30, zorder=0,  # visible at one size too
-                      label=f"to beat: nn.LSTM {line_dtype}")
+                axis.plot(*zip(*points), "os^Dv<>p"[k % 8], color=plt.cm.tab10(k % 10), label=name)
+        beat = [(x, to_beat[shape, direction]) for x, (shape, _) in enumerate(labels) if (shape, direction) in to_beat]
+        if beat:  # a wide marker, visible at one size too
+            axis.plot(*zip(*beat), "_", color="black", markersize=30, zorder=0, label=f"to beat: nn.LSTM {line_dtype}")
         axis.set_xticks(range(len(labels)), [f"{shape}\n{dtype}" for shape, dtype in labels], fontsize=7)
         axis.set(yscale="log", ylabel="µs per step (median)", title=f"{cell}, {direction}")
         axis.grid(True, which="both", alpha=0.3)

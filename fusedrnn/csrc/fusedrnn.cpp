@@ -61,9 +61,13 @@ TORCH_LIBRARY(fusedrnn, m) {
       "Tensor[] chains, Tensor[] round_gates, Tensor? lengths, bool reverse) "
       "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
       "Tensor grad_bias, Tensor[] grad_mogrify_weights, Tensor[] grad_mogrify_biases)");
+  m.def("g2_noise(int seq_len, int batch_size, int hidden_size, float noise_prob, Tensor seed) -> Tensor");
   // The instruction set of the CPU kernels in use (cpu/isa.h), for reports.
   m.def("cpu_instruction_set() -> str", &cpu::instruction_set);
 }
+
+// Any device's seed reaches the CPU implementation, which refuses all but a CPU one by name.
+TORCH_LIBRARY_IMPL(fusedrnn, CompositeExplicitAutograd, m) { m.impl("g2_noise", &cpu::g2_noise); }
 #endif
 
 #ifdef FUSEDRNN_CUDA

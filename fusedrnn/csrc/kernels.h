@@ -87,6 +87,11 @@ struct Kernels {
 namespace cpu {
 const Kernels& kernels();
 std::string instruction_set();
+
+// cpu/noise.cpp: fusedrnn.noise.sample_noise(seq_len, batch_size, hidden_size, noise_prob,
+// seed=seed) on the CPU, (T, B, 2, H) float32; it checks its own arguments.
+at::Tensor g2_noise(int64_t seq_len, int64_t batch_size, int64_t hidden_size, double noise_prob,
+                    const at::Tensor& seed);
 }  // namespace cpu
 
 // cuda/*.cu: float64, float32, float16, bfloat16.

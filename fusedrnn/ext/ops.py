@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from ..noise import draw_seed
 from ..precision import accumulation_dtype
 from ..reference.double_backward import recomputed_gradients
 from ..reference.g2 import g2_lstm
@@ -131,6 +132,18 @@ def _mogrifier_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
     return (*grads, list(grad_weights), list(grad_biases) if ctx.has_round_biases else [], None, None, None)
 
 
+# --------------------------------------------------------------------------- G2 noise
+
+
+def _fake_g2_noise(seq_len, batch_size, hidden_size, noise_prob, seed):
+    return seed.new_empty(seq_len, batch_size, 2, hidden_size, dtype=torch.float32)
+
+
+def g2_noise(seq_len, batch_size, hidden_size, noise_prob):
+    """:func:`fusedrnn.noise.sample_noise` on the CPU, drawn in C++ (the seed drawn as it draws it)."""
+    return torch.ops.fusedrnn.g2_noise(seq_len, batch_size, hidden_size, noise_prob, draw_seed("cpu"))
+
+
 _registered = False
 
 
@@ -147,6 +160,7 @@ def register() -> None:
         torch.library.register_autograd(f"fusedrnn::{name}", backward, setup_context=setup)
     torch.library.register_fake("fusedrnn::lstm_backward", _fake_lstm_backward)
     torch.library.register_fake("fusedrnn::mogrifier_backward", _fake_mogrifier_backward)
+    torch.library.register_fake("fusedrnn::g2_noise", _fake_g2_noise)
     _registered = True
 
 
