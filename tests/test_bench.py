@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fusedrnn import BackendUnavailableError
-from fusedrnn.bench import cli, main
+from fusedrnn.bench import cli, main, report
 from fusedrnn.bench.implementations import Implementation, implementation
 from fusedrnn.bench.measure import Config, measure, truth_for
 from fusedrnn.bench.report import markdown_report
@@ -71,7 +71,15 @@ def test_table_speedups_are_baseline_time_over_time(command_run):
     for cells in table:
         cell, direction, name = cells[0][2:], cells[3], cells[4]
         expected_lstm = "-" if cell != "lstm" else f"{times[(cell, direction, 'nn.LSTM')] / times[(cell, direction, name)]:.2f}"
-        assert cells[7:9] == [expected_lstm, f"{times[(cell, direction, 'eager')] / times[(cell, direction, name)]:.2f}"]
+        assert cells[7:10] == [expected_lstm] + [f"{times[(cell, direction, b)] / times[(cell, direction, name)]:.2f}"
+                                                 for b in ("eager", "reference")]
+
+
+def test_table_has_a_speedup_column_only_for_baselines_it_timed(command_run):
+    _, _, document, _ = command_run
+    without_eager = [r for r in document["rows"] if r["implementation"] != "eager"]
+    header = report.table(without_eager).splitlines()[0]
+    assert "× nn.LSTM" in header and "× reference" in header and "× eager" not in header, header
 
 
 def test_report_renders_the_json_as_the_run_printed_it(command_run, capsys):

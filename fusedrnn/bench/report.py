@@ -15,7 +15,8 @@ from .. import __version__
 from .measure import Config
 
 SCHEMA = "fusedrnn-bench/2"
-SPEEDUP_BASELINES = ("nn.LSTM", "eager")
+#: Speed-up columns, for those of these a results file timed.
+SPEEDUP_BASELINES = ("nn.LSTM", "eager", "reference")
 
 
 def machine_info(device: torch.device) -> Dict[str, object]:
@@ -57,19 +58,19 @@ def table(rows: List[dict]) -> str:
     """One line per configuration, direction and implementation; ``× b`` is b's time over
     this one (> 1: faster than b); the last column is the error against the reference."""
     times = {_key(r): r["median_ms"] for r in rows if r["median_ms"]}
+    baselines = [b for b in SPEEDUP_BASELINES if any(r["implementation"] == b for r in rows)]
     lines = ["| cell | B-T-I-H | dtype | dir | implementation | median ms | µs/step | "
-             + " | ".join(f"× {b}" for b in SPEEDUP_BASELINES) + " | rel. error / note |",
-             "|" + "---|" * (8 + len(SPEEDUP_BASELINES))]
+             + "".join(f"× {b} | " for b in baselines) + "rel. error / note |", "|" + "---|" * (8 + len(baselines))]
     for r in rows:
         timed = r["median_ms"] is not None
         speedups = [f"{times[_key(r, b)] / r['median_ms']:.2f}" if timed and _key(r, b) in times else "-"
-                    for b in SPEEDUP_BASELINES]
+                    for b in baselines]
         note = f"{r['error']:.1e}" + (" (over tolerance)" if not r["error"] <= r["tolerance"] else "") if r["status"] == "ok" \
             else f"{r['status']}: {r['reason']}".replace("|", "/").replace("\n", " ")
         note += f"; first call {r['first_call_s']:.1f} s" if r["implementation"] == "compiled" and timed else ""
         lines.append(f"| {r['cell']} | {_shape(r)} | {r['dtype']} | {r['direction']} | {r['implementation']} | "
                      + (f"{r['median_ms']:.3f} | {r['us_per_step']:.1f}" if timed else "- | -")
-                     + f" | {' | '.join(speedups)} | {note} |")
+                     + "".join(f" | {speedup}" for speedup in speedups) + f" | {note} |")
     return "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,8 @@ from ..sweep import Sweep
 FASTER = {("cpu", torch.float32)}
 
 #: Below this many elements per call (``T·B·H``) fixed costs dominate and the ``cpu`` backend's
-#: are the lower: decoding one step at a time (`bench/cpu_crossover.py`, `bench/results/cpu-auto/`).
+#: are the lower: decoding one step at a time (`bench/results/cpu-auto/small-calls.md`; it never
+#: picks ``cpu`` where PyTorch's kernel was faster, and misses a few calls where ``cpu`` was).
 SMALL_CALL = 1024
 
 
