@@ -178,6 +178,26 @@ def test_g2_same_seed_is_bitwise_identical(device):
     assert not torch.equal(first[0], other[0])
 
 
+@pytest.mark.parametrize("dtype, gates_dtype", [(torch.float16, torch.float16), (torch.bfloat16, torch.float32),
+                                                (torch.float32, torch.float32)], ids=["float16", "bfloat16", "float32"])
+def test_the_backward_keeps_the_cells_in_float32_and_the_gates_as_small_as_precision_allows(dtype, gates_dtype):
+    """SPEC §6: the cell state stays float32; the activated gates, most of what a training
+    step keeps, are float16 for float16 (the parity suite holds them to its bounds; bfloat16
+    gates would not meet them)."""
+    device = "cuda" if CUDA else "cpu"
+    seq_len, batch_size, hidden_size = 5, 3, 8
+    x = torch.randn(seq_len, batch_size, hidden_size, device=device, dtype=dtype, requires_grad=True)
+    weights = {k: w.to(device, dtype) for k, w in random_weights("lstm", hidden_size, hidden_size).items()}
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        functional.lstm(x, **weights, backend="triton")[0].sum().backward()
+    kept = {}
+    for tensor in saved:
+        kept.setdefault(tuple(tensor.shape), set()).add(tensor.dtype)
+    assert kept[(seq_len, batch_size, 4 * hidden_size)] == {gates_dtype}, f"the gates: {kept}"
+    assert torch.float32 in kept[(seq_len, batch_size, hidden_size)], f"the cells: {kept}"
+
+
 # Offline GPU compilation (CPU CI) ------------------------------------------------------
 
 @pytest.mark.parametrize("dtype, config", [

@@ -24,7 +24,7 @@ from triton.compiler import ASTSource
 
 from ..noise import EPS
 from . import common, layout, lstm, mogrifier
-from .lstm import NOISE_PHILOX, NOISE_TENSOR
+from .lstm import NOISE_PHILOX, NOISE_TENSOR, SAVED_GATES_DTYPE
 
 _TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -51,9 +51,11 @@ def lstm_kernels(dtype, noise=NOISE_PHILOX.value, hard_gates=False, lengths=True
     forward = dict(gx=_pointer(t), w_hh=_pointer(t), h0=_pointer(t), c0=_pointer(t),
                    lengths=_pointer("i64", lengths), noise=_pointer(f32, noise == NOISE_TENSOR.value),
                    seed=_pointer("i64", noise == NOISE_PHILOX.value), states=_pointer(t), out=_pointer(t),
-                   cells=_pointer(f32, save), gates=_pointer(f32, save), h_n=_pointer(t), c_n=_pointer(t),
+                   cells=_pointer(f32, save), gates=_pointer(SAVED_GATES_DTYPE[t], save), h_n=_pointer(t),
+                   c_n=_pointer(t),
                    counters="*i32", T="i32", B="i32", H="i32", inv_temperature="fp32", noise_prob="fp32")
-    backward = dict(w_hh=_pointer(t), gates="*fp32", cells="*fp32", c0="*fp32", lengths=_pointer("i64", lengths),
+    backward = dict(w_hh=_pointer(t), gates=_pointer(SAVED_GATES_DTYPE[t]), cells="*fp32", c0="*fp32",
+                    lengths=_pointer("i64", lengths),
                     d_out=_pointer(t), d_h_n=_pointer(t), d_c_n=_pointer(t), dz=_pointer(t), d_h0="*fp32",
                     d_c0="*fp32", counters="*i32", T="i32", B="i32", H="i32", inv_temperature="fp32")
     forward_flags = dict(REVERSE=reverse, HARD_GATES=hard_gates, HAS_LENGTHS=lengths, SAVE=save, NOISE=noise, EPS=EPS)
