@@ -119,13 +119,14 @@ def test_gradient_penalty_step_matches_nn_lstm():
         assert_close(f"gradient-penalty {name}", gradients[1][name], expected, 1e-10)
 
 
-@pytest.mark.parametrize("cell", list(MODULES))
-def test_triton_second_order_gradients_match_the_reference(cell):
+@pytest.mark.parametrize("cell, options", [(cell, {}) for cell in MODULES] + [("mogrifier", {"mogrify_rank": 2})],
+                         ids=list(MODULES) + ["mogrifier-rank2"])
+def test_triton_second_order_gradients_match_the_reference(cell, options):
     """The Triton sweeps' ``create_graph`` backward (float32 here) against the float64 reference."""
     if dispatch.unavailable_reason("triton") is not None:
         pytest.skip(dispatch.unavailable_reason("triton"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = MODULES[cell](3, 4, backend="triton", device=device)
+    model = MODULES[cell](3, 4, backend="triton", device=device, **options)
     if cell == "g2":
         model.eval()
     x = torch.randn(4, 2, 3, device=device, generator=None)

@@ -314,8 +314,8 @@ c10::Device check_mogrifier_backward(const Tensor& grad_output, const Tensor& gr
                                      const Tensor& weight_hh, const Tensor& gates, const Tensor& cells,
                                      const Tensor& h_prev, at::TensorList mogrify_weights,
                                      const BoolList& mogrify_low_rank, at::TensorList mogrify_right_factors,
-                                     at::TensorList chains, at::TensorList round_gates, const std::optional<Tensor>& lengths,
-                                     bool /*reverse*/) {
+                                     at::TensorList chains, at::TensorList round_gates,
+                                     const std::optional<Tensor>& lengths, bool /*reverse*/) {
   const Checker check("fusedrnn.mogrifier_backward", x, weight_hh);
   backward_inputs(check, grad_output, grad_h_n, grad_c_n, c0, weight_ih, gates, cells, h_prev, lengths);
   round_weights(check, mogrify_weights, mogrify_low_rank, mogrify_right_factors);

@@ -46,8 +46,8 @@ c10::Device check_lstm_backward(const Tensor& grad_output, const Tensor& grad_h_
 c10::Device check_mogrifier_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
                                     const Tensor& weight_hh, const std::optional<Tensor>& bias,
                                     at::TensorList mogrify_weights, const BoolList& mogrify_low_rank,
-                                    at::TensorList mogrify_right_factors, at::TensorList mogrify_biases, const std::optional<Tensor>& lengths,
-                                    bool reverse, bool save);
+                                    at::TensorList mogrify_right_factors, at::TensorList mogrify_biases,
+                                    const std::optional<Tensor>& lengths, bool reverse, bool save);
 
 c10::Device check_mogrifier_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n,
                                      const Tensor& x, const Tensor& c0, const Tensor& weight_ih,

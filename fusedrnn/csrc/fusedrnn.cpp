@@ -59,8 +59,8 @@ TORCH_LIBRARY(fusedrnn, m) {
   m.def(
       "mogrifier_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor x, Tensor c0, "
       "Tensor weight_ih, Tensor weight_hh, Tensor gates, Tensor cells, Tensor h_prev, Tensor[] mogrify_weights, "
-      "bool[] mogrify_low_rank, Tensor[] mogrify_right_factors, Tensor[] chains, Tensor[] round_gates, Tensor? lengths, "
-      "bool reverse) "
+      "bool[] mogrify_low_rank, Tensor[] mogrify_right_factors, Tensor[] chains, Tensor[] round_gates, "
+      "Tensor? lengths, bool reverse) "
       "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
       "Tensor grad_bias, Tensor[] grad_mogrify_weights, Tensor[] grad_mogrify_right_factors, "
       "Tensor[] grad_mogrify_biases)");

@@ -257,11 +257,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorLis
     const Tensor& x, const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const Tensor& gates,
     const Tensor& cells, const Tensor& h_prev, at::TensorList mogrify_weights,
     const BoolList& mogrify_low_rank, at::TensorList mogrify_right_factors, at::TensorList chains,
-    at::TensorList round_gates,
-    const std::optional<Tensor>& lengths, bool reverse) {
+    at::TensorList round_gates, const std::optional<Tensor>& lengths, bool reverse) {
   const int64_t rounds = static_cast<int64_t>(mogrify_weights.size());
   const auto acc = gates.scalar_type();
-  const std::vector<RoundWeight> weights = round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors, acc, Factor::kRight);
+  const std::vector<RoundWeight> weights =
+      round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors, acc, Factor::kRight);
   Tensor grad_x = at::empty_like(x);
   // Per round and step: da (the gradient of the gate pre-activation) and, for a low-rank
   // round, its k-wide da·left, both kept for the weight gradients after the sweep.
