@@ -136,7 +136,8 @@ def _mogrifier_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
             grad_output.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous(), x, c0, weight_ih, weight_hh,
             gates, cells, h_prev, matrices, low_rank, right_factors, chains, round_gates, lengths, ctx.reverse)
         grads[5] = grads[5] if bias is not None else None
-    no_grad_low_rank = None if low_rank else []  # torch.library takes an empty list for a (empty) tensor list
+    # bool[] gets no gradient; but torch.library reads an empty list as an empty tensor list.
+    no_grad_low_rank = None if low_rank else []
     return (*grads, list(grad_weights), no_grad_low_rank, list(grad_right_factors),
             list(grad_biases) if has_biases else [], None, None, None)
 
