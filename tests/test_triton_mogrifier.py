@@ -153,9 +153,10 @@ def test_gpu_matches_reference(dtype, shape, rounds, reverse):
 @needs_cuda
 @pytest.mark.parametrize("programs", [2, 7, 32], ids=lambda p: f"P{p}")
 def test_gpu_barrier_with_many_programs(programs, monkeypatch):
-    """More programs than the default layout picks for this size: small tiles, many barriers."""
+    """More programs than the default layout picks for this size: small tiles, many barriers
+    (low-rank rounds add theirs, and their k-wide phases span two tiles at rank 20)."""
     monkeypatch.setattr(mogrifier, "config_for", lambda sweep: mogrifier.MogrifierConfig(programs, 16, 16, 16))
-    case = ({"mogrify_steps": 5, "mogrify_rank": 8}, {})
+    case = ({"mogrify_steps": 5, "mogrify_rank": [8, None, 20, 8, None]}, {})
     compare(case, (20, 24, 40, 56), torch.float32, "cuda", lengths=True, reverse=False)
 
 
