@@ -10,35 +10,36 @@ result of the one before. ``P`` programs split every phase into ``(batch tile, f
 tile)`` pairs, dealt round-robin, and meet at one grid barrier after each phase: ``r + 1``
 barriers per step, forward and backward (one more per low-rank round, below), the fewest
 these dependencies allow without recomputing a round in every program. Phases exchange
-their results through the buffers the backward reads anyway (one slot per step and
-round), so no buffer is overwritten while another program may still read it. A program always gets the same tiles of the
-same phase, so the state ``c`` and the backward's carried gradients need no barrier of
-their own. With ``P = 1`` (the CPU interpreter) the code path is the same and every
-barrier opens at once. No matrix stays in registers or shared memory: every phase
-re-reads its weight tiles in ``BLOCK_K`` chunks (from L2 once warm), the simplest split
-that runs any ``I``, ``H`` and ``r``; keeping slices resident is the next step for speed.
+their results through the buffers the backward reads anyway (one slot per step and round),
+so no buffer is overwritten while another program may still read it. A program always gets
+the same tiles of the same phase, so the state ``c`` and the backward's carried gradients
+need no barrier of their own. With ``P = 1`` (the CPU interpreter) the code path is the
+same and every barrier opens at once. No matrix stays in registers or shared memory: every
+phase re-reads its weight tiles in ``BLOCK_K`` chunks (from L2 once warm), the simplest
+split that runs any ``I``, ``H`` and ``r``; keeping slices resident is the next step for
+speed.
 
 Backward (SPEC §3): per step the LSTM backward gives ``dz``; the phases after it form
 ``g_x = dz W_ih``, ``g_h = dz W_hh`` and undo the rounds ``j = r..1``, each phase doing one
 round's product and the elementwise part of the round below it. Weight gradients are
 products over all ``T·B`` rows after the sweep.
 
-Low rank (SPEC §3.2): a round ``W_j = left (m, k) @ right (k, n)`` is never multiplied out.
-Its gate is ``(v rightᵀ) leftᵀ``, and every tile of the gate needs all ``k`` columns of the
-intermediate ``v rightᵀ``, which in turn needs all of ``v``: so the round takes two phases,
-one forming the ``(B, k)`` intermediate into ``thin`` and, after a barrier, the round's own
-phase reading it in place of ``v``. Likewise in the backward ``da left`` gets a phase before
-``δv += (da left) right``. Computing the intermediate inside each gate tile instead would
-save that barrier but repeat the ``B·n·k`` product once per feature tile of the round
-(``m / BLOCK_N`` times): ``(m / BLOCK_N)·B·n·k``, more than the full-rank ``B·m·n`` as soon
-as ``k ≥ BLOCK_N`` (32 on a GPU; ``k = H/8`` is 32 at ``H = 256``). Per step and low-rank
-round the products then cost
-``2·B·k·(m + n)`` flops instead of ``2·B·m·n``, at one more barrier each way. The
-intermediates of every step stay in ``thin`` (forward) and ``d_thin`` (backward), so the
-factors' gradients ``daᵀ (v rightᵀ)`` and ``(da left)ᵀ v`` are products over ``T·B`` rows after
-the sweep, like the others. All rounds sit in one ``w_round`` buffer, a row per round, every
-low-rank round padded with zeros to the largest rank of the call (exact, and a mix of ranks
-is rare); which rounds are low rank is the constexpr bit mask ``LOW_RANK``.
+Low rank (SPEC §3.2): a round ``W_j = left (m, k) @ right (k, n)`` is never multiplied
+out. Its gate is ``(v rightᵀ) leftᵀ``, and every tile of the gate needs all ``k`` columns
+of the intermediate ``v rightᵀ``, which in turn needs all of ``v``: so the round takes two
+phases, one forming the ``(B, k)`` intermediate into ``thin`` and, after a barrier, the
+round's own phase reading it in place of ``v``. Likewise in the backward ``da left`` gets
+a phase before ``δv += (da left) right``. Computing the intermediate inside each gate tile
+instead would save that barrier but repeat the ``B·n·k`` product once per feature tile of
+the round (``m / BLOCK_N`` times): ``(m / BLOCK_N)·B·n·k``, more than the full-rank
+``B·m·n`` as soon as ``k ≥ BLOCK_N`` (32 on a GPU; ``k = H/8`` is 32 at ``H = 256``). Per
+step and low-rank round the products then cost ``2·B·k·(m + n)`` flops instead of
+``2·B·m·n``, at one more barrier each way. The intermediates of every step stay in
+``thin`` (forward) and ``d_thin`` (backward), so the factors' gradients ``daᵀ (v rightᵀ)``
+and ``(da left)ᵀ v`` are products over ``T·B`` rows after the sweep, like the others. All
+rounds sit in one ``w_round`` buffer, a row per round, every low-rank round padded with
+zeros to the largest rank of the call (exact, and a mix of ranks is rare); which rounds
+are low rank is the constexpr bit mask ``LOW_RANK``.
 """
 from __future__ import annotations
 
