@@ -8,16 +8,15 @@ directions). Shapes: ``input (T, B, I)``, ``weight_ih (4H, I)``, ``weight_hh (4H
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence
 
 import torch
 
 from . import dispatch
 from .cells import G2, GATE_MODE, NOISE_PROB, TEMPERATURE, mogrify_round_shape
-from .sweep import Sweep
+from .sweep import RoundWeight, Sweep
 
 Tensor = torch.Tensor
-MogrifyWeight = Union[Tensor, Tuple[Tensor, Tensor]]
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -114,14 +113,6 @@ def lstm(
     return _run(sweep, backend)
 
 
-def mogrifier_weight(weight: MogrifyWeight) -> Tensor:
-    """A round's matrix: the tensor itself, or ``left @ right`` for a low-rank ``(left, right)``."""
-    if isinstance(weight, (tuple, list)):
-        left, right = weight
-        return left @ right
-    return weight
-
-
 def mogrifier_lstm(
     input: Tensor,
     weight_ih: Tensor,
@@ -131,7 +122,7 @@ def mogrifier_lstm(
     h0: Optional[Tensor] = None,
     c0: Optional[Tensor] = None,
     *,
-    mogrify_weights: Sequence[MogrifyWeight] = (),
+    mogrify_weights: Sequence[RoundWeight] = (),
     mogrify_biases: Optional[Sequence[Tensor]] = None,
     lengths: Optional[Tensor] = None,
     reverse: bool = False,
@@ -142,7 +133,8 @@ def mogrifier_lstm(
     Args:
         mogrify_weights: one entry per round ``j = 1..r``: ``Q_j (I, H)`` for odd
             ``j``, ``R_j (H, I)`` for even ``j``; or a low-rank pair ``(left (m, k),
-            right (k, n))`` whose product has that shape.
+            right (k, n))`` whose product has that shape. A pair is never multiplied out:
+            every backend applies it as two thin products and differentiates the factors.
         mogrify_biases: ``r`` round biases, ``(I,)`` for odd ``j`` and ``(H,)`` for even
             ``j``, or ``None``.
     Other arguments and the return value as :func:`lstm`.
@@ -160,9 +152,10 @@ def mogrifier_lstm(
             left, right = weight
             _check_tensor(f"mogrify_weights[{j - 1}][0]", left, (shape[0], left.shape[-1]), input)
             _check_tensor(f"mogrify_weights[{j - 1}][1]", right, (left.shape[-1], shape[1]), input)
-        weight = mogrifier_weight(weight)
-        _check_tensor(f"mogrify_weights[{j - 1}]", weight, shape, input)
-        weights.append(weight)
+            weights.append((left, right))
+        else:
+            _check_tensor(f"mogrify_weights[{j - 1}]", weight, shape, input)
+            weights.append(weight)
     if mogrify_biases is not None:
         if len(mogrify_biases) != len(weights):
             raise ValueError(f"mogrify_biases must have one bias per round ({len(weights)}), got {len(mogrify_biases)}")

@@ -5,11 +5,49 @@ Shape letters (docs/SPEC.md): T time steps, B batch, I input size, H hidden size
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .cells import CELLS
+
+#: A Mogrifier round's matrix ``W (m, n)`` (SPEC §3.2): the tensor itself, or a low-rank pair
+#: ``(left (m, k), right (k, n))`` with ``W = left @ right``, which no backend multiplies out.
+RoundWeight = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
+
+
+def split_round_weights(weights: Sequence[RoundWeight]) -> Tuple[Tuple[torch.Tensor, ...], Tuple[bool, ...],
+                                                                 Tuple[torch.Tensor, ...]]:
+    """The rounds as the compiled operators take them: ``(matrices, low_rank, right_factors)``,
+    each round's matrix (its left factor when low rank), whether it is low rank, and the right
+    factors of the low-rank rounds in round order."""
+    matrices = tuple(weight[0] if isinstance(weight, tuple) else weight for weight in weights)
+    low_rank = tuple(isinstance(weight, tuple) for weight in weights)
+    return matrices, low_rank, tuple(weight[1] for weight in weights if isinstance(weight, tuple))
+
+
+def join_round_weights(matrices: Sequence[torch.Tensor], low_rank: Sequence[bool],
+                       right_factors: Sequence[torch.Tensor]) -> Tuple[RoundWeight, ...]:
+    """The rounds of :func:`split_round_weights`' parts."""
+    right_factors = iter(right_factors)
+    return tuple((matrix, next(right_factors)) if factored else matrix for matrix, factored in zip(matrices, low_rank))
+
+
+def flatten_rounds(weights: Sequence[RoundWeight], biases: Optional[Sequence[torch.Tensor]]):
+    """``(tensors, low_rank)``: every tensor of the rounds in one flat tuple (the matrices or left
+    factors, the right factors, the biases), as autograd takes them, and which rounds are low rank."""
+    matrices, low_rank, right_factors = split_round_weights(weights)
+    return (*matrices, *right_factors, *(biases or ())), low_rank
+
+
+def unflatten_rounds(tensors: Sequence[Optional[torch.Tensor]], low_rank: Sequence[bool], has_biases: bool):
+    """The inverse of :func:`flatten_rounds` on the front of ``tensors`` (or on gradients of
+    the same layout): ``(weights, biases or None, the tensors after them)``."""
+    rounds, factored = len(low_rank), sum(low_rank)
+    biases_end = 2 * rounds + factored if has_biases else rounds + factored
+    weights = join_round_weights(tensors[:rounds], low_rank, tensors[rounds:rounds + factored])
+    biases = tuple(tensors[rounds + factored:biases_end]) if has_biases else None
+    return weights, biases, tuple(tensors[biases_end:])
 
 
 @dataclass(frozen=True)
@@ -27,7 +65,8 @@ class Sweep:
             ``t < lengths[b]`` and is frozen (output zero) after.
         reverse: run ``t = T-1 .. 0`` (row ``b`` starts at ``lengths[b] - 1``).
         mogrify_weights: Mogrifier round matrices, round ``j = 1..r``: ``Q_j (I, H)``
-            for odd ``j``, ``R_j (H, I)`` for even ``j`` (low rank already multiplied out).
+            for odd ``j``, ``R_j (H, I)`` for even ``j``, each a tensor or a low-rank
+            ``(left, right)`` tuple (:data:`RoundWeight`).
         mogrify_biases: round biases ``(I,)`` / ``(H,)`` or ``None``.
         temperature, noise_prob, gate_mode: G2-LSTM options (SPEC §4), checked with
             ``cells.G2.check_options``. Other cells keep the values under which G2's
@@ -46,7 +85,7 @@ class Sweep:
     bias_hh: Optional[torch.Tensor]
     lengths: Optional[torch.Tensor] = None
     reverse: bool = False
-    mogrify_weights: Tuple[torch.Tensor, ...] = ()
+    mogrify_weights: Tuple[RoundWeight, ...] = ()
     mogrify_biases: Optional[Tuple[torch.Tensor, ...]] = None
     temperature: float = 1.0
     noise_prob: float = 1.0
@@ -103,5 +142,5 @@ class Sweep:
         backward to come, a backend need not keep every step's state.
         """
         tensors = (self.x, self.h0, self.c0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
-                   *self.mogrify_weights, *(self.mogrify_biases or ()))
+                   *flatten_rounds(self.mogrify_weights, self.mogrify_biases)[0])
         return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

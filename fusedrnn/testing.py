@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -151,11 +151,15 @@ def with_hard_gate_margin(x: Tensor, h0: Tensor, weights: Dict[str, object]) -> 
 
 
 def random_weights(cell: str, input_size: int, hidden_size: int, *, bias: bool = True, mogrify_steps: int = 5,
-                   mogrify_rank: Optional[int] = None, mogrify_bias: bool = True, device="cpu") -> Dict[str, object]:
+                   mogrify_rank: Union[None, int, Sequence[Optional[int]]] = None, mogrify_bias: bool = True,
+                   device="cpu") -> Dict[str, object]:
     """Float64 weights of one layer and direction as the functional API's keyword arguments:
     LSTM weights ``U(-1/√H, 1/√H)`` as the modules initialise them, round matrices
     ``U(-1/√fan_in, 1/√fan_in)`` (low rank: factors ``U(-0.7, 0.7)``), round biases
-    ``U(-0.3, 0.3)``: never zeros."""
+    ``U(-0.3, 0.3)``: never zeros. ``mogrify_rank`` is every round's rank (``None``: full
+    rank) or one per round, to mix full-rank and low-rank rounds."""
+    if not isinstance(mogrify_rank, (list, tuple)):
+        mogrify_rank = [mogrify_rank] * mogrify_steps
     def uniform(*shape, bound):
         return (torch.rand(shape, dtype=torch.float64, device=device) * 2 - 1) * bound
 
@@ -168,10 +172,11 @@ def random_weights(cell: str, input_size: int, hidden_size: int, *, bias: bool =
         rounds, biases = [], []
         for j in range(1, mogrify_steps + 1):
             rows, cols = mogrify_round_shape(j, input_size, hidden_size)
-            if mogrify_rank is None:
+            rank = mogrify_rank[j - 1]
+            if rank is None:
                 rounds.append(uniform(rows, cols, bound=cols ** -0.5))
             else:
-                rounds.append((uniform(rows, mogrify_rank, bound=0.7), uniform(mogrify_rank, cols, bound=0.7)))
+                rounds.append((uniform(rows, rank, bound=0.7), uniform(rank, cols, bound=0.7)))
             biases.append(uniform(rows, bound=0.3))
         weights.update(mogrify_weights=rounds, mogrify_biases=biases if mogrify_bias else None)
     return weights

@@ -1,5 +1,7 @@
 """The modules are drop-in ``torch.nn.LSTM``s: same arguments, shapes, parameter names,
 state_dict and (in float64) the same numbers, for every layout ``nn.LSTM`` accepts."""
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -147,6 +149,27 @@ def test_mogrifier_parameters_and_init():
     full = fusedrnn.MogrifierLSTM(input_size, hidden_size, mogrify_steps=2, mogrify_bias=False)
     assert abs(full.mogrify_weight_l0_r2.std().item() * input_size ** 0.5 - 1) < 0.1
     assert not any("bias" in n and "mogrify" in n for n in full.state_dict())
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+def test_low_rank_module_passes_the_factors(backend, monkeypatch):
+    """A low-rank module hands each round to the backend as its (left, right) parameters,
+    never their product, and the factors get gradients; state_dict names stay as SPEC §3.2."""
+    if fusedrnn.dispatch.unavailable_reason(backend) is not None:
+        pytest.skip(fusedrnn.dispatch.unavailable_reason(backend))
+    model = fusedrnn.MogrifierLSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True, mogrify_steps=3,
+                                   mogrify_rank=2, backend=backend)
+    sweeps, run = [], fusedrnn.dispatch.run
+    monkeypatch.setattr(fusedrnn.dispatch, "run", lambda name, sweep: run(name, sweeps.append(sweep) or sweep))
+    output, _ = model(torch.randn(SEQ_LEN, BATCH_SIZE, INPUT_SIZE))
+    output.sum().backward()
+    parameters = dict(model.named_parameters())
+    for layer, tag in enumerate(["l0", "l0_reverse", "l1", "l1_reverse"]):
+        for j, weight in enumerate(sweeps[layer].mogrify_weights, start=1):
+            left, right = parameters[f"mogrify_weight_left_{tag}_r{j}"], parameters[f"mogrify_weight_right_{tag}_r{j}"]
+            assert isinstance(weight, tuple) and weight[0] is left and weight[1] is right, f"{tag} round {j}"
+            assert left.grad.abs().sum() > 0 and right.grad.abs().sum() > 0, f"{tag} round {j}"
+    assert not [name for name in parameters if re.match(r"mogrify_weight_l\d", name)]  # no full-rank matrix
 
 
 @settings(max_examples=25, deadline=None)

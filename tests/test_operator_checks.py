@@ -12,11 +12,14 @@ import torch
 import fusedrnn
 from fusedrnn.ext import build
 from fusedrnn.noise import sample_noise
+from fusedrnn.sweep import join_round_weights
 
 from conftest import assert_close, tolerance
 
 T, B, I, H = 5, 64, 16, 32  # all distinct, so that no swapped dimension passes
 ROUNDS = 3
+RANK = 4  # round 3 is low rank, (I, RANK) @ (RANK, H); rounds 1 and 2 full rank
+LOW_RANK = [False, False, True]
 FORWARD_OUTPUTS = {
     "lstm": ["output", "h_n", "c_n", "gates", "cells", "h_prev"],
     "mogrifier": ["output", "h_n", "c_n", "gates", "cells", "h_prev", "chains", "round_gates"],
@@ -52,7 +55,10 @@ def forward_args(cell, dtype=torch.float32, device="cpu", save=True):
         noise = sample_noise(T, B, H, 0.5, generator=generator).to(device)
         return dict(args, lengths=lengths, noise=noise, reverse=False, temperature=0.8, gate_mode="noisy", save=save)
     sizes = [(I, H) if j % 2 else (H, I) for j in range(1, ROUNDS + 1)]
-    return dict(args, mogrify_weights=[rand(*size, scale=size[1] ** -0.5) for size in sizes],
+    weights = [rand(size[0], RANK, scale=0.7) if factored else rand(*size, scale=size[1] ** -0.5)
+               for size, factored in zip(sizes, LOW_RANK)]
+    right_factors = [rand(RANK, size[1], scale=0.7) for size, factored in zip(sizes, LOW_RANK) if factored]
+    return dict(args, mogrify_weights=weights, mogrify_low_rank=LOW_RANK, mogrify_right_factors=right_factors,
                 mogrify_biases=[rand(size[0], scale=0.3) for size in sizes], lengths=lengths, reverse=False,
                 save=save)
 
@@ -75,8 +81,10 @@ def backward_args(cell, inputs, saved, grads):
     if cell == "lstm":
         return dict(args, lengths=inputs["lengths"], reverse=inputs["reverse"], temperature=inputs["temperature"],
                     gate_mode=inputs["gate_mode"])
-    return dict(args, mogrify_weights=inputs["mogrify_weights"], chains=saved["chains"],
-                round_gates=saved["round_gates"], lengths=inputs["lengths"], reverse=inputs["reverse"])
+    return dict(args, **{name: inputs[name] for name in ("mogrify_weights", "mogrify_low_rank",
+                                                         "mogrify_right_factors")},
+                chains=saved["chains"], round_gates=saved["round_gates"], lengths=inputs["lengths"],
+                reverse=inputs["reverse"])
 
 
 def output_grads(saved):
@@ -248,6 +256,34 @@ CHECKS = [
     ("mogrifier_forward", "mogrify_weights", "round 1 strided",
      lambda a: replaced(a["mogrify_weights"], 0, strided(a["mogrify_weights"][0])), ValueError,
      "mogrify_weights[0] (round 1) must be contiguous"),
+    # A low-rank round: its flag, its left factor in mogrify_weights, its right factor next in
+    # mogrify_right_factors.
+    ("mogrifier_forward", "mogrify_low_rank", "one too few", lambda a: LOW_RANK[:-1], ValueError,
+     "mogrify_low_rank must hold one entry per round (3, as mogrify_weights), got 2"),
+    ("mogrifier_forward", "mogrify_low_rank", "round 3 marked full rank", lambda a: [False] * ROUNDS, ValueError,
+     "mogrify_right_factors must hold one tensor per low-rank round (0, as mogrify_low_rank), got 1"),
+    ("mogrifier_forward", "mogrify_right_factors", "missing", lambda a: [], ValueError,
+     "mogrify_right_factors must hold one tensor per low-rank round (1, as mogrify_low_rank), got 0"),
+    ("mogrifier_forward", "mogrify_weights", "round 3 left factor transposed",
+     lambda a: replaced(a["mogrify_weights"], 2, a["mogrify_weights"][2].t().contiguous()), ValueError,
+     "mogrify_weights[2] (round 3) must have shape (I, k) = (16, k) (the left factor of a low-rank round; "
+     "I from x), got (4, 16)"),
+    ("mogrifier_forward", "mogrify_weights", "round 3 left factor a vector",
+     lambda a: replaced(a["mogrify_weights"], 2, a["mogrify_weights"][2][:, 0].contiguous()), ValueError,
+     "mogrify_weights[2] (round 3) must have shape (I, k) = (16, k)"),
+    ("mogrifier_forward", "mogrify_weights", "round 3 left factor strided",
+     lambda a: replaced(a["mogrify_weights"], 2, strided(a["mogrify_weights"][2])), ValueError,
+     "mogrify_weights[2] (round 3) must be contiguous"),
+    ("mogrifier_forward", "mogrify_right_factors", "rank k - 1", lambda a: [a["mogrify_right_factors"][0][1:]],
+     ValueError, "mogrify_right_factors[0] (round 3) must have shape (k, H) = (4, 32) (k from mogrify_weights[2] "
+     "(round 3), H from weight_hh), got (3, 32)"),
+    ("mogrifier_forward", "mogrify_right_factors", "transposed",
+     lambda a: [a["mogrify_right_factors"][0].t().contiguous()], ValueError,
+     "mogrify_right_factors[0] (round 3) must have shape (k, H) = (4, 32)"),
+    ("mogrifier_forward", "mogrify_right_factors", "float64", lambda a: [a["mogrify_right_factors"][0].double()],
+     TypeError, "mogrify_right_factors[0] (round 3) must be torch.float32 like x, got torch.float64"),
+    ("mogrifier_forward", "mogrify_right_factors", "strided", lambda a: [strided(a["mogrify_right_factors"][0])],
+     ValueError, "mogrify_right_factors[0] (round 3) must be contiguous"),
     ("mogrifier_forward", "mogrify_biases", "one too few", lambda a: a["mogrify_biases"][:-1], ValueError,
      "mogrify_biases must be empty or hold one tensor per round (3, as mogrify_weights), got 2"),
     ("mogrifier_forward", "mogrify_biases", "round 2 of width I",
@@ -280,10 +316,16 @@ CHECKS = [
     ("mogrifier_backward", "mogrify_weights", "round 2 transposed",
      lambda a: replaced(a["mogrify_weights"], 1, a["mogrify_weights"][1].t().contiguous()), ValueError,
      f"mogrify_weights[1] (round 2) must have shape (H, I) = (32, 16) {SHAPE} (16, 32)"),
+    ("mogrifier_backward", "mogrify_low_rank", "one too many", lambda a: LOW_RANK + [False], ValueError,
+     "fusedrnn.mogrifier_backward: mogrify_low_rank must hold one entry per round (3, as mogrify_weights), got 4"),
+    ("mogrifier_backward", "mogrify_right_factors", "rank k + 1",
+     lambda a: [torch.cat([a["mogrify_right_factors"][0], a["mogrify_right_factors"][0][:1]])], ValueError,
+     "mogrify_right_factors[0] (round 3) must have shape (k, H) = (4, 32) (k from mogrify_weights[2] (round 3), "
+     "H from weight_hh), got (5, 32)"),
     ("mogrifier_backward", "chains", "one too few", lambda a: a["chains"][:-1], ValueError,
-     "chains must hold one tensor per round (3, as mogrify_weights), got 2"),
+     "chains must hold one entry per round (3, as mogrify_weights), got 2"),
     ("mogrifier_backward", "round_gates", "one too many", lambda a: a["round_gates"] + a["round_gates"][:1],
-     ValueError, "round_gates must hold one tensor per round (3, as mogrify_weights), got 4"),
+     ValueError, "round_gates must hold one entry per round (3, as mogrify_weights), got 4"),
     ("mogrifier_backward", "chains", "round 1 from a forward without save",
      lambda a: replaced(a["chains"], 0, unsaved("mogrifier", "chains")[0]), ValueError,
      f"chains[0] (round 1) must have shape (T, B, I) = (5, 64, 16) {SHAPE} (1, 64, 16)"),
@@ -325,7 +367,8 @@ def test_every_check_starts_from_a_valid_call():
     ("lstm_forward", dict(bias=None, lengths=None, noise=None, gate_mode="soft")),
     ("lstm_backward", dict(lengths=None)),
     ("mogrifier_forward", dict(bias=None, lengths=None, mogrify_biases=[])),
-    ("mogrifier_forward", dict(mogrify_weights=[], mogrify_biases=[])),
+    ("mogrifier_forward", dict(mogrify_weights=[], mogrify_low_rank=[], mogrify_right_factors=[],
+                               mogrify_biases=[])),
     ("mogrifier_backward", dict(lengths=None)),
 ], ids=["lstm_forward", "lstm_backward", "mogrifier_forward", "mogrifier_forward-no-rounds", "mogrifier_backward"])
 def test_optional_arguments_may_be_left_out(op, left_out):
@@ -352,11 +395,12 @@ def test_valid_call_matches_reference(cell, reverse):
         options.update(gate_mode="noisy", temperature=inputs["temperature"], noise=inputs["noise"])
     rounds = []
     if cell == "mogrifier":
-        weights = [w.clone().requires_grad_() for w in inputs["mogrify_weights"]]
-        biases = [b.clone().requires_grad_() for b in inputs["mogrify_biases"]]
-        options.update(mogrify_weights=weights, mogrify_biases=biases)
-        names += [f"mogrify_weights[{k}]" for k in range(ROUNDS)] + [f"mogrify_biases[{k}]" for k in range(ROUNDS)]
-        rounds = weights + biases
+        weights, right_factors, biases = ([t.clone().requires_grad_() for t in inputs[name]]
+                                          for name in ("mogrify_weights", "mogrify_right_factors", "mogrify_biases"))
+        options.update(mogrify_weights=join_round_weights(weights, LOW_RANK, right_factors), mogrify_biases=biases)
+        names += [f"mogrify_weights[{k}]" for k in range(ROUNDS)] + ["mogrify_right_factors[0]"]
+        names += [f"mogrify_biases[{k}]" for k in range(ROUNDS)]
+        rounds = weights + right_factors + biases
     # The operators take bias = bias_ih + bias_hh.
     output, (h_n, c_n) = fusedrnn.functional.FUNCTIONS[cell](
         leaves["x"], leaves["weight_ih"], leaves["weight_hh"], leaves["bias"], torch.zeros_like(leaves["bias"]),
@@ -369,8 +413,8 @@ def test_valid_call_matches_reference(cell, reverse):
     grad_names = ["x", "h0", "c0", "weight_ih", "weight_hh", "bias"]
     actual.update(zip(grad_names, got[:6]))
     if cell == "mogrifier":
-        actual.update((f"mogrify_weights[{k}]", grad) for k, grad in enumerate(got[6]))
-        actual.update((f"mogrify_biases[{k}]", grad) for k, grad in enumerate(got[7]))
+        for name, grads_of_list in zip(("mogrify_weights", "mogrify_right_factors", "mogrify_biases"), got[6:]):
+            actual.update((f"{name}[{k}]", grad) for k, grad in enumerate(grads_of_list))
     assert actual.keys() == expected.keys()
     for name in expected:
         assert_close(f"{cell} {name}", actual[name], expected[name].detach(), tolerance(torch.float64))
@@ -397,6 +441,7 @@ def cuda_library():
     ("lstm_forward", "noise", "noise"),
     ("lstm_backward", "gates", "gates"),
     ("mogrifier_forward", "mogrify_weights", "mogrify_weights[0] (round 1)"),
+    ("mogrifier_forward", "mogrify_right_factors", "mogrify_right_factors[0] (round 3)"),
     ("mogrifier_backward", "chains", "chains[0] (round 1)"),
 ])
 def test_gpu_tensor_on_another_device_is_refused(cuda_library, op, argument, name):

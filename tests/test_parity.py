@@ -21,6 +21,8 @@ CASES = {
     "lstm-nobias": ("lstm", {"bias": False}, {}),
     "mogrifier-r5": ("mogrifier", {"mogrify_steps": 5}, {}),
     "mogrifier-r4-rank2-nobias": ("mogrifier", {"mogrify_steps": 4, "mogrify_rank": 2, "mogrify_bias": False}, {}),
+    # Full-rank and low-rank rounds of both parities mixed, ranks differing.
+    "mogrifier-r5-mixed-rank": ("mogrifier", {"mogrify_steps": 5, "mogrify_rank": [3, None, None, 2, 3]}, {}),
     "mogrifier-r0": ("mogrifier", {"mogrify_steps": 0}, {}),
     "g2-noisy": ("g2", {}, {"gate_mode": "noisy", "temperature": 0.7, "noise_prob": 0.6}),
     "g2-soft": ("g2", {}, {"gate_mode": "soft", "temperature": 1.5}),

@@ -6,6 +6,7 @@ import torch
 import fusedrnn
 from conftest import assert_close, random_weights
 from fusedrnn import dispatch, functional
+from fusedrnn.sweep import join_round_weights, split_round_weights
 
 MODULES = {"lstm": fusedrnn.LSTM, "mogrifier": fusedrnn.MogrifierLSTM, "g2": fusedrnn.G2LSTM}
 COMPILED_BACKENDS = ["cpu", "reference"]
@@ -46,7 +47,7 @@ def test_compiled_model_has_no_graph_break_and_matches_eager(cell, backend, comp
 def _op_inputs(cell, dtype=torch.float32, requires_grad=True):
     torch.manual_seed(1)
     T, B, I, H = 4, 3, 5, 6
-    weights = random_weights(cell, I, H, mogrify_steps=3)
+    weights = random_weights(cell, I, H, mogrify_steps=3, mogrify_rank=[None, 2, None])  # a mix, one low-rank round
 
     def make(tensor):
         return tensor.to(dtype).requires_grad_(requires_grad)
@@ -56,9 +57,10 @@ def _op_inputs(cell, dtype=torch.float32, requires_grad=True):
     bias = make(weights["bias_ih"] + weights["bias_hh"])
     lengths = torch.tensor([4, 2, 3])
     if cell == "mogrifier":
-        rounds = [make(w) for w in weights["mogrify_weights"]]
+        matrices, low_rank, right_factors = split_round_weights(weights["mogrify_weights"])
+        rounds, right_factors = [make(w) for w in matrices], [make(w) for w in right_factors]
         biases = [make(b) for b in weights["mogrify_biases"]]
-        return (x, h0, c0, w_ih, w_hh, bias, rounds, biases, lengths, True, True)
+        return (x, h0, c0, w_ih, w_hh, bias, rounds, list(low_rank), right_factors, biases, lengths, True, True)
     noise = torch.randn(T, B, 2, H, dtype=dtype)
     return (x, h0, c0, w_ih, w_hh, bias, lengths, noise, True, 0.7, "noisy", True)
 
@@ -78,20 +80,24 @@ def test_second_order_gradients_are_right(cell, backend):
     """``create_graph`` backward (e.g. a gradient penalty) is differentiable on every backend."""
     if dispatch.unavailable_reason(backend) is not None:
         pytest.skip(dispatch.unavailable_reason(backend))
-    weights = random_weights(cell, 3, 4, mogrify_steps=2)
-    if cell == "mogrifier":
-        options = dict(mogrify_weights=weights.pop("mogrify_weights"), mogrify_biases=weights.pop("mogrify_biases"))
+    weights = random_weights(cell, 3, 4, mogrify_steps=2, mogrify_rank=[2, None])
+    options, rounds = {}, []
+    if cell == "mogrifier":  # a low-rank round and a full-rank one, their factors differentiated too
+        matrices, low_rank, right_factors = split_round_weights(weights.pop("mogrify_weights"))
+        rounds = [*matrices, *right_factors, *weights.pop("mogrify_biases")]
     elif cell == "g2":
         options = dict(temperature=0.8, gate_mode="noisy", noise=torch.randn(3, 2, 2, 4, dtype=torch.float64))
-    else:
-        options = {}
     function = getattr(functional, {"lstm": "lstm", "mogrifier": "mogrifier_lstm", "g2": "g2_lstm"}[cell])
     x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
-    parameters = [w.requires_grad_() for w in weights.values()]
+    parameters = [w.requires_grad_() for w in [*weights.values(), *rounds]]
 
-    def outputs(*tensors):
-        kwargs = dict(zip(weights, tensors[1:]))
-        output, (h_n, c_n) = function(tensors[0], **kwargs, **options, lengths=torch.tensor([3, 2]), backend=backend)
+    def outputs(x, *tensors):
+        kwargs = dict(zip(weights, tensors))
+        if cell == "mogrifier":
+            matrices, right_factors, biases = tensors[-5:-3], tensors[-3:-2], tensors[-2:]
+            kwargs.update(mogrify_weights=join_round_weights(matrices, low_rank, right_factors),
+                          mogrify_biases=biases)
+        output, (h_n, c_n) = function(x, **kwargs, **options, lengths=torch.tensor([3, 2]), backend=backend)
         return output, h_n, c_n
 
     assert torch.autograd.gradgradcheck(outputs, (x, *parameters))
@@ -113,13 +119,14 @@ def test_gradient_penalty_step_matches_nn_lstm():
         assert_close(f"gradient-penalty {name}", gradients[1][name], expected, 1e-10)
 
 
-@pytest.mark.parametrize("cell", list(MODULES))
-def test_triton_second_order_gradients_match_the_reference(cell):
+@pytest.mark.parametrize("cell, options", [(cell, {}) for cell in MODULES] + [("mogrifier", {"mogrify_rank": 2})],
+                         ids=list(MODULES) + ["mogrifier-rank2"])
+def test_triton_second_order_gradients_match_the_reference(cell, options):
     """The Triton sweeps' ``create_graph`` backward (float32 here) against the float64 reference."""
     if dispatch.unavailable_reason("triton") is not None:
         pytest.skip(dispatch.unavailable_reason("triton"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = MODULES[cell](3, 4, backend="triton", device=device)
+    model = MODULES[cell](3, 4, backend="triton", device=device, **options)
     if cell == "g2":
         model.eval()
     x = torch.randn(4, 2, 3, device=device, generator=None)

@@ -55,11 +55,15 @@ MANY_TILES = [  # (T, B, I, H), rounds, dtype: every shape, round parity and dty
     pytest.param((3, 17, 40, 18), 4, torch.float32, id="T3-B17-I40-H18-r4-float32"),
     pytest.param((3, 17, 40, 18), 5, torch.bfloat16, id="T3-B17-I40-H18-r5-bfloat16"),
 ]
+#: Rounds' ranks by round count: all of rank 3 for 4 rounds; for 5, low rank mixed with full
+#: rank, of ranks over the 16-column tile (the k-wide phases walk several tiles too) and
+#: differing (the kernels pad to the largest).
+RANKS = {4: 3, 5: [17, None, 5, 18, None]}
 
 
 @pytest.mark.parametrize("shape, rounds, dtype", MANY_TILES)
 def test_many_tiles(shape, rounds, dtype, small_tiles):
-    case = ({"mogrify_steps": rounds, "mogrify_rank": 3 if rounds == 4 else None}, {})
+    case = ({"mogrify_steps": rounds, "mogrify_rank": RANKS[rounds]}, {})
     compare(case, shape, dtype, "cpu", lengths=True, reverse=rounds == 5)
 
 
@@ -106,16 +110,17 @@ def test_declines_a_layout_that_does_not_fit(monkeypatch):
 # --------------------------------------------------------------------------- offline GPU compilation
 
 
-@pytest.mark.parametrize("dtype, rounds", [("float32", 5), ("bfloat16", 8), ("float16", 0)],
-                         ids=["float32-r5", "bfloat16-r8", "float16-r0"])
-def test_kernels_compile_for_h100(dtype, rounds):
+@pytest.mark.parametrize("dtype, rounds, low_rank", [("float32", 5, 0), ("bfloat16", 8, 0), ("float16", 0, 0),
+                                                     ("bfloat16", 5, 0b01011)],
+                         ids=["float32-r5", "bfloat16-r8", "float16-r0", "bfloat16-r5-mixed-rank"])
+def test_kernels_compile_for_h100(dtype, rounds, low_rank):
     """The sm_90 compiler accepts both kernels in the layout a GPU gets (the interpreter is
     laxer); in a subprocess, since the interpreter replaces the kernels in this one."""
     config = dict(programs=64, block_b=mogrifier.GPU_BLOCK_B, block_n=mogrifier.GPU_BLOCK_N,
                   block_k=mogrifier.GPU_BLOCK_K, num_warps=mogrifier.GPU_NUM_WARPS)
     environment = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     command = [sys.executable, "-m", "fusedrnn.triton_kernels.offline", "--cell", "mogrifier", "--dtype", dtype,
-               "--rounds", str(rounds), "--config", json.dumps(config)]
+               "--rounds", str(rounds), "--low-rank", str(low_rank), "--config", json.dumps(config)]
     result = subprocess.run(command, env=environment, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for kernel, used in json.loads(result.stdout).items():
@@ -148,9 +153,10 @@ def test_gpu_matches_reference(dtype, shape, rounds, reverse):
 @needs_cuda
 @pytest.mark.parametrize("programs", [2, 7, 32], ids=lambda p: f"P{p}")
 def test_gpu_barrier_with_many_programs(programs, monkeypatch):
-    """More programs than the default layout picks for this size: small tiles, many barriers."""
+    """More programs than the default layout picks for this size: small tiles, many barriers
+    (low-rank rounds add theirs, and their k-wide phases span two tiles at rank 20)."""
     monkeypatch.setattr(mogrifier, "config_for", lambda sweep: mogrifier.MogrifierConfig(programs, 16, 16, 16))
-    case = ({"mogrify_steps": 5, "mogrify_rank": 8}, {})
+    case = ({"mogrify_steps": 5, "mogrify_rank": [8, None, 20, 8, None]}, {})
     compare(case, (20, 24, 40, 56), torch.float32, "cuda", lengths=True, reverse=False)
 
 

@@ -98,6 +98,7 @@ class Checker {
     layout("weight_hh", weight_hh, like_x());
   }
 
+  const char* op() const { return op_; }
   int64_t seq_len() const { return x_.size(0); }
   int64_t batch() const { return x_.size(1); }
   int64_t input() const { return x_.size(2); }
@@ -108,12 +109,12 @@ class Checker {
     return {at::toOpMathType(x_.scalar_type()), "(the accumulation type of x's " + dtype_str(x_.scalar_type()) + ")"};
   }
 
-  // `tensor` has shape `expected` (spelled `letters`, e.g. "(B, H)"), `dtype`, x's device
-  // and a contiguous layout.
+  // `tensor` has shape `expected` (spelled `letters`, e.g. "(B, H)", whose sizes come from
+  // `origin`), `dtype`, x's device and a contiguous layout.
   void tensor(const std::string& name, const Tensor& tensor, at::IntArrayRef expected, const std::string& letters,
-              const Dtype& dtype) const {
+              const Dtype& dtype, const std::string& origin = "T, B, I from x, H from weight_hh") const {
     TORCH_CHECK_VALUE(tensor.sizes() == expected, op_, ": ", name, " must have shape ", letters, " = ",
-                      shape_str(expected), " (T, B, I from x, H from weight_hh), got ", shape_str(tensor.sizes()));
+                      shape_str(expected), " (", origin, "), got ", shape_str(tensor.sizes()));
     layout(name, tensor, dtype);
   }
 
@@ -164,10 +165,19 @@ class Checker {
                       ": temperature must be finite and > 0, got ", temperature);
   }
 
-  // A Tensor[] argument with one entry per Mogrifier round.
-  void per_round(const char* name, at::TensorList list, int64_t rounds) const {
-    TORCH_CHECK_VALUE(static_cast<int64_t>(list.size()) == rounds, op_, ": ", name,
-                      " must hold one tensor per round (", rounds, ", as mogrify_weights), got ", list.size());
+  // A list argument of `size` entries, one per Mogrifier round.
+  void per_round(const char* name, size_t size, int64_t rounds) const {
+    TORCH_CHECK_VALUE(static_cast<int64_t>(size) == rounds, op_, ": ", name, " must hold one entry per round (",
+                      rounds, ", as mogrify_weights), got ", size);
+  }
+
+  // The left factor (m, k) of low-rank round j: m the round's width, any rank k. Returns k.
+  int64_t left_factor(const std::string& name, const Tensor& left, int64_t j) const {
+    TORCH_CHECK_VALUE(left.dim() == 2 && left.size(0) == round_width(j), op_, ": ", name, " must have shape (",
+                      round_letter(j), ", k) = (", round_width(j), ", k) (the left factor of a low-rank round; ",
+                      round_letter(j), " from ", j % 2 == 1 ? "x" : "weight_hh", "), got ", shape_str(left.sizes()));
+    layout(name, left, like_x());
+    return left.size(1);
   }
 
   // Round j's (1-based) width and its letter: odd rounds update the x chain, even rounds h.
@@ -220,12 +230,30 @@ void backward_inputs(const Checker& check, const Tensor& grad_output, const Tens
   check.lengths(lengths);
 }
 
-// Round j (1-based) maps the other chain to its own: (I, H) for odd j, (H, I) for even j.
-void round_weights(const Checker& check, at::TensorList weights) {
-  for (int64_t j = 1; j <= static_cast<int64_t>(weights.size()); ++j) {
-    const int64_t other = j % 2 == 1 ? check.hidden() : check.input();
-    check.tensor(Checker::round_name("mogrify_weights", j), weights[j - 1], {check.round_width(j), other},
-                 j % 2 == 1 ? "(I, H)" : "(H, I)", check.like_x());
+// Round j (1-based) maps the other chain to its own: (I, H) for odd j, (H, I) for even j;
+// where mogrify_low_rank marks it, mogrify_weights[j-1] is the left factor (I|H, k) and the
+// next right factor is (k, H|I).
+void round_weights(const Checker& check, at::TensorList weights, const BoolList& low_rank, at::TensorList rights) {
+  const int64_t rounds = static_cast<int64_t>(weights.size());
+  check.per_round("mogrify_low_rank", low_rank.size(), rounds);
+  const int64_t factored = std::count(low_rank.begin(), low_rank.end(), true);
+  TORCH_CHECK_VALUE(static_cast<int64_t>(rights.size()) == factored, check.op(),
+                    ": mogrify_right_factors must hold one tensor per low-rank round (", factored,
+                    ", as mogrify_low_rank), got ", rights.size());
+  int64_t next_right = 0;
+  for (int64_t j = 1; j <= rounds; ++j) {
+    const bool odd = j % 2 == 1;
+    const int64_t other = odd ? check.hidden() : check.input();
+    const std::string name = Checker::round_name("mogrify_weights", j);
+    if (!low_rank.get(j - 1)) {
+      check.tensor(name, weights[j - 1], {check.round_width(j), other}, odd ? "(I, H)" : "(H, I)", check.like_x());
+      continue;
+    }
+    const int64_t rank = check.left_factor(name, weights[j - 1], j);
+    check.tensor(c10::str("mogrify_right_factors[", next_right, "] (round ", j, ")"), rights[next_right],
+                 {rank, other}, odd ? "(k, H)" : "(k, I)", check.like_x(),
+                 c10::str("k from ", name, ", ", odd ? "H from weight_hh" : "I from x"));
+    ++next_right;
   }
 }
 
@@ -264,11 +292,12 @@ c10::Device check_lstm_backward(const Tensor& grad_output, const Tensor& grad_h_
 
 c10::Device check_mogrifier_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
                                     const Tensor& weight_hh, const std::optional<Tensor>& bias,
-                                    at::TensorList mogrify_weights, at::TensorList mogrify_biases,
+                                    at::TensorList mogrify_weights, const BoolList& mogrify_low_rank,
+                                    at::TensorList mogrify_right_factors, at::TensorList mogrify_biases,
                                     const std::optional<Tensor>& lengths, bool /*reverse*/, bool /*save*/) {
   const Checker check("fusedrnn.mogrifier_forward", x, weight_hh);
   forward_inputs(check, h0, c0, weight_ih, bias, lengths);
-  round_weights(check, mogrify_weights);
+  round_weights(check, mogrify_weights, mogrify_low_rank, mogrify_right_factors);
   const int64_t rounds = static_cast<int64_t>(mogrify_weights.size());
   TORCH_CHECK_VALUE(mogrify_biases.empty() || static_cast<int64_t>(mogrify_biases.size()) == rounds,
                     "fusedrnn.mogrifier_forward: mogrify_biases must be empty or hold one tensor per round (", rounds,
@@ -283,15 +312,16 @@ c10::Device check_mogrifier_forward(const Tensor& x, const Tensor& h0, const Ten
 c10::Device check_mogrifier_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n,
                                      const Tensor& x, const Tensor& c0, const Tensor& weight_ih,
                                      const Tensor& weight_hh, const Tensor& gates, const Tensor& cells,
-                                     const Tensor& h_prev, at::TensorList mogrify_weights, at::TensorList chains,
-                                     at::TensorList round_gates, const std::optional<Tensor>& lengths,
-                                     bool /*reverse*/) {
+                                     const Tensor& h_prev, at::TensorList mogrify_weights,
+                                     const BoolList& mogrify_low_rank, at::TensorList mogrify_right_factors,
+                                     at::TensorList chains, at::TensorList round_gates,
+                                     const std::optional<Tensor>& lengths, bool /*reverse*/) {
   const Checker check("fusedrnn.mogrifier_backward", x, weight_hh);
   backward_inputs(check, grad_output, grad_h_n, grad_c_n, c0, weight_ih, gates, cells, h_prev, lengths);
-  round_weights(check, mogrify_weights);
+  round_weights(check, mogrify_weights, mogrify_low_rank, mogrify_right_factors);
   const int64_t rounds = static_cast<int64_t>(mogrify_weights.size());
-  check.per_round("chains", chains, rounds);
-  check.per_round("round_gates", round_gates, rounds);
+  check.per_round("chains", chains.size(), rounds);
+  check.per_round("round_gates", round_gates.size(), rounds);
   for (int64_t j = 1; j <= rounds; ++j) {
     const std::string letter = Checker::round_letter(j);
     check.sequence(Checker::round_name("chains", j), chains[j - 1], check.round_width(j), letter, check.like_x());

@@ -11,8 +11,11 @@
 //     its initial state);
 //   - the backward's saved tensors as the forward returns them with `save`: gates
 //     (T, B, 4H), cells and h_prev (T, B, H); grad_output (T, B, H), grad_h_n, grad_c_n (B, H);
-//   - Mogrifier round j (1-based): weight (I, H) for odd j, (H, I) for even j; bias empty
-//     or one per round, (I) odd / (H) even; chains and round gates (T, B, I|H), one per round;
+//   - Mogrifier round j (1-based): weight (I, H) for odd j, (H, I) for even j, or, where
+//     mogrify_low_rank marks it (one flag per round), left factor (I, k) | (H, k) and, next in
+//     mogrify_right_factors (one per low-rank round), right factor (k, H) | (k, I), any k;
+//     bias empty or one per round, (I) odd / (H) even; chains and round gates (T, B, I|H),
+//     one per round;
 //   - x float32 or float64 (CPU library) or also float16, bfloat16 (CUDA library); every
 //     other float tensor of x's dtype except bias, gates, cells and round gates, which are in
 //     the accumulation type (float32 for half types, else x's dtype);
@@ -42,13 +45,16 @@ c10::Device check_lstm_backward(const Tensor& grad_output, const Tensor& grad_h_
 
 c10::Device check_mogrifier_forward(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
                                     const Tensor& weight_hh, const std::optional<Tensor>& bias,
-                                    at::TensorList mogrify_weights, at::TensorList mogrify_biases,
+                                    at::TensorList mogrify_weights, const BoolList& mogrify_low_rank,
+                                    at::TensorList mogrify_right_factors, at::TensorList mogrify_biases,
                                     const std::optional<Tensor>& lengths, bool reverse, bool save);
 
 c10::Device check_mogrifier_backward(const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n,
                                      const Tensor& x, const Tensor& c0, const Tensor& weight_ih,
                                      const Tensor& weight_hh, const Tensor& gates, const Tensor& cells,
-                                     const Tensor& h_prev, at::TensorList mogrify_weights, at::TensorList chains,
+                                     const Tensor& h_prev, at::TensorList mogrify_weights,
+                                     const BoolList& mogrify_low_rank, at::TensorList mogrify_right_factors,
+                                     at::TensorList chains,
                                      at::TensorList round_gates, const std::optional<Tensor>& lengths, bool reverse);
 
 }  // namespace fusedrnn

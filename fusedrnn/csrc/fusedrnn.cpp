@@ -52,15 +52,18 @@ TORCH_LIBRARY(fusedrnn, m) {
       "Tensor grad_bias)");
   m.def(
       "mogrifier_forward(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias, "
-      "Tensor[] mogrify_weights, Tensor[] mogrify_biases, Tensor? lengths, bool reverse, bool save) "
+      "Tensor[] mogrify_weights, bool[] mogrify_low_rank, Tensor[] mogrify_right_factors, Tensor[] mogrify_biases, "
+      "Tensor? lengths, bool reverse, bool save) "
       "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor gates, Tensor cells, Tensor h_prev, Tensor[] chains, "
       "Tensor[] round_gates)");
   m.def(
       "mogrifier_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor x, Tensor c0, "
       "Tensor weight_ih, Tensor weight_hh, Tensor gates, Tensor cells, Tensor h_prev, Tensor[] mogrify_weights, "
-      "Tensor[] chains, Tensor[] round_gates, Tensor? lengths, bool reverse) "
+      "bool[] mogrify_low_rank, Tensor[] mogrify_right_factors, Tensor[] chains, Tensor[] round_gates, "
+      "Tensor? lengths, bool reverse) "
       "-> (Tensor grad_x, Tensor grad_h0, Tensor grad_c0, Tensor grad_weight_ih, Tensor grad_weight_hh, "
-      "Tensor grad_bias, Tensor[] grad_mogrify_weights, Tensor[] grad_mogrify_biases)");
+      "Tensor grad_bias, Tensor[] grad_mogrify_weights, Tensor[] grad_mogrify_right_factors, "
+      "Tensor[] grad_mogrify_biases)");
   m.def("g2_noise(int seq_len, int batch_size, int hidden_size, float noise_prob, Tensor seed) -> Tensor");
   // The instruction set of the CPU kernels in use (cpu/isa.h), for reports.
   m.def("cpu_instruction_set() -> str", &cpu::instruction_set);

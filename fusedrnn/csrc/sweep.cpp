@@ -33,7 +33,8 @@ void mm_into(Tensor& out, const Tensor& a, const Tensor& b) {
 
 // out = input @ weightᵀ + bias in out's type.
 void linear_into(Tensor out, const Tensor& input, const Tensor& weight, const std::optional<Tensor>& bias) {
-  if (bias.has_value() && bias->defined() && out.scalar_type() == input.scalar_type()) {
+  if (bias.has_value() && bias->defined() && out.scalar_type() == input.scalar_type() &&
+      bias->scalar_type() == out.scalar_type()) {
     at::addmm_out(out, *bias, input, weight.t());
     return;
   }
@@ -58,6 +59,38 @@ Tensor chain_value(int64_t k, const Tensor& x, const Tensor& h_prev, at::TensorL
 // The chain values the LSTM step reads after r rounds: the last x and the last h.
 int64_t last_x(int64_t rounds) { return rounds >= 1 ? (rounds % 2 == 1 ? rounds : rounds - 1) : -1; }
 int64_t last_h(int64_t rounds) { return rounds >= 2 ? (rounds % 2 == 0 ? rounds : rounds - 1) : 0; }
+
+// Round j's matrix W (m, n) as the sweeps apply it: `weight` is W, or for a low-rank round
+// W = left @ right the left factor (m, k), with `right` (k, n) (undefined for full rank).
+struct RoundWeight {
+  Tensor weight;
+  Tensor right;
+  bool low_rank() const { return right.defined(); }
+};
+
+// Which factor of a low-rank round multiplies its k-wide intermediate: the left one in the
+// forward (a = (v rightᵀ) leftᵀ), the right one in the backward (δv = (δa left) right).
+enum class Factor { kLeft, kRight };
+
+// The rounds of (mogrify_weights, mogrify_low_rank, mogrify_right_factors). A low-rank round's
+// intermediate is kept in the accumulation type `acc` (rounding it to a half type would add a
+// rounding that a full-rank round does not have), so the factor `inner` that multiplies it is
+// converted to `acc` once here (`.to` returns the tensor itself where it already has that type).
+std::vector<RoundWeight> round_weights(at::TensorList weights, const BoolList& low_rank, at::TensorList rights,
+                                       at::ScalarType acc, Factor inner) {
+  std::vector<RoundWeight> rounds;
+  const Tensor* right = rights.begin();
+  for (size_t j = 0; j < weights.size(); ++j) {
+    if (!low_rank.get(j)) {
+      rounds.push_back({weights[j], Tensor()});
+    } else if (inner == Factor::kLeft) {
+      rounds.push_back({weights[j].to(acc), *right++});
+    } else {
+      rounds.push_back({weights[j], (right++)->to(acc)});
+    }
+  }
+  return rounds;
+}
 
 // Step t's slot of a forward buffer: one per step when the backward will read it, else a
 // ring of two (state the next step reads) or one (values used within the step).
@@ -174,16 +207,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorList> mogrifier_forward(
     const Kernels& kernels, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
     const Tensor& weight_hh, const std::optional<Tensor>& bias, at::TensorList mogrify_weights,
-    at::TensorList mogrify_biases, const std::optional<Tensor>& lengths, bool reverse, bool save) {
+    const BoolList& mogrify_low_rank, at::TensorList mogrify_right_factors, at::TensorList mogrify_biases,
+    const std::optional<Tensor>& lengths, bool reverse, bool save) {
   const int64_t seq_len = x.size(0), batch = x.size(1), hidden = weight_hh.size(1);
   const int64_t rounds = static_cast<int64_t>(mogrify_weights.size());
   const auto acc_options = x.options().dtype(acc_type(x));
   const int64_t step_slots = slots(seq_len, save, 1), state_slots = slots(seq_len, save, 2);
-  TensorList chains, round_gates;
+  const std::vector<RoundWeight> weights =
+      round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors, acc_type(x), Factor::kLeft);
+  TensorList chains, round_gates, thin;
   for (int64_t j = 1; j <= rounds; ++j) {
-    const int64_t width = mogrify_weights[j - 1].size(0);
+    const RoundWeight& round = weights[j - 1];
+    const int64_t width = round.weight.size(0);
     chains.push_back(at::empty({step_slots, batch, width}, x.options()));
     round_gates.push_back(at::empty({step_slots, batch, width}, acc_options));
+    // A low-rank round's k-wide v rightᵀ, used within the step only.
+    thin.push_back(round.low_rank() ? at::empty({batch, round.right.size(0)}, acc_options) : Tensor());
   }
   Tensor gates = at::empty({step_slots, batch, 4 * hidden}, acc_options);
   Tensor h_prev = at::empty({state_slots, batch, hidden}, x.options());
@@ -194,10 +233,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorLis
       [&](int64_t t, const Tensor&) {
         auto value = [&](int64_t k) { return at_step(chain_value(k, x, h_prev, chains), t); };
         for (int64_t j = 1; j <= rounds; ++j) {
+          const RoundWeight& round = weights[j - 1];
           Tensor gate = at_step(round_gates[j - 1], t);
           std::optional<Tensor> round_bias;
           if (!mogrify_biases.empty()) round_bias = mogrify_biases[j - 1];
-          linear_into(gate, value(j - 1), mogrify_weights[j - 1], round_bias);
+          if (round.low_rank()) {  // a = (v rightᵀ) leftᵀ + b: B·k·(m + n) multiply-adds, not B·m·n
+            linear_into(thin[j - 1], value(j - 1), round.right, std::nullopt);
+            linear_into(gate, thin[j - 1], round.weight, round_bias);
+          } else {
+            linear_into(gate, value(j - 1), round.weight, round_bias);
+          }
           kernels.round_forward({gate, value(j - 2), at_step(chains[j - 1], t)});
         }
         Tensor z = at_step(gates, t);
@@ -207,16 +252,28 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorLis
   return {output, h_n, c_n, gates, cells, h_prev, chains, round_gates};
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorList> mogrifier_backward(
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorList, TensorList> mogrifier_backward(
     const Kernels& kernels, const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n,
     const Tensor& x, const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const Tensor& gates,
-    const Tensor& cells, const Tensor& h_prev, at::TensorList mogrify_weights, at::TensorList chains,
+    const Tensor& cells, const Tensor& h_prev, at::TensorList mogrify_weights,
+    const BoolList& mogrify_low_rank, at::TensorList mogrify_right_factors, at::TensorList chains,
     at::TensorList round_gates, const std::optional<Tensor>& lengths, bool reverse) {
   const int64_t rounds = static_cast<int64_t>(mogrify_weights.size());
   const auto acc = gates.scalar_type();
+  const std::vector<RoundWeight> weights =
+      round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors, acc, Factor::kRight);
   Tensor grad_x = at::empty_like(x);
-  TensorList grad_a;
-  for (const Tensor& gate : round_gates) grad_a.push_back(at::empty(gate.sizes(), x.options()));
+  // Per round and step: da (the gradient of the gate pre-activation) and, for a low-rank
+  // round, its k-wide da·left, both kept for the weight gradients after the sweep.
+  TensorList grad_a, grad_thin;
+  for (int64_t j = 1; j <= rounds; ++j) {
+    const RoundWeight& round = weights[j - 1];
+    const Tensor& gate = round_gates[j - 1];
+    grad_a.push_back(at::empty(gate.sizes(), x.options()));
+    grad_thin.push_back(round.low_rank() ? at::empty({gate.size(0), gate.size(1), round.weight.size(1)},
+                                                     x.options().dtype(acc))
+                                         : Tensor());
+  }
   // ∂L/∂(last x) and ∂L/∂(last h) of one step, carried down through the rounds.
   Tensor grad_chain_x = at::empty({x.size(1), x.size(2)}, x.options().dtype(acc));
   Tensor grad_chain_h = at::empty({x.size(1), weight_hh.size(1)}, grad_chain_x.options());
@@ -226,13 +283,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorLis
         mm_into(grad_chain_x, grad_z_t, weight_ih);
         mm_into(grad_chain_h, grad_z_t, weight_hh);
         for (int64_t j = rounds; j >= 1; --j) {
+          const RoundWeight& round = weights[j - 1];
           const bool odd = j % 2 == 1;
           Tensor& grad = odd ? grad_chain_x : grad_chain_h;
           Tensor& grad_other = odd ? grad_chain_h : grad_chain_x;
           Tensor grad_a_t = grad_a[j - 1].select(0, t);
           kernels.round_backward(
               {grad, chain_value(j - 2, x, h_prev, chains).select(0, t), round_gates[j - 1].select(0, t), grad_a_t});
-          addmm_acc(grad_other, grad_a_t, mogrify_weights[j - 1]);
+          if (round.low_rank()) {  // δv += (da left) right, through the k-wide da left
+            Tensor grad_thin_t = grad_thin[j - 1].select(0, t);
+            mm_into(grad_thin_t, grad_a_t, round.weight);
+            addmm_acc(grad_other, grad_thin_t, round.right);
+          } else {
+            addmm_acc(grad_other, grad_a_t, round.weight);
+          }
         }
         grad_x.select(0, t).copy_(grad_chain_x);
         grad_h_carry.add_(grad_chain_h);
@@ -241,14 +305,27 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorLis
   const Tensor grad_rows = rows(grad_z);
   Tensor grad_weight_ih = at::mm(grad_rows.t(), rows(chain_value(last_x(rounds), x, h_prev, chains)));
   Tensor grad_weight_hh = at::mm(grad_rows.t(), rows(chain_value(last_h(rounds), x, h_prev, chains)));
-  TensorList grad_mogrify_weights, grad_mogrify_biases;
+  TensorList grad_mogrify_weights, grad_right_factors, grad_mogrify_biases;
   for (int64_t j = 1; j <= rounds; ++j) {
+    const RoundWeight& round = weights[j - 1];
     const Tensor grad_a_rows = rows(grad_a[j - 1]);
-    grad_mogrify_weights.push_back(at::mm(grad_a_rows.t(), rows(chain_value(j - 1, x, h_prev, chains))));
+    const Tensor read = rows(chain_value(j - 1, x, h_prev, chains));  // the v round j's gate read
+    if (round.low_rank()) {
+      // ∂L/∂left = daᵀ (v rightᵀ) and ∂L/∂right = (da left)ᵀ v, each over all T·B rows; the
+      // k-wide v rightᵀ of every step is recomputed here in one product rather than kept
+      // by the forward. In the accumulation type, which `round.right` and da left have.
+      const Tensor read_acc = read.to(acc);
+      const Tensor thin = at::mm(read_acc, round.right.t());
+      grad_mogrify_weights.push_back(at::mm(grad_a_rows.to(acc).t(), thin).to(dtype));
+      grad_right_factors.push_back(at::mm(rows(grad_thin[j - 1]).t(), read_acc).to(dtype));
+    } else {
+      grad_mogrify_weights.push_back(at::mm(grad_a_rows.t(), read));
+    }
     grad_mogrify_biases.push_back(bias_grad(grad_a_rows, dtype));
   }
-  return {grad_x,         grad_h0,          grad_c0, grad_weight_ih, grad_weight_hh, bias_grad(grad_rows, gates.scalar_type()),
-          grad_mogrify_weights, grad_mogrify_biases};
+  return {grad_x,         grad_h0,        grad_c0,
+          grad_weight_ih, grad_weight_hh, bias_grad(grad_rows, acc),
+          grad_mogrify_weights, grad_right_factors, grad_mogrify_biases};
 }
 
 }  // namespace fusedrnn

@@ -7,7 +7,7 @@ import torch
 
 from ..noise import sample_noise
 from ..precision import summed_bias
-from ..sweep import Sweep
+from ..sweep import Sweep, split_round_weights
 from . import build, ops
 
 
@@ -54,8 +54,9 @@ class ExtensionBackend:
         bias = summed_bias(sweep.bias_ih, sweep.bias_hh)
         lengths = None if sweep.lengths is None else sweep.lengths.contiguous()
         if sweep.cell == "mogrifier":
-            out = ops.mogrifier_sweep(x, h0, c0, weight_ih, weight_hh, bias,
-                                      [prepare(w) for w in sweep.mogrify_weights],
+            matrices, low_rank, right_factors = split_round_weights(sweep.mogrify_weights)
+            out = ops.mogrifier_sweep(x, h0, c0, weight_ih, weight_hh, bias, [prepare(w) for w in matrices],
+                                      list(low_rank), [prepare(r) for r in right_factors],
                                       [prepare(b) for b in sweep.mogrify_biases or ()], lengths, sweep.reverse,
                                       sweep.needs_backward)
         else:

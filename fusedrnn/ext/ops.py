@@ -27,6 +27,7 @@ from ..precision import accumulation_dtype
 from ..reference.double_backward import recomputed_gradients
 from ..reference.g2 import g2_lstm
 from ..reference.mogrifier import mogrifier_lstm
+from ..sweep import flatten_rounds, split_round_weights, unflatten_rounds
 
 
 # --------------------------------------------------------------------------- LSTM and G2-LSTM
@@ -76,8 +77,8 @@ def _lstm_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
 # --------------------------------------------------------------------------- Mogrifier LSTM
 
 
-def _fake_mogrifier_forward(x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, mogrify_biases, lengths,
-                            reverse, save):
+def _fake_mogrifier_forward(x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, mogrify_low_rank,
+                            mogrify_right_factors, mogrify_biases, lengths, reverse, save):
     seq_len, batch_size, hidden_size = x.shape[0], x.shape[1], weight_hh.shape[1]
     accumulation = accumulation_dtype(x.dtype)
     steps, states = (seq_len, seq_len) if save else (1, 2)
@@ -90,46 +91,55 @@ def _fake_mogrifier_forward(x, h0, c0, weight_ih, weight_hh, bias, mogrify_weigh
 
 
 def _fake_mogrifier_backward(grad_output, grad_h_n, grad_c_n, x, c0, weight_ih, weight_hh, gates, cells, h_prev,
-                             mogrify_weights, chains, round_gates, lengths, reverse):
+                             mogrify_weights, mogrify_low_rank, mogrify_right_factors, chains, round_gates, lengths,
+                             reverse):
     batch_size, hidden_size = c0.shape
     return (grad_output.new_empty(x.shape), grad_output.new_empty(batch_size, hidden_size),
             grad_output.new_empty(batch_size, hidden_size), grad_output.new_empty(weight_ih.shape),
             grad_output.new_empty(weight_hh.shape), gates.new_empty(4 * hidden_size),
             [grad_output.new_empty(weight.shape) for weight in mogrify_weights],
+            [grad_output.new_empty(right.shape) for right in mogrify_right_factors],
             [grad_output.new_empty(weight.shape[0]) for weight in mogrify_weights])
 
 
 def _setup_mogrifier(ctx, inputs, output):
-    x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, mogrify_biases, lengths, reverse, save = inputs
+    (x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, low_rank, right_factors, mogrify_biases, lengths,
+     reverse, _) = inputs
     _, _, _, gates, cells, h_prev, chains, round_gates = output
     ctx.mark_non_differentiable(gates, cells, h_prev, *chains, *round_gates)
-    ctx.rounds, ctx.has_round_biases = len(mogrify_weights), bool(mogrify_biases)
+    ctx.rounds, ctx.low_rank, ctx.has_round_biases = len(mogrify_weights), tuple(low_rank), bool(mogrify_biases)
     ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, bias, lengths, gates, cells, h_prev,
-                          *mogrify_weights, *mogrify_biases, *chains, *round_gates)
+                          *mogrify_weights, *right_factors, *mogrify_biases, *chains, *round_gates)
     ctx.reverse = reverse
 
 
 def _mogrifier_backward(ctx, grad_output, grad_h_n, grad_c_n, *_):
     x, h0, c0, weight_ih, weight_hh, bias, lengths, gates, cells, h_prev, *rest = ctx.saved_tensors
-    rounds = ctx.rounds
-    round_biases = rounds if ctx.has_round_biases else 0
-    weights, biases = rest[:rounds], rest[rounds:rounds + round_biases]
-    chains, round_gates = rest[rounds + round_biases:][:rounds], rest[2 * rounds + round_biases:]
+    rounds, low_rank, has_biases = ctx.rounds, ctx.low_rank, ctx.has_round_biases
+    weights, biases, saved_rounds = unflatten_rounds(rest, low_rank, has_biases)
+    chains, round_gates = saved_rounds[:rounds], saved_rounds[rounds:]
     if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
         def run(x, h0, c0, weight_ih, weight_hh, bias, *round_tensors):
-            return mogrifier_lstm(x, weight_ih, weight_hh, bias, None, h0, c0, mogrify_weights=round_tensors[:rounds],
-                                  mogrify_biases=round_tensors[rounds:] or None, lengths=lengths, reverse=ctx.reverse)
+            weights, biases, _ = unflatten_rounds(round_tensors, low_rank, has_biases)
+            return mogrifier_lstm(x, weight_ih, weight_hh, bias, None, h0, c0, mogrify_weights=weights,
+                                  mogrify_biases=biases, lengths=lengths, reverse=ctx.reverse)
 
-        grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias, *weights, *biases],
+        round_tensors, _ = flatten_rounds(weights, biases)
+        grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias, *round_tensors],
                                      (grad_output, grad_h_n, grad_c_n))
-        grad_weights, grad_biases = grads[6:6 + rounds], grads[6 + rounds:]
+        grad_rounds, grad_biases, _ = unflatten_rounds(grads[6:], low_rank, has_biases)
+        grad_weights, _, grad_right_factors = split_round_weights(grad_rounds)
         grads = grads[:6]
     else:
-        *grads, grad_weights, grad_biases = torch.ops.fusedrnn.mogrifier_backward(
+        matrices, _, right_factors = split_round_weights(weights)
+        *grads, grad_weights, grad_right_factors, grad_biases = torch.ops.fusedrnn.mogrifier_backward(
             grad_output.contiguous(), grad_h_n.contiguous(), grad_c_n.contiguous(), x, c0, weight_ih, weight_hh,
-            gates, cells, h_prev, weights, chains, round_gates, lengths, ctx.reverse)
+            gates, cells, h_prev, matrices, low_rank, right_factors, chains, round_gates, lengths, ctx.reverse)
         grads[5] = grads[5] if bias is not None else None
-    return (*grads, list(grad_weights), list(grad_biases) if ctx.has_round_biases else [], None, None, None)
+    # bool[] gets no gradient; but torch.library reads an empty list as an empty tensor list.
+    no_grad_low_rank = None if low_rank else []
+    return (*grads, list(grad_weights), no_grad_low_rank, list(grad_right_factors),
+            list(grad_biases) if has_biases else [], None, None, None)
 
 
 # --------------------------------------------------------------------------- G2 noise
@@ -172,8 +182,11 @@ def lstm_sweep(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, t
     return output, h_n, c_n
 
 
-def mogrifier_sweep(x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, mogrify_biases, lengths, reverse, save):
-    """Mogrifier LSTM sweep; ``mogrify_biases`` empty or one per round. Returns ``output, h_n, c_n``."""
+def mogrifier_sweep(x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, mogrify_low_rank, mogrify_right_factors,
+                    mogrify_biases, lengths, reverse, save):
+    """Mogrifier LSTM sweep; the rounds as :func:`fusedrnn.sweep.split_round_weights` gives
+    them, ``mogrify_biases`` empty or one per round. Returns ``output, h_n, c_n``."""
     output, h_n, c_n, *_ = torch.ops.fusedrnn.mogrifier_forward(
-        x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, mogrify_biases, lengths, reverse, save)
+        x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, mogrify_low_rank, mogrify_right_factors,
+        mogrify_biases, lengths, reverse, save)
     return output, h_n, c_n

@@ -6,8 +6,10 @@ and sm_80. Any compile error fails it (exit 1). What it compiles:
 
 - **flags**: every flag combination a launch can make, on one layout per code path
   (``h`` on chip, a resident ``W_hh`` slice with an exchange, a chunked slice) for the
-  LSTM/G2, and on the GPU tile layout for the Mogrifier (at 2 rounds, one of each kind);
-- **rounds**: the Mogrifier with 0 to ``MAX_ROUNDS`` rounds, every option on;
+  LSTM/G2, and on the GPU tile layout for the Mogrifier (at 2 rounds, one of each kind;
+  both low rank with and without saving, either direction);
+- **rounds**: the Mogrifier with 0 to ``MAX_ROUNDS`` rounds, every option on, and 5 rounds
+  mixing low-rank and full-rank ones in every dtype;
 - **layouts** (``--layouts``): every layout the heuristic picks over a grid of hidden
   sizes 16 to 2048 and batches 1 to 512 (non-powers of two included), in every dtype,
   with every option on.
@@ -68,6 +70,9 @@ def flag_variants():
     for lengths, bias, round_bias, save, reverse in _booleans(5):
         flags = dict(lengths=lengths, bias=bias, round_bias=round_bias, save=save, reverse=reverse)
         yield "mogrifier", "mogrifier", _mogrifier_layout(64), dtype, {"rounds": FLAG_ROUNDS, **flags}
+    for save, reverse in _booleans(2):  # the low-rank phases change only with the buffers' slots
+        flags = dict(low_rank=0b11, save=save, reverse=reverse)
+        yield "mogrifier low rank", "mogrifier", _mogrifier_layout(64), dtype, {"rounds": FLAG_ROUNDS, **flags}
 
 
 def dtype_variants():
@@ -78,6 +83,8 @@ def dtype_variants():
         yield f"mogrifier r={rounds}", "mogrifier", _mogrifier_layout(64), torch.bfloat16, {"rounds": rounds}
     for dtype in (torch.float32, torch.float16):
         yield "mogrifier r=5", "mogrifier", _mogrifier_layout(64), dtype, {"rounds": 5}
+    for dtype in DTYPES:  # rounds 1, 2 and 4 low rank: both kinds of each, full rank between
+        yield "mogrifier r=5 mixed rank", "mogrifier", _mogrifier_layout(64), dtype, {"rounds": 5, "low_rank": 0b01011}
 
 
 def layout_variants():

@@ -8,23 +8,38 @@ Work split. ``x⁽ʲ⁾`` needs all of ``h⁽ʲ⁻¹⁾`` and the other way roun
 needs all of the last ``x`` and ``h``: a step is ``r + 1`` phases that each need the whole
 result of the one before. ``P`` programs split every phase into ``(batch tile, feature
 tile)`` pairs, dealt round-robin, and meet at one grid barrier after each phase: ``r + 1``
-barriers per step, forward and backward, the fewest these dependencies allow without
-recomputing a round in every program. Phases exchange their results through the buffers
-the backward reads anyway (one slot per step and round), so no buffer is overwritten
-while another program may still read it. A program always gets the same tiles of the
-same phase, so the state ``c`` and the backward's carried gradients need no barrier of
-their own. With ``P = 1`` (the CPU interpreter) the code path is the same and every
-barrier opens at once. No matrix stays in registers or shared memory: every phase
-re-reads its weight tiles in ``BLOCK_K`` chunks (from L2 once warm), the simplest split
-that runs any ``I``, ``H`` and ``r``; keeping slices resident is the next step for speed.
+barriers per step, forward and backward (one more per low-rank round, below), the fewest
+these dependencies allow without recomputing a round in every program. Phases exchange
+their results through the buffers the backward reads anyway (one slot per step and round),
+so no buffer is overwritten while another program may still read it. A program always gets
+the same tiles of the same phase, so the state ``c`` and the backward's carried gradients
+need no barrier of their own. With ``P = 1`` (the CPU interpreter) the code path is the
+same and every barrier opens at once. No matrix stays in registers or shared memory: every
+phase re-reads its weight tiles in ``BLOCK_K`` chunks (from L2 once warm), the simplest
+split that runs any ``I``, ``H`` and ``r``; keeping slices resident is the next step for
+speed.
 
 Backward (SPEC §3): per step the LSTM backward gives ``dz``; the phases after it form
 ``g_x = dz W_ih``, ``g_h = dz W_hh`` and undo the rounds ``j = r..1``, each phase doing one
 round's product and the elementwise part of the round below it. Weight gradients are
 products over all ``T·B`` rows after the sweep.
 
-Low rank needs nothing here: the functional layer passes ``Q_j = Q_jᴸ Q_jᴿ`` multiplied
-out, and autograd carries the gradient on to the factors.
+Low rank (SPEC §3.2): a round ``W_j = left (m, k) @ right (k, n)`` is never multiplied
+out. Its gate is ``(v rightᵀ) leftᵀ``, and every tile of the gate needs all ``k`` columns
+of the intermediate ``v rightᵀ``, which in turn needs all of ``v``: so the round takes two
+phases, one forming the ``(B, k)`` intermediate into ``thin`` and, after a barrier, the
+round's own phase reading it in place of ``v``. Likewise in the backward ``da left`` gets
+a phase before ``δv += (da left) right``. Computing the intermediate inside each gate tile
+instead would save that barrier but repeat the ``B·n·k`` product once per feature tile of
+the round (``m / BLOCK_N`` times): ``(m / BLOCK_N)·B·n·k``, more than the full-rank
+``B·m·n`` as soon as ``k ≥ BLOCK_N`` (32 on a GPU; ``k = H/8`` is 32 at ``H = 256``). Per
+step and low-rank round the products then cost ``2·B·k·(m + n)`` flops instead of
+``2·B·m·n``, at one more barrier each way. The intermediates of every step stay in
+``thin`` (forward) and ``d_thin`` (backward), so the factors' gradients ``daᵀ (v rightᵀ)``
+and ``(da left)ᵀ v`` are products over ``T·B`` rows after the sweep, like the others. All
+rounds sit in one ``w_round`` buffer, a row per round, every low-rank round padded with
+zeros to the largest rank of the call (exact, and a mix of ranks is rare); which rounds
+are low rank is the constexpr bit mask ``LOW_RANK``.
 """
 from __future__ import annotations
 
@@ -33,13 +48,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 import triton
 import triton.language as tl
 
 from ..precision import summed_bias
 from ..reference.double_backward import recomputed_gradients
 from ..reference.mogrifier import mogrifier_lstm as reference_mogrifier_lstm
-from ..sweep import Sweep
+from ..sweep import Sweep, flatten_rounds, split_round_weights, unflatten_rounds
 from . import common, layout
 from .common import dot, grid_barrier, input_guard, sigmoid, tanh
 
@@ -63,9 +79,11 @@ def _tile(tile, B, N, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _step_strides(B, I, H):
-    """Elements per step of a ``(B, I)`` and a ``(B, H)`` buffer, and per round matrix, in int64."""
-    return tl.cast(B, tl.int64) * I, tl.cast(B, tl.int64) * H, tl.cast(I, tl.int64) * H
+def _step_strides(B, I, H, RANK, stride_w):
+    """Elements per step of a ``(B, I)``, a ``(B, H)`` and a ``(B, RANK)`` buffer, and per
+    round in ``w_round``, in int64."""
+    return (tl.cast(B, tl.int64) * I, tl.cast(B, tl.int64) * H, tl.cast(B, tl.int64) * RANK,
+            tl.cast(stride_w, tl.int64))
 
 
 @triton.jit
@@ -102,6 +120,21 @@ def _product(acc, p_a, p_w, stride_wn, stride_wk, offs_b, offs_n, B, N, K,
         if b_w.dtype == tl.bfloat16:
             acc += dot((b_a - b_a_hi.to(tl.float32)).to(b_w.dtype), b_w, INPUT_PRECISION, UPCAST_DOT)
     return acc
+
+
+@triton.jit
+def _product_phase(p_out, p_a, p_w, stride_wn, stride_wk, B, N, K, i_p, n_programs, BLOCK_B: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                   UPCAST_DOT: tl.constexpr):
+    """A phase that only multiplies: the row-major float32 ``(B, N)`` at ``p_out`` gets
+    ``A[:, :K] @ W[:N, :K]ᵀ`` (as :func:`_product`), its tiles dealt round-robin. The
+    ``RANK``-wide half of a low-rank round."""
+    for tile in range(i_p, tl.cdiv(B, BLOCK_B) * tl.cdiv(N, BLOCK_N), n_programs):
+        offs_b, offs_n, o_bn, mask = _tile(tile, B, N, BLOCK_B, BLOCK_N)
+        b_out = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
+        b_out = _product(b_out, p_a, p_w, stride_wn, stride_wk, offs_b, offs_n, B, N, K, BLOCK_K, INPUT_PRECISION,
+                         UPCAST_DOT)
+        tl.store(p_out + o_bn, b_out, mask=mask)
 
 
 @triton.jit
@@ -187,25 +220,29 @@ def _undo_round(g, J: tl.constexpr, t, slot, enter, offs_b, offs_n, mask, x, xs,
 })
 @triton.jit(do_not_specialize=["T"])
 def _mogrifier_fwd_kernel(
-    x, lengths, w_ih, w_hh, bias, q, r, q_bias, r_bias,
-    out, hs, xs, cs, s_x, s_h, gates, counter,
-    T, B, I, H, T_BUF,
-    ROUNDS: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_BIAS: tl.constexpr,
-    HAS_ROUND_BIAS: tl.constexpr, SAVE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    x, lengths, w_ih, w_hh, bias, w_round, q_bias, r_bias,
+    out, hs, xs, cs, s_x, s_h, gates, thin, counter,
+    T, B, I, H, T_BUF, RANK, stride_w,
+    ROUNDS: tl.constexpr, LOW_RANK: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_ROUND_BIAS: tl.constexpr, SAVE: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
-    """Forward sweep. Float32 buffers (``T_BUF = T + 1`` when saving for the backward, else 2):
+    """Forward sweep. ``w_round`` holds round ``j``'s matrix or factors at ``(j - 1)·stride_w``
+    (:func:`_round_tensors`); bit ``j - 1`` of ``LOW_RANK`` says round ``j`` is low rank.
+    Float32 buffers (``T_BUF = T + 1`` when saving for the backward, else 2):
 
     - ``hs (r_h + 1, T_BUF, B, H)``: slot 0 is the state ``h`` (entering step ``t`` at
       ``t + REVERSE``, leaving at ``t + 1 - REVERSE``), slot ``k`` is ``h⁽²ᵏ⁾`` of step ``t``;
     - ``xs (r_x, T_BUF, B, I)``: slot ``k`` is ``x⁽²ᵏ⁺¹⁾``; ``cs (T_BUF, B, H)`` the state ``c``
       (indexed like ``hs`` slot 0);
+    - ``thin (r, T_BUF, B, RANK)``: round ``j``'s ``v rightᵀ`` when it is low rank (``None``
+      when no round is);
     - when ``SAVE``: ``s_x (r_x, T, B, I)``, ``s_h (r_h, T, B, H)`` the round gates ``s_j``
       and ``gates (T, B, 4H)`` the LSTM gates ``i, f, g, o``.
     """
     i_p = tl.program_id(0)
     n_programs = tl.num_programs(0)
-    stride_x, stride_h, stride_w = _step_strides(B, I, H)
+    stride_x, stride_h, stride_thin, stride_w = _step_strides(B, I, H, RANK, stride_w)
     n_b = tl.cdiv(B, BLOCK_B)
     phase = 0
     for step in range(T):
@@ -219,12 +256,21 @@ def _mogrifier_fwd_kernel(
                 p_in = _h_chain(hs, enter, slot, j - 1, stride_h, T_BUF)
                 p_gated = _x_chain(x, xs, t, slot, j - 2, stride_x, T_BUF)
                 p_new = _x_chain(x, xs, t, slot, j, stride_x, T_BUF)
-                p_w, N, K = q + (j // 2) * stride_w, I, H
+                N, K = I, H
             else:
                 p_in = _x_chain(x, xs, t, slot, j - 1, stride_x, T_BUF)
                 p_gated = _h_chain(hs, enter, slot, j - 2, stride_h, T_BUF)
                 p_new = _h_chain(hs, enter, slot, j, stride_h, T_BUF)
-                p_w, N, K = r + (j // 2 - 1) * stride_w, H, I
+                N, K = H, I
+            p_w = w_round + (j - 1) * stride_w
+            if (LOW_RANK >> (j - 1)) & 1:
+                # v rightᵀ (B, RANK) first, in a phase of its own: every gate tile needs all of it.
+                p_thin = thin + ((j - 1) * T_BUF + slot) * stride_thin
+                _product_phase(p_thin, p_in, p_w + N * RANK, K, 1, B, RANK, K, i_p, n_programs, BLOCK_B, BLOCK_N,
+                               BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
+                phase += 1
+                grid_barrier(counter, phase * n_programs)
+                p_in, K = p_thin, RANK  # the gate's product is then (v rightᵀ) leftᵀ
             for tile in range(i_p, n_b * tl.cdiv(N, BLOCK_N), n_programs):
                 offs_b, offs_n, o_bn, mask = _tile(tile, B, N, BLOCK_B, BLOCK_N)
                 b_a = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
@@ -273,23 +319,25 @@ def _mogrifier_fwd_kernel(
 @triton.heuristics({"HAS_LENGTHS": lambda args: args["lengths"] is not None})
 @triton.jit(do_not_specialize=["T"])
 def _mogrifier_bwd_kernel(
-    x, lengths, w_ih, w_hh, q, r, d_out, hs, xs, cs, s_x, s_h, gates,
-    dz, da_x, da_h, g_x, g_h, d_h, d_c, d_x, counter,
-    T, B, I, H, T_BUF,
-    ROUNDS: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    x, lengths, w_ih, w_hh, w_round, d_out, hs, xs, cs, s_x, s_h, gates,
+    dz, da_x, da_h, d_thin, g_x, g_h, d_h, d_c, d_x, counter,
+    T, B, I, H, T_BUF, RANK, stride_w,
+    ROUNDS: tl.constexpr, LOW_RANK: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    UPCAST_DOT: tl.constexpr,
 ):
     """Backward sweep over the forward's saved buffers (``T_BUF = T + 1``).
 
     Float32 ``d_h, d_c (B, H)`` carry ``∂L/∂h``, ``∂L/∂c`` from step to step (in: those of
     ``h_n, c_n``; out: those of ``h_0, c_0``); ``g_x (B, I)``, ``g_h (B, H)`` hold the
     gradients w.r.t. the current round's ``x`` and ``h`` between phases. Writes float32
-    ``dz (T, B, 4H)``, ``da_x (r_x, T, B, I)``, ``da_h (r_h, T, B, H)`` for the weight
-    gradients, and ``d_x (T, B, I)``.
+    ``dz (T, B, 4H)``, ``da_x (r_x, T, B, I)``, ``da_h (r_h, T, B, H)`` and, for the low-rank
+    rounds, ``d_thin (r, T, B, RANK)`` holding ``da_j left`` for the weight gradients, and
+    ``d_x (T, B, I)``. Rounds as in the forward.
     """
     i_p = tl.program_id(0)
     n_programs = tl.num_programs(0)
-    stride_x, stride_h, stride_w = _step_strides(B, I, H)
+    stride_x, stride_h, stride_thin, stride_w = _step_strides(B, I, H, RANK, stride_w)
     n_b = tl.cdiv(B, BLOCK_B)
     n_tiles_h = n_b * tl.cdiv(H, BLOCK_N)
     n_tiles_i = n_b * tl.cdiv(I, BLOCK_N)
@@ -353,13 +401,24 @@ def _mogrifier_bwd_kernel(
         for j in tl.static_range(ROUNDS, 0, -1):
             phase += 1
             grid_barrier(counter, phase * n_programs)
+            if j % 2 == 0:
+                p_da, M = da_h + ((j // 2 - 1) * T + t) * stride_h, H
+            else:
+                p_da, M = da_x + ((j // 2) * T + t) * stride_x, I
+            p_w, K = w_round + (j - 1) * stride_w, M
+            if (LOW_RANK >> (j - 1)) & 1:
+                # da_j left (B, RANK) first, in a phase of its own: every tile below needs all of it.
+                p_thin = d_thin + ((j - 1) * T + t) * stride_thin
+                _product_phase(p_thin, p_da, p_w, 1, RANK, B, RANK, M, i_p, n_programs, BLOCK_B, BLOCK_N, BLOCK_K,
+                               INPUT_PRECISION, UPCAST_DOT)
+                phase += 1
+                grid_barrier(counter, phase * n_programs)
+                p_da, p_w, K = p_thin, p_w + M * RANK, RANK  # the product below is then (da_j left) right
             if j % 2 == 0:  # g_x += da_j R_j
-                p_da = da_h + ((j // 2 - 1) * T + t) * stride_h
-                p_w = r + (j // 2 - 1) * stride_w
                 for tile in range(i_p, n_tiles_i, n_programs):
                     offs_b, offs_n, o_bn, mask = _tile(tile, B, I, BLOCK_B, BLOCK_N)
                     b_g = tl.load(g_x + o_bn, mask=mask, other=0.0)
-                    b_g = _product(b_g, p_da, p_w, 1, I, offs_b, offs_n, B, I, H, BLOCK_K, INPUT_PRECISION,
+                    b_g = _product(b_g, p_da, p_w, 1, I, offs_b, offs_n, B, I, K, BLOCK_K, INPUT_PRECISION,
                                    UPCAST_DOT)
                     b_g = _undo_round(b_g, j - 1, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x,
                                       da_h, T, I, H, stride_x, stride_h, T_BUF)
@@ -368,12 +427,10 @@ def _mogrifier_bwd_kernel(
                     else:
                         tl.store(g_x + o_bn, b_g, mask=mask)
             else:  # g_h += da_j Q_j
-                p_da = da_x + ((j // 2) * T + t) * stride_x
-                p_w = q + (j // 2) * stride_w
                 for tile in range(i_p, n_tiles_h, n_programs):
                     offs_b, offs_n, o_bn, mask = _tile(tile, B, H, BLOCK_B, BLOCK_N)
                     b_g = tl.load(g_h + o_bn, mask=mask, other=0.0)
-                    b_g = _product(b_g, p_da, p_w, 1, H, offs_b, offs_n, B, H, I, BLOCK_K, INPUT_PRECISION,
+                    b_g = _product(b_g, p_da, p_w, 1, H, offs_b, offs_n, B, H, K, BLOCK_K, INPUT_PRECISION,
                                    UPCAST_DOT)
                     if j == 1:
                         tl.store(d_h + o_bn, tl.load(d_h + o_bn, mask=mask, other=0.0) + b_g, mask=mask)
@@ -428,8 +485,9 @@ def layout_for(sweep: Sweep) -> layout.Layout:
         return layout.Layout(MogrifierConfig(1, common.next_power_of_2(batch_size), common.next_power_of_2(features),
                                              common.next_power_of_2(max(features, 4 * sweep.hidden_size))))
     device_index = sweep.device.index if sweep.device.index is not None else torch.cuda.current_device()
-    return _launchable_layout(batch_size, sweep.input_size, sweep.hidden_size, sweep.mogrify_steps, sweep.dtype,
-                              device_index)
+    _, low_rank, _ = split_round_weights(sweep.mogrify_weights)
+    return _launchable_layout(batch_size, sweep.input_size, sweep.hidden_size, sweep.mogrify_steps,
+                              low_rank_mask(low_rank), sweep.dtype, device_index)
 
 
 def config_for(sweep: Sweep) -> Optional[MogrifierConfig]:
@@ -437,32 +495,38 @@ def config_for(sweep: Sweep) -> Optional[MogrifierConfig]:
     return layout_for(sweep).config
 
 
+def low_rank_mask(low_rank) -> int:
+    """The kernels' ``LOW_RANK``: bit ``j - 1`` set where round ``j`` is low rank."""
+    return sum(1 << j for j, factored in enumerate(low_rank) if factored)
+
+
 @functools.lru_cache(maxsize=None)
-def _launchable_layout(batch_size, input_size, hidden_size, rounds, dtype, device_index):
+def _launchable_layout(batch_size, input_size, hidden_size, rounds, low_rank, dtype, device_index):
     block_b = min(common.next_power_of_2(batch_size), GPU_BLOCK_B)
     tiles = triton.cdiv(batch_size, block_b) * triton.cdiv(max(input_size, hidden_size), GPU_BLOCK_N)
     programs = min(tiles, layout.multiprocessor_count(device_index))
     config = MogrifierConfig(programs, block_b, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS)
     with torch.cuda.device(device_index):
         return layout.first_launchable(
-            [config], functools.partial(_compile, batch_size, input_size, hidden_size, rounds, dtype))
+            [config], functools.partial(_compile, batch_size, input_size, hidden_size, rounds, low_rank, dtype))
 
 
-def _compile(batch_size, input_size, hidden_size, rounds, dtype, config):
+def _compile(batch_size, input_size, hidden_size, rounds, low_rank, dtype, config):
     """Compiles (without launching) both kernels with every optional input, as a call
     that saves for the backward would launch them."""
     f32, i32, i64 = torch.float32, torch.int32, torch.int64
     x_rounds, h_rounds = (dtype if (rounds + 1) // 2 else None), (dtype if rounds // 2 else None)
     x_buffers, h_buffers = (f32 if x_rounds else None), (f32 if h_rounds else None)
-    sizes = (2, batch_size, input_size, hidden_size, 3)
-    launch = dict(grid=(config.programs,), ROUNDS=rounds, REVERSE=False, **config.constexprs(),
+    w_round, thin = (dtype if rounds else None), (f32 if low_rank else None)
+    sizes = (2, batch_size, input_size, hidden_size, 3, 16, input_size * hidden_size)  # ..., T_BUF, RANK, stride_w
+    launch = dict(grid=(config.programs,), ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=False, **config.constexprs(),
                   **config.launch_options(), **common.dot_options(dtype))
     forward = _mogrifier_fwd_kernel.warmup(
-        dtype, i64, dtype, dtype, f32, x_rounds, h_rounds, x_rounds, h_rounds,
-        dtype, f32, x_buffers, f32, x_buffers, h_buffers, f32, i32, *sizes, **launch)
+        dtype, i64, dtype, dtype, f32, w_round, x_rounds, h_rounds,
+        dtype, f32, x_buffers, f32, x_buffers, h_buffers, f32, thin, i32, *sizes, **launch)
     backward = _mogrifier_bwd_kernel.warmup(
-        dtype, i64, dtype, dtype, x_rounds, h_rounds, dtype, f32, x_buffers, f32, x_buffers, h_buffers, f32,
-        f32, x_buffers, h_buffers, f32, f32, f32, f32, dtype, i32, *sizes, **launch)
+        dtype, i64, dtype, dtype, w_round, dtype, f32, x_buffers, f32, x_buffers, h_buffers, f32,
+        f32, x_buffers, h_buffers, thin, f32, f32, f32, f32, dtype, i32, *sizes, **launch)
     return forward, backward
 
 
@@ -487,15 +551,38 @@ def _chain_h(hs, j, seq_len, reverse):
 
 
 def _round_tensors(weights, biases):
-    """Stacks the rounds' matrices and biases: ``q (r_x, I, H)``, ``r (r_h, H, I)``,
-    ``q_bias (r_x, I)``, ``r_bias (r_h, H)`` (``None`` where there are none)."""
+    """The rounds as the kernels read them: ``w_round (r, stride_w)`` in the weights' dtype,
+    row ``j - 1`` holding round ``j``'s matrix ``(m, n)`` row-major, or for a low-rank round its
+    left factor ``(m, RANK)`` then its right factor ``(RANK, n)``; ``RANK`` the largest rank,
+    to which every low-rank round is padded with zeros (exact: they add nothing to either
+    product); ``q_bias (r_x, I)``, ``r_bias (r_h, H)`` (``None`` where there are none).
+
+    Returns ``w_round, RANK, q_bias, r_bias``.
+    """
     def stack(tensors):
         return torch.stack(tensors) if tensors else None
 
+    rank = max((weight[0].shape[1] for weight in weights if isinstance(weight, tuple)), default=0)
+
+    def flat(weight):
+        if not isinstance(weight, tuple):
+            return weight.reshape(-1)
+        left, right = weight
+        pad = rank - left.shape[1]
+        return torch.cat([F.pad(left, (0, pad)).reshape(-1), F.pad(right, (0, 0, 0, pad)).reshape(-1)])
+
+    rows = [flat(weight) for weight in weights]
+    stride_w = max((row.numel() for row in rows), default=0)
+    w_round = stack([F.pad(row, (0, stride_w - row.numel())) for row in rows])
     q_bias = r_bias = None
     if biases is not None:
         q_bias, r_bias = stack(biases[0::2]), stack(biases[1::2])
-    return stack(weights[0::2]), stack(weights[1::2]), q_bias, r_bias
+    return w_round, rank, q_bias, r_bias
+
+
+def _stride(w_round):
+    """``stride_w``: elements per round in ``w_round``."""
+    return 0 if w_round is None else w_round.stride(0)
 
 
 def _row_product(grad, chain, dtype):
@@ -516,15 +603,16 @@ def _row_product(grad, chain, dtype):
 
 
 @input_guard
-def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, q, r, q_bias, r_bias, lengths, *, reverse, rounds,
-                  save, config):
+def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, w_round, rank, q_bias, r_bias, lengths, *, reverse,
+                  rounds, low_rank, save, config):
     """Launches the forward sweep.
 
     Args:
         x: ``(T, B, I)``; h0, c0: ``(B, H)``; weight_ih: ``(4H, I)``; weight_hh: ``(4H, H)``.
         bias: float32 ``b_ih + b_hh (4H,)`` or ``None``.
-        q, r, q_bias, r_bias: as from :func:`_round_tensors`.
+        w_round, rank, q_bias, r_bias: as from :func:`_round_tensors`.
         lengths: ``(B,)`` int64 or ``None``.
+        low_rank: :func:`low_rank_mask` of the rounds.
         save: keep the buffers the backward reads.
     Returns:
         ``output (T, B, H), h_n, c_n (B, H)`` and a dict of the saved float32 buffers
@@ -538,6 +626,7 @@ def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, q, r, q_bias, r_bias, l
     hs = _float32(n_h + 1, t_buf, batch_size, hidden_size, device=x.device)
     xs = _float32(n_x, t_buf, batch_size, input_size, device=x.device)
     cs = _float32(t_buf, batch_size, hidden_size, device=x.device)
+    thin = _float32(rounds, t_buf, batch_size, rank, device=x.device) if low_rank else None
     hs[0, first % t_buf], cs[first % t_buf] = h0, c0
     out = x.new_empty(seq_len, batch_size, hidden_size)
     s_x = s_h = gates = None
@@ -546,40 +635,43 @@ def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, q, r, q_bias, r_bias, l
         s_h = _float32(n_h, seq_len, batch_size, hidden_size, device=x.device)
         gates = _float32(seq_len, batch_size, 4 * hidden_size, device=x.device)
     _mogrifier_fwd_kernel[(config.programs,)](
-        x, lengths, weight_ih, weight_hh, bias, q, r, q_bias, r_bias,
-        out, hs, xs, cs, s_x, s_h, gates, torch.zeros(1, dtype=torch.int32, device=x.device),
-        seq_len, batch_size, input_size, hidden_size, t_buf,
-        ROUNDS=rounds, REVERSE=reverse, **common.dot_options(x.dtype), **config.constexprs(),
+        x, lengths, weight_ih, weight_hh, bias, w_round, q_bias, r_bias,
+        out, hs, xs, cs, s_x, s_h, gates, thin, torch.zeros(1, dtype=torch.int32, device=x.device),
+        seq_len, batch_size, input_size, hidden_size, t_buf, rank, _stride(w_round),
+        ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, **common.dot_options(x.dtype), **config.constexprs(),
         **config.launch_options())
     h_n, c_n = hs[0, last % t_buf].to(x.dtype), cs[last % t_buf].to(x.dtype)
-    saved = dict(hs=hs, xs=xs, cs=cs, s_x=s_x, s_h=s_h, gates=gates) if save else {}
+    saved = dict(hs=hs, xs=xs, cs=cs, s_x=s_x, s_h=s_h, gates=gates, thin=thin) if save else {}
     return out, h_n, c_n, saved
 
 
 @input_guard
-def mogrifier_bwd(x, lengths, weight_ih, weight_hh, q, r, saved, d_out, d_h_n, d_c_n, *, reverse, rounds, config):
+def mogrifier_bwd(x, lengths, weight_ih, weight_hh, w_round, rank, saved, d_out, d_h_n, d_c_n, *, reverse, rounds,
+                  low_rank, config):
     """Launches the backward sweep, then forms the weight gradients over all ``T·B`` rows.
 
     Returns ``d_x, d_h0, d_c0, d_weight_ih, d_weight_hh``, ``d_bias (4H,)`` and the lists
-    ``d_rounds`` (``(I, H)`` or ``(H, I)``, one per round) and ``d_round_biases``.
+    ``d_rounds`` (one per round: ``(I, H)`` or ``(H, I)``, or for a low-rank round the pair
+    of its factors' gradients, padded to ``rank``) and ``d_round_biases``.
     """
     seq_len, batch_size, input_size = x.shape
     hidden_size = weight_hh.shape[1]
     n_x, n_h = (rounds + 1) // 2, rounds // 2
-    hs, xs = saved["hs"], saved["xs"]
+    hs, xs, thin = saved["hs"], saved["xs"], saved["thin"]
     dz = _float32(seq_len, batch_size, 4 * hidden_size, device=x.device)
     da_x = _float32(n_x, seq_len, batch_size, input_size, device=x.device)
     da_h = _float32(n_h, seq_len, batch_size, hidden_size, device=x.device)
+    d_thin = _float32(rounds, seq_len, batch_size, rank, device=x.device) if low_rank else None
     d_h = _float32(batch_size, hidden_size, device=x.device).copy_(d_h_n)
     d_c = _float32(batch_size, hidden_size, device=x.device).copy_(d_c_n)
     d_x = torch.empty_like(x)
     _mogrifier_bwd_kernel[(config.programs,)](
-        x, lengths, weight_ih, weight_hh, q, r, d_out, hs, xs, saved["cs"], saved["s_x"], saved["s_h"],
-        saved["gates"], dz, da_x, da_h, _float32(batch_size, input_size, device=x.device),
+        x, lengths, weight_ih, weight_hh, w_round, d_out, hs, xs, saved["cs"], saved["s_x"], saved["s_h"],
+        saved["gates"], dz, da_x, da_h, d_thin, _float32(batch_size, input_size, device=x.device),
         _float32(batch_size, hidden_size, device=x.device), d_h, d_c, d_x,
         torch.zeros(1, dtype=torch.int32, device=x.device),
-        seq_len, batch_size, input_size, hidden_size, seq_len + 1,
-        ROUNDS=rounds, REVERSE=reverse, **common.dot_options(x.dtype), **config.constexprs(),
+        seq_len, batch_size, input_size, hidden_size, seq_len + 1, rank, _stride(w_round),
+        ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, **common.dot_options(x.dtype), **config.constexprs(),
         **config.launch_options())
 
     d_weight_ih = _row_product(dz, _chain_x(x, xs, 2 * n_x - 1, seq_len), x.dtype)
@@ -587,19 +679,24 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, q, r, saved, d_out, d_h_n, d
     d_rounds, d_round_biases = [], []
     for j in range(1, rounds + 1):
         if j % 2 == 1:
-            da = da_x[j // 2]
-            d_rounds.append(_row_product(da, _chain_h(hs, j - 1, seq_len, reverse), x.dtype))
+            da, read = da_x[j // 2], _chain_h(hs, j - 1, seq_len, reverse)
         else:
-            da = da_h[j // 2 - 1]
-            d_rounds.append(_row_product(da, _chain_x(x, xs, j - 1, seq_len), x.dtype))
+            da, read = da_h[j // 2 - 1], _chain_x(x, xs, j - 1, seq_len)
+        if (low_rank >> (j - 1)) & 1:
+            # ∂L/∂left = daᵀ (v rightᵀ), ∂L/∂right = (da left)ᵀ v, from the k-wide values the sweeps kept.
+            d_rounds.append((_row_product(da, thin[j - 1, :seq_len], x.dtype),
+                             _row_product(d_thin[j - 1], read, x.dtype)))
+        else:
+            d_rounds.append(_row_product(da, read, x.dtype))
         d_round_biases.append(da.sum((0, 1)).to(x.dtype))
     return (d_x, d_h.to(x.dtype), d_c.to(x.dtype), d_weight_ih, d_weight_hh, dz.sum((0, 1)).to(x.dtype),
             d_rounds, d_round_biases)
 
 
 class MogrifierLSTMFunction(torch.autograd.Function):
-    """``(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, config,
-    save, has_round_bias, *round_weights, *round_biases) -> (output, h_n, c_n)``.
+    """``(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, config, save,
+    low_rank, has_round_bias, *round_tensors) -> (output, h_n, c_n)``, the rounds as
+    :func:`fusedrnn.sweep.flatten_rounds` gives them.
 
     Without ``save`` (no backward can follow, ``Sweep.needs_backward``) the forward keeps
     two time slots instead of ``T + 1``.
@@ -607,45 +704,48 @@ class MogrifierLSTMFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
-    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, config, save,
-                has_round_bias, *round_params):
-        rounds = len(round_params) // 2 if has_round_bias else len(round_params)
-        weights, biases = round_params[:rounds], (round_params[rounds:] if has_round_bias else None)
-        q, r, q_bias, r_bias = _round_tensors(weights, biases)
+    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, config, save, low_rank,
+                has_round_bias, *round_tensors):
+        weights, biases, _ = unflatten_rounds(round_tensors, low_rank, has_round_bias)
+        w_round, rank, q_bias, r_bias = _round_tensors(weights, biases)
         bias = summed_bias(bias_ih, bias_hh)
-        out, h_n, c_n, saved = mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, q, r, q_bias, r_bias, lengths,
-                                             reverse=reverse, rounds=rounds, save=save, config=config)
+        out, h_n, c_n, saved = mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, w_round, rank, q_bias, r_bias,
+                                             lengths, reverse=reverse, rounds=len(weights),
+                                             low_rank=low_rank_mask(low_rank), save=save, config=config)
         if save:
-            ctx.save_for_backward(x, lengths, weight_ih, weight_hh, q, r, h0, c0, bias_ih, bias_hh, *round_params,
+            ctx.save_for_backward(x, lengths, weight_ih, weight_hh, w_round, h0, c0, bias_ih, bias_hh, *round_tensors,
                                   *saved.values())
             ctx.saved_names = tuple(saved)
-        ctx.reverse, ctx.rounds, ctx.config = reverse, rounds, config
+        ctx.reverse, ctx.low_rank, ctx.rank, ctx.config = reverse, low_rank, rank, config
         ctx.has_bias, ctx.has_round_bias = bias_ih is not None, has_round_bias
         return out, h_n, c_n
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, d_out, d_h_n, d_c_n):
-        x, lengths, weight_ih, weight_hh, q, r, h0, c0, bias_ih, bias_hh, *rest = ctx.saved_tensors
-        round_params, buffers = rest[:len(rest) - len(ctx.saved_names)], rest[len(rest) - len(ctx.saved_names):]
+        x, lengths, weight_ih, weight_hh, w_round, h0, c0, bias_ih, bias_hh, *rest = ctx.saved_tensors
+        round_tensors, buffers = rest[:len(rest) - len(ctx.saved_names)], rest[len(rest) - len(ctx.saved_names):]
+        no_grads = (None,) * 6  # lengths, reverse, config, save, low_rank, has_round_bias
         if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
-            rounds = ctx.rounds
-
             def run(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *round_tensors):
+                weights, biases, _ = unflatten_rounds(round_tensors, ctx.low_rank, ctx.has_round_bias)
                 return reference_mogrifier_lstm(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
-                                                mogrify_weights=round_tensors[:rounds],
-                                                mogrify_biases=round_tensors[rounds:] or None, lengths=lengths,
+                                                mogrify_weights=weights, mogrify_biases=biases, lengths=lengths,
                                                 reverse=ctx.reverse)
 
-            grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *round_params],
+            grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *round_tensors],
                                          (d_out, d_h_n, d_c_n))
-            return (*grads[:7], None, None, None, None, None, *grads[7:])
+            return (*grads[:7], *no_grads, *grads[7:])
         d_x, d_h0, d_c0, d_weight_ih, d_weight_hh, d_bias, d_rounds, d_round_biases = mogrifier_bwd(
-            x, lengths, weight_ih, weight_hh, q, r, dict(zip(ctx.saved_names, buffers)), d_out, d_h_n, d_c_n,
-            reverse=ctx.reverse, rounds=ctx.rounds, config=ctx.config)
+            x, lengths, weight_ih, weight_hh, w_round, ctx.rank, dict(zip(ctx.saved_names, buffers)), d_out, d_h_n,
+            d_c_n, reverse=ctx.reverse, rounds=len(ctx.low_rank), low_rank=low_rank_mask(ctx.low_rank),
+            config=ctx.config)
+        weights, _, _ = unflatten_rounds(round_tensors, ctx.low_rank, ctx.has_round_bias)
+        d_rounds = [(d_round[0][:, :weight[0].shape[1]], d_round[1][:weight[0].shape[1]])  # cut off the padding
+                    if isinstance(weight, tuple) else d_round for weight, d_round in zip(weights, d_rounds)]
         d_bias_ih, d_bias_hh = (d_bias, d_bias.clone()) if ctx.has_bias else (None, None)
-        return (d_x, d_h0, d_c0, d_weight_ih, d_weight_hh, d_bias_ih, d_bias_hh, None, None, None, None, None,
-                *d_rounds, *(d_round_biases if ctx.has_round_bias else ()))
+        d_round_tensors, _ = flatten_rounds(d_rounds, d_round_biases if ctx.has_round_bias else None)
+        return (d_x, d_h0, d_c0, d_weight_ih, d_weight_hh, d_bias_ih, d_bias_hh, *no_grads, *d_round_tensors)
 
 
 # --------------------------------------------------------------------------- backend entry points
@@ -663,8 +763,8 @@ def unsupported(sweep: Sweep) -> Optional[str]:
 
 def run(sweep: Sweep):
     """Runs a Mogrifier ``sweep``; returns ``output (T, B, H), h_n, c_n (B, H)``, differentiable."""
-    biases = sweep.mogrify_biases
+    round_tensors, low_rank = flatten_rounds(sweep.mogrify_weights, sweep.mogrify_biases)
     return MogrifierLSTMFunction.apply(
         sweep.x, sweep.h0, sweep.c0, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh, sweep.lengths,
-        sweep.reverse, config_for(sweep), sweep.needs_backward, biases is not None, *sweep.mogrify_weights,
-        *(biases or ()))
+        sweep.reverse, config_for(sweep), sweep.needs_backward, low_rank, sweep.mogrify_biases is not None,
+        *round_tensors)

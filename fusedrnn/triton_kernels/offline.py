@@ -63,25 +63,27 @@ def lstm_kernels(dtype, noise=NOISE_PHILOX.value, hard_gates=False, lengths=True
     return ((lstm._lstm_fwd_kernel, forward, forward_flags), (lstm._lstm_bwd_kernel, backward, backward_flags))
 
 
-def mogrifier_kernels(dtype, rounds, lengths=True, bias=True, round_bias=True, save=True, reverse=False):
-    """Likewise for the Mogrifier as ``mogrifier_fwd`` and ``mogrifier_bwd`` launch it with ``rounds`` rounds."""
+def mogrifier_kernels(dtype, rounds, low_rank=0, lengths=True, bias=True, round_bias=True, save=True, reverse=False):
+    """Likewise for the Mogrifier as ``mogrifier_fwd`` and ``mogrifier_bwd`` launch it with ``rounds``
+    rounds, ``low_rank`` the :func:`mogrifier.low_rank_mask` of those that are low rank."""
     t, f32 = dtype, torch.float32
     x_rounds, h_rounds = (rounds + 1) // 2 > 0, rounds // 2 > 0
     round_bias = round_bias and rounds > 0
     shared = dict(x=_pointer(t), lengths=_pointer("i64", lengths), w_ih=_pointer(t), w_hh=_pointer(t))
-    sizes = dict(T="i32", B="i32", I="i32", H="i32", T_BUF="i32")
-    forward = dict(**shared, bias=_pointer(f32, bias), q=_pointer(t, x_rounds), r=_pointer(t, h_rounds),
+    sizes = dict(T="i32", B="i32", I="i32", H="i32", T_BUF="i32", RANK="i32", stride_w="i32")
+    forward = dict(**shared, bias=_pointer(f32, bias), w_round=_pointer(t, rounds > 0),
                    q_bias=_pointer(t, round_bias and x_rounds), r_bias=_pointer(t, round_bias and h_rounds),
                    out=_pointer(t), hs="*fp32", xs=_pointer(f32, x_rounds), cs="*fp32",
                    s_x=_pointer(f32, save and x_rounds), s_h=_pointer(f32, save and h_rounds),
-                   gates=_pointer(f32, save), counter="*i32", **sizes)
-    backward = dict(**shared, q=_pointer(t, x_rounds), r=_pointer(t, h_rounds), d_out=_pointer(t), hs="*fp32",
+                   gates=_pointer(f32, save), thin=_pointer(f32, low_rank != 0), counter="*i32", **sizes)
+    backward = dict(**shared, w_round=_pointer(t, rounds > 0), d_out=_pointer(t), hs="*fp32",
                     xs=_pointer(f32, x_rounds), cs="*fp32", s_x=_pointer(f32, x_rounds), s_h=_pointer(f32, h_rounds),
                     gates="*fp32", dz="*fp32", da_x=_pointer(f32, x_rounds), da_h=_pointer(f32, h_rounds),
-                    g_x="*fp32", g_h="*fp32", d_h="*fp32", d_c="*fp32", d_x=_pointer(t), counter="*i32", **sizes)
-    forward_flags = dict(ROUNDS=rounds, REVERSE=reverse, HAS_LENGTHS=lengths, HAS_BIAS=bias,
+                    d_thin=_pointer(f32, low_rank != 0), g_x="*fp32", g_h="*fp32", d_h="*fp32", d_c="*fp32",
+                    d_x=_pointer(t), counter="*i32", **sizes)
+    forward_flags = dict(ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, HAS_LENGTHS=lengths, HAS_BIAS=bias,
                          HAS_ROUND_BIAS=round_bias, SAVE=save)
-    backward_flags = dict(ROUNDS=rounds, REVERSE=reverse, HAS_LENGTHS=lengths)
+    backward_flags = dict(ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, HAS_LENGTHS=lengths)
     return ((mogrifier._mogrifier_fwd_kernel, forward, forward_flags),
             (mogrifier._mogrifier_bwd_kernel, backward, backward_flags))
 
@@ -146,7 +148,8 @@ def compile_lstm(config: layout.SweepConfig, dtype: torch.dtype, arch: int = 90,
 
 
 def compile_mogrifier(config: mogrifier.MogrifierConfig, dtype: torch.dtype, rounds: int, arch: int = 90, **flags):
-    """The Mogrifier sweep kernels of ``config`` with ``rounds`` rounds for ``sm_{arch}``."""
+    """The Mogrifier sweep kernels of ``config`` with ``rounds`` rounds for ``sm_{arch}``; ``flags``
+    as in :func:`mogrifier_kernels`."""
     return _compile(mogrifier_kernels(dtype, rounds, **flags), {**config.constexprs(), **precision_constexprs(dtype)},
                     config.launch_options(), arch)
 
@@ -162,6 +165,8 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=[str(d).replace("torch.", "") for d in _TYPES], required=True)
     parser.add_argument("--cell", choices=["lstm", "mogrifier"], default="lstm", help="lstm also covers g2")
     parser.add_argument("--rounds", type=int, default=5, help="the Mogrifier's rounds")
+    parser.add_argument("--low-rank", type=int, default=0,
+                        help="the Mogrifier's low-rank rounds: bit j - 1 set for round j")
     parser.add_argument("--config", required=True, help="SweepConfig (MogrifierConfig) fields as a JSON object")
     parser.add_argument("--arch", type=int, default=90)
     args = parser.parse_args(argv)
@@ -169,7 +174,8 @@ def main(argv=None):
         parser.error("unset TRITON_INTERPRET: the interpreter does not compile kernels")
     dtype, fields = getattr(torch, args.dtype), json.loads(args.config)
     if args.cell == "mogrifier":
-        resources = compile_mogrifier(mogrifier.MogrifierConfig(**fields), dtype, args.rounds, args.arch)
+        resources = compile_mogrifier(mogrifier.MogrifierConfig(**fields), dtype, args.rounds, args.arch,
+                                      low_rank=args.low_rank)
     else:
         resources = compile_lstm(layout.SweepConfig(**fields), dtype, args.arch)
     print(json.dumps({name: vars(used) for name, used in resources.items()}))
