@@ -331,4 +331,18 @@ c10::Device check_mogrifier_backward(const Tensor& grad_output, const Tensor& gr
   return x.device();
 }
 
+void check_g2_noise(int64_t seq_len, int64_t batch_size, int64_t hidden_size, double noise_prob,
+                    const Tensor& seed) {
+  TORCH_CHECK_VALUE(seq_len >= 0 && batch_size >= 0 && hidden_size >= 0,
+                    "fusedrnn.g2_noise: seq_len, batch_size and hidden_size must be >= 0, got ", seq_len, ", ",
+                    batch_size, ", ", hidden_size);
+  TORCH_CHECK_VALUE(noise_prob >= 0.0 && noise_prob <= 1.0, "fusedrnn.g2_noise: noise_prob must be in [0, 1], got ",
+                    noise_prob);
+  TORCH_CHECK_VALUE(seed.device().is_cpu() && seed.numel() == 1,
+                    "fusedrnn.g2_noise: seed must be a CPU tensor of one element, got ", seed.numel(),
+                    " elements on ", seed.device());
+  TORCH_CHECK_TYPE(seed.scalar_type() == at::kLong, "fusedrnn.g2_noise: seed must be torch.int64, got ",
+                   seed.scalar_type());
+}
+
 }  // namespace fusedrnn

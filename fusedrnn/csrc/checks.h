@@ -57,4 +57,9 @@ c10::Device check_mogrifier_backward(const Tensor& grad_output, const Tensor& gr
                                      at::TensorList chains,
                                      at::TensorList round_gates, const std::optional<Tensor>& lengths, bool reverse);
 
+// The G2 noise's draw (cpu/noise.cpp): sizes >= 0, noise_prob in [0, 1], seed one int64 on
+// the CPU. It returns nothing: the draw is on the CPU whatever device a seed was passed from.
+void check_g2_noise(int64_t seq_len, int64_t batch_size, int64_t hidden_size, double noise_prob,
+                    const Tensor& seed);
+
 }  // namespace fusedrnn

@@ -69,8 +69,14 @@ TORCH_LIBRARY(fusedrnn, m) {
   m.def("cpu_instruction_set() -> str", &cpu::instruction_set);
 }
 
-// Any device's seed reaches the CPU implementation, which refuses all but a CPU one by name.
-TORCH_LIBRARY_IMPL(fusedrnn, CompositeExplicitAutograd, m) { m.impl("g2_noise", &cpu::g2_noise); }
+// Any device's seed reaches the check, which refuses all but a CPU one by name.
+TORCH_LIBRARY_IMPL(fusedrnn, CompositeExplicitAutograd, m) {
+  m.impl("g2_noise", [](int64_t seq_len, int64_t batch_size, int64_t hidden_size, double noise_prob,
+                        const Tensor& seed) {
+    check_g2_noise(seq_len, batch_size, hidden_size, noise_prob, seed);
+    return cpu::g2_noise(seq_len, batch_size, hidden_size, noise_prob, seed);
+  });
+}
 #endif
 
 #ifdef FUSEDRNN_CUDA

@@ -89,7 +89,7 @@ const Kernels& kernels();
 std::string instruction_set();
 
 // cpu/noise.cpp: fusedrnn.noise.sample_noise(seq_len, batch_size, hidden_size, noise_prob,
-// seed=seed) on the CPU, (T, B, 2, H) float32; it checks its own arguments.
+// seed=seed) on the CPU, (T, B, 2, H) float32, on arguments check_g2_noise (checks.h) passed.
 at::Tensor g2_noise(int64_t seq_len, int64_t batch_size, int64_t hidden_size, double noise_prob,
                     const at::Tensor& seed);
 }  // namespace cpu

@@ -2,7 +2,6 @@
 // costs several times the sweep it feeds: the same Philox4x32-10 words, hence the same
 // Bernoulli masks and uniforms; the logistic values within float32 rounding of libm's log.
 #include <ATen/Parallel.h>
-#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cmath>
@@ -53,16 +52,6 @@ float gate_noise(uint32_t value_word, uint32_t keep_word, float noise_prob) {
 
 at::Tensor g2_noise(int64_t seq_len, int64_t batch_size, int64_t hidden_size, double noise_prob,
                     const at::Tensor& seed) {
-  TORCH_CHECK_VALUE(seq_len >= 0 && batch_size >= 0 && hidden_size >= 0,
-                    "fusedrnn.g2_noise: seq_len, batch_size and hidden_size must be >= 0, got ", seq_len, ", ",
-                    batch_size, ", ", hidden_size);
-  TORCH_CHECK_VALUE(noise_prob >= 0.0 && noise_prob <= 1.0, "fusedrnn.g2_noise: noise_prob must be in [0, 1], got ",
-                    noise_prob);
-  TORCH_CHECK_VALUE(seed.device().is_cpu() && seed.numel() == 1,
-                    "fusedrnn.g2_noise: seed must be a CPU tensor of one element, got ", seed.numel(),
-                    " elements on ", seed.device());
-  TORCH_CHECK_TYPE(seed.scalar_type() == at::kLong, "fusedrnn.g2_noise: seed must be torch.int64, got ",
-                   seed.scalar_type());
   const uint64_t key = static_cast<uint64_t>(seed.item<int64_t>());
   const uint32_t key0 = static_cast<uint32_t>(key), key1 = static_cast<uint32_t>(key >> 32);
   const float keep_below = static_cast<float>(noise_prob);
