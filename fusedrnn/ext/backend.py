@@ -64,7 +64,8 @@ class ExtensionBackend:
             noise = sweep.noise
             if sweep.noisy and noise is None:
                 arguments = (sweep.seq_len, sweep.batch_size, sweep.hidden_size, sweep.noise_prob)
-                noise = ops.g2_noise(*arguments) if sweep.device.type == "cpu" else sample_noise(*arguments, device=sweep.device)
+                on_cpu = sweep.device.type == "cpu"
+                noise = ops.g2_noise(*arguments) if on_cpu else sample_noise(*arguments, device=sweep.device)
             noise = noise.contiguous() if sweep.noisy else None
             out = ops.lstm_sweep(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, sweep.reverse,
                                  sweep.temperature if g2 else 1.0, sweep.gate_mode if g2 else "soft",
