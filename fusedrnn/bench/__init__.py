@@ -1,6 +1,5 @@
-"""The benchmark, ``python -m fusedrnn.bench`` or ``fusedrnn-bench`` (see ``--help``): ``cli`` (grids and
-the command), ``implementations`` (fusedrnn's backends and the baselines), ``measure`` (one case, checked
-and timed), ``report`` (machine info, table, chart)."""
+"""The benchmark, ``python -m fusedrnn.bench`` (``--help``): ``cli`` (grids, the command), ``implementations``
+(fusedrnn's backends, the baselines), ``measure`` (one case, checked and timed), ``report`` (machine, table, chart)."""
 from .cli import main
 
 __all__ = ["main"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
-from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 import torch
@@ -24,15 +23,14 @@ from ..testing import Problem
 LSTM_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
-class MogrifierCell(nn.Module):
+class MogrifierCell(nn.LSTMCell):
     """A Mogrifier step as the paper's and popular code writes it: ``nn.Linear`` rounds
-    gating x and h in turn, then ``nn.LSTMCell`` (SPEC §3)."""
+    gating x and h in turn, then the LSTM step (SPEC §3)."""
 
     def __init__(self, input_size, hidden_size, **factory):
-        super().__init__()
+        super().__init__(input_size, hidden_size, **factory)
         shapes = [mogrify_round_shape(j, input_size, hidden_size) for j in range(1, MOGRIFY_STEPS.default + 1)]
         self.rounds = nn.ModuleList(nn.Linear(cols, rows, **factory) for rows, cols in shapes)
-        self.cell = nn.LSTMCell(input_size, hidden_size, **factory)
 
     def forward(self, x, state):
         h, c = state
@@ -41,26 +39,23 @@ class MogrifierCell(nn.Module):
                 x = 2 * torch.sigmoid(linear(h)) * x
             else:
                 h = 2 * torch.sigmoid(linear(x)) * h
-        return self.cell(x, (h, c))
+        return super().forward(x, (h, c))
 
 
-class G2Cell(nn.Module):
-    """A G2-LSTM step as users write it: two ``nn.Linear`` layers, logistic noise
-    ``(B, 2, H)`` on the input and forget gates, sigmoids with temperature (SPEC §4)."""
-
-    def __init__(self, input_size, hidden_size, **factory):
-        super().__init__()
-        self.ih = nn.Linear(input_size, 4 * hidden_size, **factory)
-        self.hh = nn.Linear(hidden_size, 4 * hidden_size, **factory)
+class G2Cell(nn.LSTMCell):
+    """A G2-LSTM step as users write it: ``nn.LSTMCell``'s weights, logistic noise ``(B, 2, H)``
+    on the input and forget gates, sigmoids with temperature (SPEC §4)."""
 
     def forward(self, x, state, noise):
         h, c = state
-        z_i, z_f, z_g, z_o = (self.ih(x) + self.hh(h)).chunk(4, dim=-1)
-        noise = noise.to(z_i.dtype)
-        tau = TEMPERATURE.default
-        i, f = torch.sigmoid((z_i + noise[:, 0]) / tau), torch.sigmoid((z_f + noise[:, 1]) / tau)
+        z = F.linear(x, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)
+        z_i, z_f, z_g, z_o = z.chunk(4, dim=-1)
+        i, f = torch.sigmoid((torch.stack((z_i, z_f), 1) + noise.to(z.dtype)) / TEMPERATURE.default).unbind(1)
         c = f * c + i * torch.tanh(z_g)
         return torch.sigmoid(z_o) * torch.tanh(c), c
+
+
+STEP_MODULES = {"lstm": nn.LSTMCell, "mogrifier": MogrifierCell, "g2": G2Cell}
 
 
 def _load(parameters: List[nn.Parameter], problem: Problem) -> List[nn.Parameter]:
@@ -87,18 +82,11 @@ def eager(problem: Problem, compile: bool = False):
     """The cell's step module in a Python loop, one call per step (``nn.LSTMCell`` for the
     LSTM); with ``compile``, the step under ``torch.compile``'s defaults, compiled afresh
     (compiling the whole loop would unroll all T steps into one graph)."""
-    inputs, hidden = problem.x.shape[2], problem.h0.shape[1]
     factory = {"device": problem.x.device, "dtype": problem.x.dtype}
-    if problem.cell == "lstm":
-        cell = nn.LSTMCell(inputs, hidden, **factory)
-        parameters = [getattr(cell, name) for name in LSTM_WEIGHTS]
-    elif problem.cell == "mogrifier":
-        cell = MogrifierCell(inputs, hidden, **factory)
-        parameters = [getattr(cell.cell, name) for name in LSTM_WEIGHTS]
+    cell = STEP_MODULES[problem.cell](problem.x.shape[2], problem.h0.shape[1], **factory)
+    parameters = [getattr(cell, name) for name in LSTM_WEIGHTS]  # problem.weight_list()'s order
+    if problem.cell == "mogrifier":
         parameters += [linear.weight for linear in cell.rounds] + [linear.bias for linear in cell.rounds]
-    else:
-        cell = G2Cell(inputs, hidden, **factory)
-        parameters = [cell.ih.weight, cell.hh.weight, cell.ih.bias, cell.hh.bias]
     if compile:
         torch.compiler.reset()  # no graphs or recompile budget carried over from another case
         cell = torch.compile(cell)
@@ -119,10 +107,9 @@ def torch_lstm(problem: Problem):
 
 
 def flashrnn_lstm(problem: Problem, kernel: str = "cuda_fused"):
-    """NX-AI's flashrnn LSTM (its fused CUDA kernel by default). It takes the input
-    projection precomputed, ``Wx (B, T, gates, heads, D)`` (timed with it, as inside every
-    other implementation), ``R (gates, heads, D_out, D_in)`` (with one head, ``R[g, 0]`` is
-    gate ``g``'s block of ``weight_hh``) and one bias."""
+    """NX-AI's flashrnn LSTM (its fused CUDA kernel by default). It takes the input projection
+    precomputed, ``Wx (B, T, gates, heads, D)`` (timed with it, as inside every other implementation),
+    ``R (gates, heads, D_out, D_in)`` (one head: ``R[g, 0]`` is gate ``g``'s block of ``weight_hh``), one bias."""
     from flashrnn import flashrnn
 
     w, hidden = problem.weights, problem.h0.shape[1]
@@ -146,7 +133,7 @@ def _functional_call(problem: Problem, backend: str, x, h0, c0, noise):
     return dataclasses.replace(problem, x=x, h0=h0, c0=c0, options=options).call(backend)
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Implementation:
     """One timed implementation; only ``kind == "fusedrnn"`` is gated by the check."""
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from dataclasses import dataclass
 import time
 from typing import Dict
 
@@ -22,9 +21,10 @@ from .implementations import Implementation
 
 DIRECTIONS = ("fwd", "fwdbwd", "decode")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+CUDA_WARMUP_MS, CUDA_REP_MS, CPU_MIN_RUN_S = 25, 100, 0.2
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Config:
     """One problem: a cell on a ``(T, B, I)`` input with hidden size ``H`` (SPEC's letters)."""
 
@@ -46,12 +46,6 @@ def truth_for(config: Config, device: torch.device, seed: int = 1) -> Truth:
     torch.manual_seed(seed)
     shape = (config.seq_len, config.batch_size, config.input_size, config.hidden_size)
     return ground_truth(random_problem(config.cell, shape), DTYPES[config.dtype], device)
-CUDA_WARMUP_MS, CUDA_REP_MS, CPU_MIN_RUN_S = 25, 100, 0.2
-
-
-def failed(row: Dict[str, object]) -> bool:
-    """A fusedrnn backend that gave a wrong answer or crashed: the run fails."""
-    return row["kind"] == "fusedrnn" and row["status"] in ("wrong", "error")
 
 
 def _one_step_calls(run):
@@ -77,14 +71,12 @@ def median_ms(fn, device: torch.device):
 
 
 def measure(impl: Implementation, config: Config, truth: Truth, direction: str) -> Dict[str, object]:
-    """Checks ``impl`` on the truth's inputs in ``direction`` (its first call, timed apart),
-    then times it on the same inputs. Returns a row (JSON's form): the config's fields,
-    ``direction``, ``implementation``, ``kind``; ``status``: ``ok`` (timed), ``wrong`` (a
-    fusedrnn backend beyond tolerance: not timed), ``error`` (a fusedrnn backend raised),
-    ``n/a`` (declined, out of memory, or a baseline that raised), with ``reason``;
-    ``median_ms``, ``us_per_step``, ``repetitions``; ``first_call_s`` (the checked first call,
-    compilation included, kept out of the median); ``error``/``tolerance`` (the worst
-    relative error against the float64 reference and SPEC §6's bound, baselines included)."""
+    """Checks ``impl`` on the truth's inputs in ``direction`` (the first call, compiles included,
+    timed apart as ``first_call_s``), then times it on the same inputs. Returns a JSON row: the
+    config's fields, ``direction``, ``implementation``, ``kind``, ``status`` (``ok``: timed;
+    ``wrong``: a fusedrnn backend beyond tolerance, not timed; ``error``: it raised; ``n/a``:
+    declined, out of memory, or a baseline that raised) and ``reason``, ``median_ms``,
+    ``us_per_step``, ``repetitions``, ``error``/``tolerance`` (against the float64 reference)."""
     row = {**dataclasses.asdict(config), "direction": direction, "implementation": impl.name, "kind": impl.kind,
            "status": "ok", "reason": None, "median_ms": None, "us_per_step": None, "repetitions": None}
     built = {}

@@ -2,6 +2,7 @@
 and charts read the JSON form of the rows, so a committed results file renders as the run did."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import platform
@@ -30,13 +31,11 @@ def machine_info(device: torch.device) -> Dict[str, object]:
     if device.type == "cuda":
         info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
                     cudnn=torch.backends.cudnn.version(), cudnn_allow_tf32=torch.backends.cudnn.allow_tf32)
-        try:  # the clocks, when nvidia-smi is there to say
+        with contextlib.suppress(OSError, subprocess.SubprocessError):  # the clocks, when nvidia-smi is there
             out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,clocks.sm,clocks.max.sm",
                                   "--format=csv,noheader", f"--id={device.index or 0}"],
                                  capture_output=True, text=True, timeout=10, check=True).stdout
             info.update(zip(("driver", "sm_clock", "max_sm_clock"), out.strip().split(", ")))
-        except (OSError, subprocess.SubprocessError):
-            pass
     return info
 
 
@@ -86,9 +85,8 @@ def plot(rows: List[dict], path, title: str) -> None:
     """µs per step per configuration, a panel per cell and direction; the black line is
     nn.LSTM float16 on the same sizes (cuDNN fp16: the line to beat; without float16 rows,
     as on a CPU, nn.LSTM in the dtype measured)."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    plt.switch_backend("agg")  # files only, with or without a display
 
     timed = [r for r in rows if r["median_ms"] is not None]
     panels = list(dict.fromkeys((r["cell"], r["direction"]) for r in timed))
