@@ -185,7 +185,10 @@ class _RecurrentBase(nn.Module):
         h0, c0 = self._check_hx(hx, input.shape[1], batched, input)
         # Checked and moved to the device once, not per layer and direction.
         device_lengths = functional._check_lengths(lengths, input.shape[0], input.shape[1], input.device)
-        with torch.autocast(input.device.type, enabled=False):  # the sweeps compute in input.dtype
+        if torch.is_autocast_enabled(input.device.type):
+            with torch.autocast(input.device.type, enabled=False):  # the sweeps compute in input.dtype
+                output, h_n, c_n = self._layers(input, h0, c0, device_lengths)
+        else:  # no context to enter: at T = 1 the host time is the cost
             output, h_n, c_n = self._layers(input, h0, c0, device_lengths)
 
         if packed:

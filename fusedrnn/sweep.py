@@ -141,6 +141,8 @@ class Sweep:
         always off and ``ctx.needs_input_grad`` ignores it, so neither tells. Without a
         backward to come, a backend need not keep every step's state.
         """
+        if not torch.is_grad_enabled():
+            return False
         tensors = (self.x, self.h0, self.c0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                    *flatten_rounds(self.mogrify_weights, self.mogrify_biases)[0])
-        return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+        return any(t is not None and t.requires_grad for t in tensors)

@@ -1,0 +1,71 @@
+"""Host time per call of ``fusedrnn.LSTM`` against ``torch.nn.LSTM`` when decoding: one time
+step per call, batch 1, the state fed back, under ``no_grad``. At this size the kernels cost
+little and the module's Python path is what a user waits for (issue: at most 1.2× nn.LSTM's).
+
+    python bench/module_overhead.py --json bench/results/cpu-overhead/results.json
+
+Modules and rounds alternate (nn.LSTM, then each backend, per round) so that a busy machine
+slows them alike; each figure is the median over rounds of ``torch.utils.benchmark``'s median.
+"""
+import argparse
+import datetime
+import json
+import shlex
+import statistics
+import sys
+
+import torch
+from torch.utils.benchmark import Timer
+
+import fusedrnn
+from fusedrnn.bench.report import machine_info
+
+
+def decode_us(module, x, state, min_run_time):
+    """Median µs of one call ``module(x, state)``, the returned state fed to the next call."""
+    def step():
+        nonlocal state
+        _, state = module(x, state)
+    return Timer("step()", globals={"step": step}).blocked_autorange(min_run_time=min_run_time).median * 1e6
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backends", nargs="+", default=["auto", "cpu"] if not torch.cuda.is_available() else
+                        ["auto", "triton", "cuda"])
+    parser.add_argument("--hidden-size", type=int, default=32)
+    parser.add_argument("--layers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", help="write the rows, the command and the machine here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device, size, rows = torch.device(args.device), args.hidden_size, []
+    with torch.no_grad():
+        for layers in args.layers:
+            baseline = torch.nn.LSTM(size, size, num_layers=layers, device=device)
+            modules = {"nn.LSTM": baseline, **{name: fusedrnn.LSTM.from_torch(baseline, backend=name)
+                                               for name in args.backends}}
+            x = torch.randn(1, 1, size, device=device)
+            state = (torch.randn(layers, 1, size, device=device), torch.randn(layers, 1, size, device=device))
+            times = {name: [] for name in modules}
+            for _ in range(args.rounds):
+                for name, module in modules.items():
+                    times[name].append(decode_us(module, x, state, min_run_time=0.1))
+            baseline_us = statistics.median(times["nn.LSTM"])
+            for name, samples in times.items():
+                us = statistics.median(samples)
+                rows.append({"implementation": name, "layers": layers, "hidden_size": size, "us_per_call": us,
+                             "x_nn_lstm": us / baseline_us})
+                print(f"layers {layers}  {name:8s} {us:7.1f} µs per call  {us / baseline_us:.2f}× nn.LSTM's")
+    if args.json:
+        document = {"command": shlex.join(["python"] + sys.argv), "date": datetime.date.today().isoformat(),
+                    "machine": machine_info(device), "rows": rows}
+        with open(args.json, "w") as file:
+            json.dump(document, file, indent=1)
+            file.write("\n")
+
+
+if __name__ == "__main__":
+    main()
