@@ -67,6 +67,15 @@ def test_many_tiles(shape, rounds, dtype, small_tiles):
     compare(case, shape, dtype, "cpu", lengths=True, reverse=rounds == 5)
 
 
+@pytest.mark.parametrize("rank", [None, 16], ids=["full-rank", "rank16"])
+def test_bfloat16_rounds_once_only_where_the_bound_holds(rank):
+    """Every product here sums at least 16 terms: full rank, each float32 operand is rounded to
+    bfloat16 once; with low-rank rounds every product keeps ``hi + lo`` (``split_below_k``:
+    rounding once took the factors' gradients to 3.3-3.9e-2 at this shape)."""
+    compare(({"mogrify_steps": 5, "mogrify_rank": rank}, {}), (4, 16, 64, 64), torch.bfloat16, "cpu", lengths=True,
+            reverse=False)
+
+
 def inference_inputs(seq_len, batch_size, input_size, hidden_size, dtype, device, rounds=5):
     weights = random_weights("mogrifier", input_size, hidden_size, mogrify_steps=rounds)
     x = torch.randn(seq_len, batch_size, input_size, dtype=torch.float64)

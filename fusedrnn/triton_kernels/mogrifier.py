@@ -97,8 +97,8 @@ def _active(lengths, t, offs_b, B, HAS_LENGTHS: tl.constexpr):
 
 
 @triton.jit
-def _product(acc, p_a, p_w, stride_wn, stride_wk, offs_b, offs_n, B, N, K,
-             BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+def _product(acc, p_a, p_w, stride_wn, stride_wk, offs_b, offs_n, B, N, K, BLOCK_K: tl.constexpr,
+             INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, SPLIT_BELOW_K: tl.constexpr):
     """``acc + A[offs_b, :K] @ W[offs_n, :K]ᵀ``.
 
     ``A`` is a row-major float32 ``(B, K)`` block that other programs wrote during this
@@ -107,8 +107,8 @@ def _product(acc, p_a, p_w, stride_wn, stride_wk, offs_b, offs_n, B, N, K,
     """
     mask_b = offs_b[:, None] < B
     mask_n = offs_n[None, :] < N
-    # A half-precision product rounds A to 8 or 11 bits; for bfloat16 that costs up to
-    # twice SPEC's tolerance, so A enters as hi + lo (two products, both on tensor cores).
+    # A half-precision product rounds A to 8 or 11 bits. A bfloat16 one over fewer than
+    # SPLIT_BELOW_K terms (split_below_k) takes A as hi + lo: two products, both on tensor cores.
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         b_a = tl.load(p_a + offs_b[:, None] * K + offs_k[None, :], mask=mask_b & (offs_k[None, :] < K),
@@ -118,14 +118,15 @@ def _product(acc, p_a, p_w, stride_wn, stride_wk, offs_b, offs_n, B, N, K,
         b_a_hi = b_a.to(b_w.dtype)
         acc += dot(b_a_hi, b_w, INPUT_PRECISION, UPCAST_DOT)
         if b_w.dtype == tl.bfloat16:
-            acc += dot((b_a - b_a_hi.to(tl.float32)).to(b_w.dtype), b_w, INPUT_PRECISION, UPCAST_DOT)
+            if K < SPLIT_BELOW_K:
+                acc += dot((b_a - b_a_hi.to(tl.float32)).to(b_w.dtype), b_w, INPUT_PRECISION, UPCAST_DOT)
     return acc
 
 
 @triton.jit
 def _product_phase(p_out, p_a, p_w, stride_wn, stride_wk, B, N, K, i_p, n_programs, BLOCK_B: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                   UPCAST_DOT: tl.constexpr):
+                   UPCAST_DOT: tl.constexpr, SPLIT_BELOW_K: tl.constexpr):
     """A phase that only multiplies: the row-major float32 ``(B, N)`` at ``p_out`` gets
     ``A[:, :K] @ W[:N, :K]ᵀ`` (as :func:`_product`), its tiles dealt round-robin. The
     ``RANK``-wide half of a low-rank round."""
@@ -133,18 +134,21 @@ def _product_phase(p_out, p_a, p_w, stride_wn, stride_wk, B, N, K, i_p, n_progra
         offs_b, offs_n, o_bn, mask = _tile(tile, B, N, BLOCK_B, BLOCK_N)
         b_out = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
         b_out = _product(b_out, p_a, p_w, stride_wn, stride_wk, offs_b, offs_n, B, N, K, BLOCK_K, INPUT_PRECISION,
-                         UPCAST_DOT)
+                         UPCAST_DOT, SPLIT_BELOW_K)
         tl.store(p_out + o_bn, b_out, mask=mask)
 
 
 @triton.jit
 def _gate_preactivation(gate, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H,
                         HAS_BIAS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+                        BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+                        SPLIT_BELOW_K: tl.constexpr):
     """One gate's ``z = x W_ihᵀ + h W_hhᵀ + b`` on a ``(batch, H)`` tile."""
     z = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
-    z = _product(z, p_x, w_ih + gate * H * I, I, 1, offs_b, offs_n, B, H, I, BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
-    z = _product(z, p_h, w_hh + gate * H * H, H, 1, offs_b, offs_n, B, H, H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
+    z = _product(z, p_x, w_ih + gate * H * I, I, 1, offs_b, offs_n, B, H, I, BLOCK_K, INPUT_PRECISION, UPCAST_DOT,
+                 SPLIT_BELOW_K)
+    z = _product(z, p_h, w_hh + gate * H * H, H, 1, offs_b, offs_n, B, H, H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT,
+                 SPLIT_BELOW_K)
     if HAS_BIAS:
         z += tl.load(bias + gate * H + offs_n, mask=offs_n < H, other=0.0)[None, :]
     return z
@@ -226,6 +230,7 @@ def _mogrifier_fwd_kernel(
     ROUNDS: tl.constexpr, LOW_RANK: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_ROUND_BIAS: tl.constexpr, SAVE: tl.constexpr, BLOCK_B: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    SPLIT_BELOW_K: tl.constexpr,
 ):
     """Forward sweep. ``w_round`` holds round ``j``'s matrix or factors at ``(j - 1)·stride_w``
     (:func:`_round_tensors`); bit ``j - 1`` of ``LOW_RANK`` says round ``j`` is low rank.
@@ -267,14 +272,15 @@ def _mogrifier_fwd_kernel(
                 # v rightᵀ (B, RANK) first, in a phase of its own: every gate tile needs all of it.
                 p_thin = thin + ((j - 1) * T_BUF + slot) * stride_thin
                 _product_phase(p_thin, p_in, p_w + N * RANK, K, 1, B, RANK, K, i_p, n_programs, BLOCK_B, BLOCK_N,
-                               BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
+                               BLOCK_K, INPUT_PRECISION, UPCAST_DOT, SPLIT_BELOW_K)
                 phase += 1
                 grid_barrier(counter, phase * n_programs)
                 p_in, K = p_thin, RANK  # the gate's product is then (v rightᵀ) leftᵀ
             for tile in range(i_p, n_b * tl.cdiv(N, BLOCK_N), n_programs):
                 offs_b, offs_n, o_bn, mask = _tile(tile, B, N, BLOCK_B, BLOCK_N)
                 b_a = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
-                b_a = _product(b_a, p_in, p_w, K, 1, offs_b, offs_n, B, N, K, BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
+                b_a = _product(b_a, p_in, p_w, K, 1, offs_b, offs_n, B, N, K, BLOCK_K, INPUT_PRECISION, UPCAST_DOT,
+                               SPLIT_BELOW_K)
                 if HAS_ROUND_BIAS:
                     b_a += _round_bias(q_bias, r_bias, j, offs_n, I, H)
                 b_s = sigmoid(b_a)
@@ -290,13 +296,13 @@ def _mogrifier_fwd_kernel(
         for tile in range(i_p, n_b * tl.cdiv(H, BLOCK_N), n_programs):
             offs_b, offs_n, o_bn, mask = _tile(tile, B, H, BLOCK_B, BLOCK_N)
             b_i = sigmoid(_gate_preactivation(0, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H, HAS_BIAS,
-                                              BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT))
+                                              BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT, SPLIT_BELOW_K))
             b_f = sigmoid(_gate_preactivation(1, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H, HAS_BIAS,
-                                              BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT))
+                                              BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT, SPLIT_BELOW_K))
             b_g = tanh(_gate_preactivation(2, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H, HAS_BIAS,
-                                           BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT))
+                                           BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT, SPLIT_BELOW_K))
             b_o = sigmoid(_gate_preactivation(3, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H, HAS_BIAS,
-                                              BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT))
+                                              BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT, SPLIT_BELOW_K))
             b_c_prev = tl.load(cs + enter * stride_h + o_bn, mask=mask, other=0.0)
             b_h_prev = tl.load(hs + enter * stride_h + o_bn, mask=mask, other=0.0, cache_modifier=".cg")
             b_c = b_f * b_c_prev + b_i * b_g
@@ -324,7 +330,7 @@ def _mogrifier_bwd_kernel(
     T, B, I, H, T_BUF, RANK, stride_w,
     ROUNDS: tl.constexpr, LOW_RANK: tl.constexpr, REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-    UPCAST_DOT: tl.constexpr,
+    UPCAST_DOT: tl.constexpr, SPLIT_BELOW_K: tl.constexpr,
 ):
     """Backward sweep over the forward's saved buffers (``T_BUF = T + 1``).
 
@@ -378,7 +384,8 @@ def _mogrifier_bwd_kernel(
         for tile in range(i_p, n_tiles_i, n_programs):
             offs_b, offs_n, o_bn, mask = _tile(tile, B, I, BLOCK_B, BLOCK_N)
             b_g = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
-            b_g = _product(b_g, p_dz, w_ih, 1, I, offs_b, offs_n, B, I, 4 * H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
+            b_g = _product(b_g, p_dz, w_ih, 1, I, offs_b, offs_n, B, I, 4 * H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT,
+                           SPLIT_BELOW_K)
             if ROUNDS % 2 == 1:
                 b_g = _undo_round(b_g, ROUNDS, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x, da_h,
                                   T, I, H, stride_x, stride_h, T_BUF)
@@ -389,7 +396,8 @@ def _mogrifier_bwd_kernel(
         for tile in range(i_p, n_tiles_h, n_programs):
             offs_b, offs_n, o_bn, mask = _tile(tile, B, H, BLOCK_B, BLOCK_N)
             b_g = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
-            b_g = _product(b_g, p_dz, w_hh, 1, H, offs_b, offs_n, B, H, 4 * H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT)
+            b_g = _product(b_g, p_dz, w_hh, 1, H, offs_b, offs_n, B, H, 4 * H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT,
+                           SPLIT_BELOW_K)
             if ROUNDS >= 2 and ROUNDS % 2 == 0:
                 b_g = _undo_round(b_g, ROUNDS, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x, da_h,
                                   T, I, H, stride_x, stride_h, T_BUF)
@@ -410,7 +418,7 @@ def _mogrifier_bwd_kernel(
                 # da_j left (B, RANK) first, in a phase of its own: every tile below needs all of it.
                 p_thin = d_thin + ((j - 1) * T + t) * stride_thin
                 _product_phase(p_thin, p_da, p_w, 1, RANK, B, RANK, M, i_p, n_programs, BLOCK_B, BLOCK_N, BLOCK_K,
-                               INPUT_PRECISION, UPCAST_DOT)
+                               INPUT_PRECISION, UPCAST_DOT, SPLIT_BELOW_K)
                 phase += 1
                 grid_barrier(counter, phase * n_programs)
                 p_da, p_w, K = p_thin, p_w + M * RANK, RANK  # the product below is then (da_j left) right
@@ -419,7 +427,7 @@ def _mogrifier_bwd_kernel(
                     offs_b, offs_n, o_bn, mask = _tile(tile, B, I, BLOCK_B, BLOCK_N)
                     b_g = tl.load(g_x + o_bn, mask=mask, other=0.0)
                     b_g = _product(b_g, p_da, p_w, 1, I, offs_b, offs_n, B, I, K, BLOCK_K, INPUT_PRECISION,
-                                   UPCAST_DOT)
+                                   UPCAST_DOT, SPLIT_BELOW_K)
                     b_g = _undo_round(b_g, j - 1, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x,
                                       da_h, T, I, H, stride_x, stride_h, T_BUF)
                     if j == 2:
@@ -431,7 +439,7 @@ def _mogrifier_bwd_kernel(
                     offs_b, offs_n, o_bn, mask = _tile(tile, B, H, BLOCK_B, BLOCK_N)
                     b_g = tl.load(g_h + o_bn, mask=mask, other=0.0)
                     b_g = _product(b_g, p_da, p_w, 1, H, offs_b, offs_n, B, H, K, BLOCK_K, INPUT_PRECISION,
-                                   UPCAST_DOT)
+                                   UPCAST_DOT, SPLIT_BELOW_K)
                     if j == 1:
                         tl.store(d_h + o_bn, tl.load(d_h + o_bn, mask=mask, other=0.0) + b_g, mask=mask)
                     else:
@@ -495,6 +503,15 @@ def config_for(sweep: Sweep) -> Optional[MogrifierConfig]:
     return layout_for(sweep).config
 
 
+def split_below_k(low_rank: int) -> int:
+    """The kernels' ``SPLIT_BELOW_K``: a bfloat16 product over fewer terms rounds its float32
+    operand as ``hi + lo``, two products (bfloat16 keeps 8 bits; over a handful of terms one
+    rounding can cost twice SPEC's 2e-2). Full rank: 16, since from 8 terms on one rounding
+    keeps 2e-2 (bench/results/bf16-mogrifier/). With a low-rank round (``low_rank``, the
+    :func:`low_rank_mask`), always: one rounding took its factors' gradients to 3.9e-2."""
+    return 16 if low_rank == 0 else 2 ** 31 - 1
+
+
 def low_rank_mask(low_rank) -> int:
     """The kernels' ``LOW_RANK``: bit ``j - 1`` set where round ``j`` is low rank."""
     return sum(1 << j for j, factored in enumerate(low_rank) if factored)
@@ -519,8 +536,9 @@ def _compile(batch_size, input_size, hidden_size, rounds, low_rank, dtype, confi
     x_buffers, h_buffers = (f32 if x_rounds else None), (f32 if h_rounds else None)
     w_round, thin = (dtype if rounds else None), (f32 if low_rank else None)
     sizes = (2, batch_size, input_size, hidden_size, 3, 16, input_size * hidden_size)  # ..., T_BUF, RANK, stride_w
-    launch = dict(grid=(config.programs,), ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=False, **config.constexprs(),
-                  **config.launch_options(), **common.dot_options(dtype))
+    launch = dict(grid=(config.programs,), ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=False,
+                  SPLIT_BELOW_K=split_below_k(low_rank), **config.constexprs(), **config.launch_options(),
+                  **common.dot_options(dtype))
     forward = _mogrifier_fwd_kernel.warmup(
         dtype, i64, dtype, dtype, f32, w_round, x_rounds, h_rounds,
         dtype, f32, x_buffers, f32, x_buffers, h_buffers, f32, thin, i32, *sizes, **launch)
@@ -585,19 +603,18 @@ def _stride(w_round):
     return 0 if w_round is None else w_round.stride(0)
 
 
-def _row_product(grad, chain, dtype):
+def _row_product(grad, chain, dtype, split_below):
     """A weight gradient ``gradᵀ chain`` over all ``T·B`` rows of ``(T, B, M)``, ``(T, B, N)``.
 
-    The product runs in ``dtype`` with float32 accumulation (SPEC §6). bfloat16 keeps 8
-    bits of each operand; rounding the float32 ``chain`` that far costs the round
-    weights' gradients up to twice SPEC's tolerance (measured on tiny sums over few rows),
-    so there ``chain`` enters as ``hi + lo``: two bfloat16 products, as in :func:`_product`.
+    The product runs in ``dtype`` with float32 accumulation (SPEC §6); a bfloat16 one over
+    fewer than ``split_below`` rows (:func:`split_below_k`) takes the float32 ``chain`` as
+    ``hi + lo``, two bfloat16 products, as :func:`_product` does.
     """
     grad = grad.reshape(-1, grad.shape[-1]).to(dtype).t()
     chain = chain.reshape(-1, chain.shape[-1])
     chain_hi = chain.to(dtype)
     product = grad @ chain_hi
-    if dtype == torch.bfloat16:
+    if dtype == torch.bfloat16 and chain.shape[0] < split_below:
         product = product + grad @ (chain - chain_hi.float()).to(dtype)
     return product
 
@@ -638,8 +655,8 @@ def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, w_round, rank, q_bias, 
         x, lengths, weight_ih, weight_hh, bias, w_round, q_bias, r_bias,
         out, hs, xs, cs, s_x, s_h, gates, thin, torch.zeros(1, dtype=torch.int32, device=x.device),
         seq_len, batch_size, input_size, hidden_size, t_buf, rank, _stride(w_round),
-        ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, **common.dot_options(x.dtype), **config.constexprs(),
-        **config.launch_options())
+        ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, SPLIT_BELOW_K=split_below_k(low_rank),
+        **common.dot_options(x.dtype), **config.constexprs(), **config.launch_options())
     h_n, c_n = hs[0, last % t_buf].to(x.dtype), cs[last % t_buf].to(x.dtype)
     saved = dict(hs=hs, xs=xs, cs=cs, s_x=s_x, s_h=s_h, gates=gates, thin=thin) if save else {}
     return out, h_n, c_n, saved
@@ -671,11 +688,12 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, w_round, rank, saved, d_out,
         _float32(batch_size, hidden_size, device=x.device), d_h, d_c, d_x,
         torch.zeros(1, dtype=torch.int32, device=x.device),
         seq_len, batch_size, input_size, hidden_size, seq_len + 1, rank, _stride(w_round),
-        ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, **common.dot_options(x.dtype), **config.constexprs(),
-        **config.launch_options())
+        ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, SPLIT_BELOW_K=split_below_k(low_rank),
+        **common.dot_options(x.dtype), **config.constexprs(), **config.launch_options())
 
-    d_weight_ih = _row_product(dz, _chain_x(x, xs, 2 * n_x - 1, seq_len), x.dtype)
-    d_weight_hh = _row_product(dz, _chain_h(hs, 2 * n_h, seq_len, reverse), x.dtype)
+    row_product = functools.partial(_row_product, dtype=x.dtype, split_below=split_below_k(low_rank))
+    d_weight_ih = row_product(dz, _chain_x(x, xs, 2 * n_x - 1, seq_len))
+    d_weight_hh = row_product(dz, _chain_h(hs, 2 * n_h, seq_len, reverse))
     d_rounds, d_round_biases = [], []
     for j in range(1, rounds + 1):
         if j % 2 == 1:
@@ -684,10 +702,9 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, w_round, rank, saved, d_out,
             da, read = da_h[j // 2 - 1], _chain_x(x, xs, j - 1, seq_len)
         if (low_rank >> (j - 1)) & 1:
             # ∂L/∂left = daᵀ (v rightᵀ), ∂L/∂right = (da left)ᵀ v, from the k-wide values the sweeps kept.
-            d_rounds.append((_row_product(da, thin[j - 1, :seq_len], x.dtype),
-                             _row_product(d_thin[j - 1], read, x.dtype)))
+            d_rounds.append((row_product(da, thin[j - 1, :seq_len]), row_product(d_thin[j - 1], read)))
         else:
-            d_rounds.append(_row_product(da, read, x.dtype))
+            d_rounds.append(row_product(da, read))
         d_round_biases.append(da.sum((0, 1)).to(x.dtype))
     return (d_x, d_h.to(x.dtype), d_c.to(x.dtype), d_weight_ih, d_weight_hh, dz.sum((0, 1)).to(x.dtype),
             d_rounds, d_round_biases)

@@ -81,9 +81,10 @@ def mogrifier_kernels(dtype, rounds, low_rank=0, lengths=True, bias=True, round_
                     gates="*fp32", dz="*fp32", da_x=_pointer(f32, x_rounds), da_h=_pointer(f32, h_rounds),
                     d_thin=_pointer(f32, low_rank != 0), g_x="*fp32", g_h="*fp32", d_h="*fp32", d_c="*fp32",
                     d_x=_pointer(t), counter="*i32", **sizes)
+    split = mogrifier.split_below_k(low_rank)
     forward_flags = dict(ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, HAS_LENGTHS=lengths, HAS_BIAS=bias,
-                         HAS_ROUND_BIAS=round_bias, SAVE=save)
-    backward_flags = dict(ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, HAS_LENGTHS=lengths)
+                         HAS_ROUND_BIAS=round_bias, SAVE=save, SPLIT_BELOW_K=split)
+    backward_flags = dict(ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, HAS_LENGTHS=lengths, SPLIT_BELOW_K=split)
     return ((mogrifier._mogrifier_fwd_kernel, forward, forward_flags),
             (mogrifier._mogrifier_bwd_kernel, backward, backward_flags))
 
