@@ -375,6 +375,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = 
         parser.error("--steps and --eval-every must be >= 0")
     if args.histogram_baseline and not args.gate_histogram:
         parser.error("--histogram-baseline needs --gate-histogram")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device must be a torch device such as cpu or cuda, got {args.device!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this machine has no CUDA device (torch {torch.__version__})")
     reason = None if args.backend == "auto" else fusedrnn.dispatch.unavailable_reason(args.backend)
     if reason:
         parser.error(f"--backend {args.backend} cannot run on this machine: {reason}")

@@ -208,6 +208,17 @@ def test_backend_this_machine_cannot_run_is_a_one_line_error(monkeypatch, capsys
         "needs a CUDA device or the Triton CPU interpreter (TRITON_INTERPRET=1)")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+@pytest.mark.parametrize("device, message", [
+    ("cuda", "--device cuda: this machine has no CUDA device"),
+    ("gpu0", "--device must be a torch device such as cpu or cuda, got 'gpu0'")])
+def test_device_this_machine_lacks_is_a_one_line_error(device, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        char_lm.main(tiny_args("lstm") + ["--steps", "1", "--device", device])
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def test_backend_that_refuses_the_call_is_a_one_line_error(monkeypatch):
     # Triton runs here (a GPU, or conftest's interpreter) but never float64: dispatch
     # refuses the first step, and the command says so instead of a traceback.
