@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one call of at most 10 minutes on a cold machine (the stages'
-# time limits: 200 s for phase 1, 150 + 90 + 45 + 120 s for phase 2).
+# time limits: 200 s for phase 1, 150 + 90 + 45 + 100 + 30 s for phase 2).
 # Triton compiles dominate a cold call (PERF_NOTES), so the work runs in two phases:
 #   1. in parallel processes (each at most WARM_S): the GPU-marked tests, the CUDA rows of the
 #      parity suite, and a compile warm-up of every timed shape (the benchmark at T = 2, whose
 #      correctness gate compiles the same layouts), filling Triton's disk cache;
 #   2. alone: the timing beside cuDNN (nn.LSTM) and the eager loop,
 #      LSTM and G2 at SHAPES, the Mogrifier at MOGRIFIER_SHAPES, decoding one step per call,
-#      and torch.compile's loop at COMPILED_SHAPES (default: the first of SHAPES).
+#      torch.compile's loop at COMPILED_SHAPES (default: the first of SHAPES), and the modules'
+#      host time per one-step call against nn.LSTM's (bench/module_overhead.py, H = 512).
 # Logs, JUnit XML, JSON, Markdown tables and a chart go under $OUT (default bench/results/gpu);
 # status.txt lists the exit code of every stage (124: timed out). From the repository root:
 #   bash bench/gpu_run.sh
@@ -57,14 +58,16 @@ run bench-mogrifier 90 "${BENCH[@]}" --cells mogrifier --shapes $MOGRIFIER_SHAPE
     --directions fwd fwdbwd --backends $BACKENDS --json "$OUT/mogrifier.json"
 run bench-decode 45 "${BENCH[@]}" --cells lstm --shapes $DECODE_SHAPES --dtypes float16 float32 \
     --directions decode --backends $BACKENDS --json "$OUT/decode.json"
-run bench-compiled 120 "${BENCH[@]}" --shapes $COMPILED_SHAPES --dtypes bfloat16 --directions fwd fwdbwd \
+run bench-compiled 100 "${BENCH[@]}" --shapes $COMPILED_SHAPES --dtypes bfloat16 --directions fwd fwdbwd \
     --backends auto nn.LSTM eager compiled --json "$OUT/compiled.json"
+run module-overhead 30 python bench/module_overhead.py --hidden-size 512 --rounds 5 --backends auto triton cuda \
+    --json "$OUT/module-overhead.json"
 for json in results mogrifier decode compiled; do
     [ -f "$OUT/$json.json" ] && python -m fusedrnn.bench --report "$OUT/$json.json" > "$OUT/$json.md"
 done
 echo "total: $((SECONDS - start)) s" | tee -a "$OUT/status.txt"
 
-for log in tests parity warmup warmup-mogrifier bench bench-mogrifier bench-decode bench-compiled; do
+for log in tests parity warmup warmup-mogrifier bench bench-mogrifier bench-decode bench-compiled module-overhead; do
     echo "== $log"
     tail -n 15 "$OUT/$log.log"
 done

@@ -41,6 +41,9 @@ def main():
     parser.add_argument("--json", help="write the rows, the command and the machine here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    for name in [n for n in args.backends if n != "auto" and fusedrnn.dispatch.unavailable_reason(n)]:
+        print(f"# skipping {name}: {fusedrnn.dispatch.unavailable_reason(name)}", file=sys.stderr)
+        args.backends.remove(name)
     device, size, rows = torch.device(args.device), args.hidden_size, []
     with torch.no_grad():
         for layers in args.layers:
@@ -49,6 +52,8 @@ def main():
                                                for name in args.backends}}
             x = torch.randn(1, 1, size, device=device)
             state = (torch.randn(layers, 1, size, device=device), torch.randn(layers, 1, size, device=device))
+            for module in modules.values():  # compiles and first-call checks stay out of the timing
+                module(x, state)
             times = {name: [] for name in modules}
             for _ in range(args.rounds):
                 for name, module in modules.items():
