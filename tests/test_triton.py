@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 import warnings
 
 import pytest
@@ -100,16 +101,37 @@ def _compilation_error(message):
     return outer
 
 
-def test_a_compile_error_declines_the_layout_search(monkeypatch):
-    """A compiler failure ends the search with its message; it never escapes."""
+def test_a_layout_no_config_compiles_declines_with_the_first_compiler_message(monkeypatch):
+    """Compiler failures never escape: when every layout fails, the first one's message says why."""
     def compile_kernels(config):
-        raise _compilation_error("cannot convert None of type NoneType to tensor")
+        raise _compilation_error(f"cannot convert None of type NoneType to tensor (block_k={config.block_k})")
 
     monkeypatch.setattr(common, "interpreting", lambda: False)
     chosen = layout.first_launchable([CPU_LAYOUTS["chunked"], CPU_LAYOUTS["exchange"]], compile_kernels)
     assert chosen.config is None
     assert chosen.reason == ("the Triton compiler failed: CompilationError: "
-                             "cannot convert None of type NoneType to tensor"), chosen.reason
+                             "cannot convert None of type NoneType to tensor (block_k=16)"), chosen.reason
+
+
+def test_a_layout_the_compiler_rejects_makes_way_for_the_next(monkeypatch):
+    """As Triton 3.3 rejects the float32 backward's 8-unit tiles (no tl.dot narrower than 16)."""
+    class Compiled:
+        n_regs = 128
+
+        def _init_handles(self):
+            pass
+
+    def compile_kernels(config):
+        if config.block_k is not None:
+            raise _compilation_error("Input shapes should have M >= 16, N >= 16 and K >= 16")
+        return Compiled(), Compiled()
+
+    monkeypatch.setattr(common, "interpreting", lambda: False)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: types.SimpleNamespace(
+        regs_per_multiprocessor=65536))
+    chosen = layout.first_launchable([CPU_LAYOUTS["chunked"], CPU_LAYOUTS["exchange"]], compile_kernels)
+    assert chosen == layout.Layout(CPU_LAYOUTS["exchange"]), chosen
 
 
 def test_a_compile_failure_falls_back_under_auto_and_raises_when_named(monkeypatch):

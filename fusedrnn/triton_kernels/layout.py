@@ -201,15 +201,17 @@ def first_launchable(configs, compile_kernels) -> Layout:
 
     ``compile_kernels(config)`` returns the compiled kernels (``JITFunction.warmup``);
     a config is tried only when the ones before it failed, so a working shape compiles
-    once. A config that needs more of an SM than there is makes way for the next; any
-    other error is the compiler's, not the layout's: no config is tried after it, and
-    the backend declines the call with the compiler's message instead of raising. On
-    the interpreter nothing is compiled: the first config.
+    once. A config that needs more of an SM than there is, or that the compiler rejects,
+    makes way for the next: a layout may be one that this Triton cannot lower (Triton 3.3
+    has no ``tl.dot`` narrower than 16, which the float32 backward's 8-unit tiles need).
+    When none compiles, the backend declines the call with the first compiler message
+    instead of raising. On the interpreter nothing is compiled: the first config.
     """
     if not configs:
         return Layout(None)
     if common.interpreting():
         return Layout(configs[0])
+    first_error = None
     for config in configs:
         try:
             kernels = compile_kernels(config)
@@ -217,13 +219,14 @@ def first_launchable(configs, compile_kernels) -> Layout:
                 kernel._init_handles()  # raises OutOfResources past the device's shared memory
         except OutOfResources:
             continue
-        except Exception as error:  # noqa: BLE001 - any compiler failure makes the backend decline
-            return Layout(None, f"the Triton compiler failed: {compiler_message(error)}")
+        except Exception as error:  # noqa: BLE001 - any compiler failure: the next layout may compile
+            first_error = first_error or error
+            continue
         properties = torch.cuda.get_device_properties(torch.cuda.current_device())
         registers = getattr(properties, "regs_per_multiprocessor", 65536)
         if all(kernel.n_regs * 32 * config.num_warps <= registers for kernel in kernels):
             return Layout(config)
-    return Layout(None)
+    return Layout(None, first_error and f"the Triton compiler failed: {compiler_message(first_error)}")
 
 
 def compiler_message(error: BaseException) -> str:
