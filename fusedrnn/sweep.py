@@ -137,9 +137,9 @@ class Sweep:
     def needs_backward(self) -> bool:
         """Whether a backward can follow: grad mode is on and an input requires a gradient.
 
-        Backends ask before ``autograd.Function.apply``: inside ``forward`` grad mode is
-        always off and ``ctx.needs_input_grad`` ignores it, so neither tells. Without a
-        backward to come, a backend need not keep every step's state.
+        Backends ask before they call their operator (its ``save`` argument): inside it grad
+        mode is always off, so it cannot tell. Without a backward to come, a backend need
+        not keep every step's state.
         """
         tensors = (self.x, self.h0, self.c0, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                    *flatten_rounds(self.mogrify_weights, self.mogrify_biases)[0])

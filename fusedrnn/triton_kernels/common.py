@@ -89,6 +89,14 @@ def input_guard(fn):
     return wrapper
 
 
+def autocast_off(device: torch.device):
+    """A context in which autocast leaves ``device``'s operations alone. The sweeps compute in
+    their inputs' dtype (the modules cast under autocast before they call them), so their
+    operators' bodies and backwards run without it, whatever autocast the caller (or the
+    ``backward()`` call) has on, as ``torch.amp.custom_fwd/custom_bwd`` had them run."""
+    return torch.autocast(device.type, enabled=False)
+
+
 @triton.jit
 def sigmoid(x):
     return 1.0 / (1.0 + tl.exp(-x))
