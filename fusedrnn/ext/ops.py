@@ -1,6 +1,8 @@
-"""The ``torch.ops.fusedrnn`` operators (schemas in csrc/fusedrnn.cpp) as PyTorch sees them:
+"""The C++ ``torch.ops.fusedrnn`` operators (schemas in csrc/fusedrnn.cpp) as PyTorch sees them:
 fake implementations (shapes and dtypes without running, for ``torch.compile``) and
-autograd, registered through ``torch.library`` once the C++ library is loaded.
+autograd, registered through ``torch.library`` once the C++ library is loaded. (The Triton
+sweeps' operators, ``fusedrnn::triton_*``, are defined with theirs in
+:mod:`fusedrnn.triton_kernels.lstm` and :mod:`fusedrnn.triton_kernels.mogrifier`.)
 
 The operators take contiguous tensors of one dtype on one device; shapes as
 :class:`fusedrnn.sweep.Sweep`, with ``bias = bias_ih + bias_hh`` (4H) or ``None`` in the
