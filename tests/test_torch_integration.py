@@ -4,17 +4,34 @@ import pytest
 import torch
 
 import fusedrnn
-from conftest import assert_close, random_weights
+from conftest import assert_close, random_weights, supports
 from fusedrnn import dispatch, functional
 from fusedrnn.sweep import join_round_weights, split_round_weights
 
 MODULES = {"lstm": fusedrnn.LSTM, "mogrifier": fusedrnn.MogrifierLSTM, "g2": fusedrnn.G2LSTM}
 COMPILED_BACKENDS = ["cpu", "reference"]
+#: (backend, compiler) pairs checked under torch.compile on CPU tensors. Inductor over the
+#: reference backend's Python loop compiles for minutes and tests nothing of ours that
+#: aot_eager does not. The Triton sweeps run CPU tensors on the interpreter (on a GPU:
+#: test_gpu_compiled_triton_model_matches_eager).
+COMPILE_CASES = [("auto", "aot_eager"), ("cpu", "aot_eager"), ("cpu", "inductor"), ("reference", "aot_eager"),
+                 ("triton", "aot_eager"), ("triton", "inductor")]
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _model(cell, backend):
+def _skip_unless_runs(backend, cell, device):
+    """Skips with the reason when ``backend`` cannot run ``cell`` in float32 on ``device`` here."""
+    if backend == "auto":
+        return
+    if not supports(backend, cell, device, torch.float32):
+        pytest.skip(f"backend {backend!r} does not run {cell} on {device} here (conftest.SUPPORT)")
+    if dispatch.unavailable_reason(backend) is not None:
+        pytest.skip(f"backend {backend!r}: {dispatch.unavailable_reason(backend)}")
+
+
+def _model(cell, backend, device="cpu"):
     torch.manual_seed(0)
-    model = MODULES[cell](6, 8, num_layers=2, bidirectional=True, backend=backend)
+    model = MODULES[cell](6, 8, num_layers=2, bidirectional=True, backend=backend, device=device)
     # G2 in training draws fresh noise per call; its evaluation gates are deterministic.
     return model.eval() if cell == "g2" else model
 
@@ -27,21 +44,31 @@ def _forward_backward(model, x):
     return [output, h_n, c_n, x.grad] + [p.grad for p in model.parameters()]
 
 
-# Inductor over the reference backend's Python loop compiles for minutes and tests nothing
-# of ours that aot_eager does not.
-@pytest.mark.parametrize("backend, compiler", [("auto", "aot_eager"), ("cpu", "aot_eager"), ("cpu", "inductor"),
-                                               ("reference", "aot_eager")])
-@pytest.mark.parametrize("cell", list(MODULES))
-def test_compiled_model_has_no_graph_break_and_matches_eager(cell, backend, compiler):
-    if backend != "auto" and dispatch.unavailable_reason(backend) is not None:
-        pytest.skip(dispatch.unavailable_reason(backend))
+def _check_compiled_matches_eager(cell, backend, compiler, device):
+    _skip_unless_runs(backend, cell, device)
     torch._dynamo.reset()
-    model = _model(cell, backend)
-    x = torch.randn(5, 3, 6)
+    model = _model(cell, backend, device)
+    x = torch.randn(5, 3, 6, device=device)
     eager = _forward_backward(model, x)
     compiled = _forward_backward(torch.compile(model, fullgraph=True, backend=compiler), x)
-    for index, (actual, expected) in enumerate(zip(compiled, eager)):
-        assert_close(f"{cell}/{backend}/{compiler} tensor {index}", actual, expected, 1e-5)
+    names = ["output", "h_n", "c_n", "input gradient"] + [f"{name} gradient" for name, _ in model.named_parameters()]
+    for name, actual, expected in zip(names, compiled, eager):
+        assert_close(f"{cell}/{backend}/{compiler} on {device}: {name}", actual, expected, 1e-5)
+
+
+@pytest.mark.parametrize("backend, compiler", COMPILE_CASES)
+@pytest.mark.parametrize("cell", list(MODULES))
+def test_compiled_model_has_no_graph_break_and_matches_eager(cell, backend, compiler):
+    _check_compiled_matches_eager(cell, backend, compiler, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
+@pytest.mark.parametrize("cell", list(MODULES))
+def test_gpu_compiled_triton_model_matches_eager(cell, compiler):
+    """The Triton operators in a compiled graph launch as in eager (cooperative grids included)."""
+    _check_compiled_matches_eager(cell, "triton", compiler, "cuda")
 
 
 def _op_inputs(cell, dtype=torch.float32, requires_grad=True):
@@ -72,6 +99,60 @@ def test_operators_pass_opcheck(cell):
     forward = torch.ops.fusedrnn.mogrifier_forward if cell == "mogrifier" else torch.ops.fusedrnn.lstm_forward
     torch.library.opcheck(forward, _op_inputs(cell))
     torch.library.opcheck(forward, _op_inputs(cell, requires_grad=False)[:-1] + (False,))
+
+
+def _triton_forward_call(cell, requires_grad, save=True):
+    """The Triton forward operator of ``cell`` and its arguments, T3-B2-I4-H4: the LSTM reversed with
+    lengths, G2 with noise from a Philox seed, the Mogrifier's two rounds one of them low rank."""
+    torch.manual_seed(1)
+    T, B, I, H = 3, 2, 4, 4
+    weights = random_weights(cell, I, H, mogrify_steps=2, mogrify_rank=[2, None])
+
+    def make(tensor):
+        return tensor.float().to(TRITON_DEVICE).requires_grad_(requires_grad)
+
+    lstm_inputs = [make(torch.randn(T, B, I)), make(torch.randn(B, H)), make(torch.randn(B, H))]
+    lstm_inputs += [make(weights[name]) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    lengths = torch.tensor([3, 2], device=TRITON_DEVICE)
+    if cell == "mogrifier":
+        matrices, low_rank, right_factors = split_round_weights(weights["mogrify_weights"])
+        return torch.ops.fusedrnn.triton_mogrifier_forward, (
+            *lstm_inputs, [make(w) for w in matrices], list(low_rank), [make(w) for w in right_factors],
+            [make(b) for b in weights["mogrify_biases"]], lengths, True, save)
+    if cell == "g2":  # noise, seed, reverse, 1/τ, noise_prob, hard gates
+        options = (None, torch.tensor([7], device=TRITON_DEVICE), False, 1 / 0.7, 0.6, False)
+        lengths = None
+    else:
+        options = (None, None, True, 1.0, 1.0, False)
+    return torch.ops.fusedrnn.triton_lstm_forward, (*lstm_inputs, lengths, *options, save)
+
+
+def _triton_backward_call(cell, forward_arguments, outputs):
+    """The Triton backward operator of ``cell`` and its arguments for a forward's outputs."""
+    x, h0, c0, weight_ih, weight_hh = forward_arguments[:5]
+    grads = [torch.randn_like(tensor) for tensor in outputs[:3]]
+    if cell == "mogrifier":
+        matrices, low_rank, right_factors, _, lengths, reverse, _ = forward_arguments[7:]
+        return torch.ops.fusedrnn.triton_mogrifier_backward, (
+            *grads, x, weight_ih, weight_hh, matrices, low_rank, right_factors, lengths, outputs[3], reverse)
+    lengths, _, _, reverse, inv_temperature = forward_arguments[7:12]
+    states = outputs[0] if lengths is None else outputs[3]  # the operator returns them apart only with lengths
+    return torch.ops.fusedrnn.triton_lstm_backward, (
+        *grads, x, h0, c0, weight_ih, weight_hh, lengths, states, *outputs[4:], reverse, inv_temperature)
+
+
+@pytest.mark.parametrize("cell", list(MODULES))
+def test_triton_operators_pass_opcheck(cell):
+    """Each Triton sweep's forward (saving for the backward, with and without gradients, and not
+    saving) and backward operator: schema, fake tensors, autograd registration, AOT dispatch."""
+    _skip_unless_runs("triton", cell, TRITON_DEVICE)
+    forward, arguments = _triton_forward_call(cell, requires_grad=True)
+    torch.library.opcheck(forward, arguments)
+    forward, arguments = _triton_forward_call(cell, requires_grad=False)
+    torch.library.opcheck(forward, arguments)
+    torch.library.opcheck(forward, _triton_forward_call(cell, requires_grad=False, save=False)[1])
+    backward, backward_arguments = _triton_backward_call(cell, arguments, forward(*arguments))
+    torch.library.opcheck(backward, backward_arguments)
 
 
 @pytest.mark.parametrize("backend", COMPILED_BACKENDS)

@@ -55,7 +55,7 @@ def check_case(case, shape, dtype, device, lengths, reverse):
 
 
 def force_layout(monkeypatch, config):
-    monkeypatch.setattr(lstm, "config_for", lambda sweep: config)
+    monkeypatch.setattr(lstm, "config_for", lambda *sizes: config)
 
 
 @needs_interpreter
@@ -295,7 +295,7 @@ def test_gpu_every_candidate_layout(monkeypatch, dtype):
     configs = layout.sweep_configs(shape[3], shape[1], dtype, torch.device("cuda"))
     assert any(config.programs_h > 1 for config in configs)
     for config in configs:
-        monkeypatch.setattr(lstm, "config_for", lambda sweep, config=config: config)
+        monkeypatch.setattr(lstm, "config_for", lambda *sizes, config=config: config)
         assert_matches_reference("triton", "lstm", shape, dtype, "cuda", lengths=True)
 
 
@@ -324,8 +324,7 @@ def test_gpu_two_streams_at_once():
         x = torch.randn(64, 4, 32, device="cuda")
         weights = {k: v.float().cuda() for k, v in random_weights("lstm", 32, hidden_size).items()}
         inputs.append((x, weights))
-    config = lstm.config_for(Sweep("lstm", inputs[0][0], *[torch.zeros(4, hidden_size, device="cuda")] * 2,
-                                   **inputs[0][1]))
+    config = lstm.config_for(hidden_size, 4, torch.float32, torch.device("cuda"))
     assert config is not None and 2 * config.programs > torch.cuda.get_device_properties(0).multi_processor_count
     expected = [functional.lstm(x, **w, backend="triton")[0] for x, w in inputs]
     streams = [torch.cuda.Stream() for _ in inputs]

@@ -40,7 +40,7 @@ def compare(case, shape, dtype, device, lengths, reverse):
 @pytest.fixture
 def small_tiles(monkeypatch):
     """One program, 16 x 16 tiles and 32-column reduction chunks, whatever the sizes."""
-    monkeypatch.setattr(mogrifier, "config_for", lambda sweep: mogrifier.MogrifierConfig(1, 16, 16, 32))
+    monkeypatch.setattr(mogrifier, "config_for", lambda *sizes: mogrifier.MogrifierConfig(1, 16, 16, 32))
 
 
 @pytest.mark.parametrize("rounds", range(mogrifier.MAX_ROUNDS + 1), ids=lambda r: f"r{r}")
@@ -164,7 +164,7 @@ def test_gpu_matches_reference(dtype, shape, rounds, reverse):
 def test_gpu_barrier_with_many_programs(programs, monkeypatch):
     """More programs than the default layout picks for this size: small tiles, many barriers
     (low-rank rounds add theirs, and their k-wide phases span two tiles at rank 20)."""
-    monkeypatch.setattr(mogrifier, "config_for", lambda sweep: mogrifier.MogrifierConfig(programs, 16, 16, 16))
+    monkeypatch.setattr(mogrifier, "config_for", lambda *sizes: mogrifier.MogrifierConfig(programs, 16, 16, 16))
     case = ({"mogrify_steps": 5, "mogrify_rank": [8, None, 20, 8, None]}, {})
     compare(case, (20, 24, 40, 56), torch.float32, "cuda", lengths=True, reverse=False)
 

@@ -1,6 +1,8 @@
-"""The ``torch.ops.fusedrnn`` operators (schemas in csrc/fusedrnn.cpp) as PyTorch sees them:
+"""The C++ ``torch.ops.fusedrnn`` operators (schemas in csrc/fusedrnn.cpp) as PyTorch sees them:
 fake implementations (shapes and dtypes without running, for ``torch.compile``) and
-autograd, registered through ``torch.library`` once the C++ library is loaded.
+autograd, registered through ``torch.library`` once the C++ library is loaded. (The Triton
+sweeps' operators, ``fusedrnn::triton_*``, are defined with theirs in
+:mod:`fusedrnn.triton_kernels.lstm` and :mod:`fusedrnn.triton_kernels.mogrifier`.)
 
 The operators take contiguous tensors of one dtype on one device; shapes as
 :class:`fusedrnn.sweep.Sweep`, with ``bias = bias_ih + bias_hh`` (4H) or ``None`` in the
@@ -27,7 +29,7 @@ from ..precision import accumulation_dtype
 from ..reference.double_backward import recomputed_gradients
 from ..reference.g2 import g2_lstm
 from ..reference.mogrifier import mogrifier_lstm
-from ..sweep import flatten_rounds, split_round_weights, unflatten_rounds
+from ..sweep import call_operator, flatten_rounds, split_round_weights, unflatten_rounds
 
 
 # --------------------------------------------------------------------------- LSTM and G2-LSTM
@@ -174,21 +176,11 @@ def register() -> None:
     _registered = True
 
 
-def _forward(op, *arguments, save):
-    """``op(*arguments)``. Without ``save`` no backward can follow, so the call skips the Python
-    autograd layer that ``register_autograd`` puts before the kernel even under ``no_grad``
-    (about 6 µs a call: at T = 1 the host time is the cost). torch.compile traces the plain call."""
-    if save or torch.compiler.is_compiling():
-        return op(*arguments)
-    with torch._C._AutoDispatchBelowAutograd():
-        return op(*arguments)
-
-
 def lstm_sweep(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode, save):
     """LSTM or G2-LSTM sweep (``gate_mode`` a name of ``fusedrnn.cells.GATE_MODES``); returns
     ``output (T, B, H), h_n (B, H), c_n (B, H)``, differentiable."""
-    output, h_n, c_n, *_ = _forward(torch.ops.fusedrnn.lstm_forward, x, h0, c0, weight_ih, weight_hh, bias, lengths,
-                                    noise, reverse, temperature, gate_mode, save, save=save)
+    output, h_n, c_n, *_ = call_operator(torch.ops.fusedrnn.lstm_forward, x, h0, c0, weight_ih, weight_hh, bias,
+                                         lengths, noise, reverse, temperature, gate_mode, save, save=save)
     return output, h_n, c_n
 
 
@@ -196,7 +188,7 @@ def mogrifier_sweep(x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, mogr
                     mogrify_biases, lengths, reverse, save):
     """Mogrifier LSTM sweep; the rounds as :func:`fusedrnn.sweep.split_round_weights` gives
     them, ``mogrify_biases`` empty or one per round. Returns ``output, h_n, c_n``."""
-    output, h_n, c_n, *_ = _forward(torch.ops.fusedrnn.mogrifier_forward, x, h0, c0, weight_ih, weight_hh, bias,
-                                    mogrify_weights, mogrify_low_rank, mogrify_right_factors, mogrify_biases, lengths,
-                                    reverse, save, save=save)
+    output, h_n, c_n, *_ = call_operator(torch.ops.fusedrnn.mogrifier_forward, x, h0, c0, weight_ih, weight_hh, bias,
+                                         mogrify_weights, mogrify_low_rank, mogrify_right_factors, mogrify_biases,
+                                         lengths, reverse, save, save=save)
     return output, h_n, c_n

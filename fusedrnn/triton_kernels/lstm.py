@@ -5,6 +5,21 @@ gate pre-activations (a tensor, or drawn in the kernel from a Philox seed), a
 temperature, and hard gates.
 
 Shape letters: T steps, B batch, I input size, H hidden size.
+
+Operators. The forward and backward sweeps are ``torch.library.custom_op`` operators
+(``fusedrnn::triton_lstm_forward``, ``fusedrnn::triton_lstm_backward``) with fake
+implementations and registered autograd: ``torch.compile`` keeps each as one opaque call in
+its graph, and the call launches the kernels exactly as eager does. Not
+``torch.library.triton_op``/``wrap_triton``: inductor would generate those launches itself and
+keep only the kernel's own arguments and ``num_warps``/``num_stages``
+(``torch/_higher_order_ops/triton_kernel_wrap.py``, ``SPECIAL_CONFIG_NAMES``;
+``torch/_inductor/codegen/wrapper.py``, ``define_user_defined_triton_kernel`` builds the
+signature from ``kernel.params`` and a ``triton_meta`` without launch options, which
+``torch/_inductor/runtime/triton_heuristics.py``, ``_create_compile_options``, compiles with
+``launch_cooperative_grid=False``). A grid of several programs would then lose its cooperative
+launch and could deadlock at a grid barrier, and ``enable_fp_fusion`` would be Triton's default
+instead of :data:`layout.FP_FUSION`. Operators take only schema types, so they find their
+layout again from their arguments' shapes (:func:`config_for`, cached).
 """
 from __future__ import annotations
 
@@ -20,7 +35,7 @@ from ..noise import EPS, sample_noise
 from ..precision import summed_bias
 from ..reference.double_backward import recomputed_gradients
 from ..reference.g2 import g2_lstm as reference_g2_lstm
-from ..sweep import Sweep
+from ..sweep import Sweep, call_operator
 from . import common, layout
 from .common import (concat_gates, dot, exchanged_product, grid_barrier, input_guard, load_resident_slice,
                      sigmoid, split_gates, tanh)
@@ -295,57 +310,101 @@ def _shifted_states(states, h0, reverse):
     return torch.cat([h0[None], states[:-1]])
 
 
-class LSTMFunction(torch.autograd.Function):
-    """One layer, one direction; G2 options as in :func:`run`."""
+# --------------------------------------------------------------------------- operators
 
-    @staticmethod
-    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed,
-                reverse, inv_temperature, noise_prob, hard_gates, config, save):
+
+@torch.library.custom_op(
+    "fusedrnn::triton_lstm_forward", mutates_args=(),
+    schema="(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
+           "Tensor? lengths, Tensor? noise, Tensor? seed, bool reverse, float inv_temperature, float noise_prob, "
+           "bool hard_gates, bool save) -> (Tensor output, Tensor h_n, Tensor c_n, Tensor states, Tensor cells, "
+           "Tensor gates)")
+def _forward_op(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed, reverse, inv_temperature,
+                noise_prob, hard_gates, save):
+    """One layer, one direction; G2 options as in :func:`run`. Besides ``output, h_n, c_n`` returns
+    what the backward reads: ``states (T, B, H)`` (only with lengths: without, they are ``output``),
+    ``cells`` and ``gates`` (see :func:`lstm_fwd`); each is empty, ``(0,)``, when not kept."""
+    with common.autocast_off(x.device):
         bias = summed_bias(bias_ih, bias_hh)
         # The input projection does not depend on the recurrence: one product over T·B rows.
         gx = F.linear(x, weight_ih, None if bias is None else bias.to(x.dtype))
         out, states, h_n, c_n, cells, gates = lstm_fwd(
             gx, weight_hh, h0, c0, lengths, noise, seed, reverse=reverse, inv_temperature=inv_temperature,
-            noise_prob=noise_prob, hard_gates=hard_gates, save=save, config=config)
-        if save:
-            ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed,
-                                  states, cells, gates)
-        ctx.has_bias = bias_ih is not None
-        ctx.reverse, ctx.inv_temperature, ctx.config = reverse, inv_temperature, config
-        ctx.noise_prob, ctx.hard_gates = noise_prob, hard_gates
-        return out, h_n, c_n
+            noise_prob=noise_prob, hard_gates=hard_gates, save=save,
+            config=config_for(weight_hh.shape[1], x.shape[1], x.dtype, x.device))
+    states = states if save and lengths is not None else None
+    return (out, h_n, c_n, *(x.new_empty(0) if tensor is None else tensor for tensor in (states, cells, gates)))
 
-    @staticmethod
-    def backward(ctx, d_out, d_h_n, d_c_n):
-        (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed,
-         states, cells, gates) = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
-            return (*_differentiable_backward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise,
-                                              seed, (d_out, d_h_n, d_c_n)),
-                    None, None, None, None, None, None, None, None, None)
-        d_out = torch.zeros_like(states) if d_out is None else d_out
-        d_h_n = torch.zeros_like(h0) if d_h_n is None else d_h_n
-        d_c_n = torch.zeros_like(c0) if d_c_n is None else d_c_n
-        dz, d_h0, d_c0 = lstm_bwd(weight_hh, gates, cells, c0, lengths, d_out, d_h_n, d_c_n,
-                                  reverse=ctx.reverse, inv_temperature=ctx.inv_temperature, config=ctx.config)
+
+@_forward_op.register_fake
+def _fake_forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed, reverse, inv_temperature,
+                  noise_prob, hard_gates, save):
+    seq_len, batch_size, hidden_size = x.shape[0], x.shape[1], weight_hh.shape[1]
+    states = h0.new_empty(seq_len, batch_size, hidden_size)
+    if not save:
+        return states, torch.empty_like(h0), torch.empty_like(c0), x.new_empty(0), x.new_empty(0), x.new_empty(0)
+    return (states, torch.empty_like(h0), torch.empty_like(c0),
+            torch.empty_like(states) if lengths is not None else x.new_empty(0),
+            torch.empty_like(states, dtype=torch.float32),
+            x.new_empty(seq_len, batch_size, 4 * hidden_size, dtype=SAVED_GATES_DTYPE[h0.dtype]))
+
+
+@torch.library.custom_op(
+    "fusedrnn::triton_lstm_backward", mutates_args=(),
+    schema="(Tensor d_out, Tensor d_h_n, Tensor d_c_n, Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, "
+           "Tensor weight_hh, Tensor? lengths, Tensor states, Tensor cells, Tensor gates, bool reverse, "
+           "float inv_temperature) -> (Tensor d_x, Tensor d_h0, Tensor d_c0, Tensor d_weight_ih, "
+           "Tensor d_weight_hh, Tensor d_bias)")
+def _backward_op(d_out, d_h_n, d_c_n, x, h0, c0, weight_ih, weight_hh, lengths, states, cells, gates, reverse,
+                 inv_temperature):
+    """The reverse sweep and the weight gradients, from the forward's ``states (T, B, H)`` (its
+    output when there are no lengths), ``cells`` and ``gates``. ``d_bias`` is that of ``b_ih``
+    and of ``b_hh`` alike."""
+    with common.autocast_off(x.device):
+        dz, d_h0, d_c0 = lstm_bwd(weight_hh, gates, cells, c0, lengths, d_out, d_h_n, d_c_n, reverse=reverse,
+                                  inv_temperature=inv_temperature,
+                                  config=config_for(weight_hh.shape[1], x.shape[1], x.dtype, x.device))
         # Weight gradients as one product over all T·B rows each (SPEC §2).
         dz_rows = dz.flatten(0, 1)
         d_x = (dz_rows @ weight_ih).view_as(x)
         d_weight_ih = dz_rows.t() @ x.flatten(0, 1)
-        d_weight_hh = dz_rows.t() @ _shifted_states(states, h0, ctx.reverse).flatten(0, 1)
-        d_bias = dz_rows.sum(0, dtype=torch.float32).to(dz.dtype) if ctx.has_bias else None
-        d_bias_hh = None if d_bias is None else d_bias.clone()  # two gradients must not share storage
-        return (d_x, d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_weight_ih, d_weight_hh, d_bias, d_bias_hh,
-                None, None, None, None, None, None, None, None, None)
+        d_weight_hh = dz_rows.t() @ _shifted_states(states, h0, reverse).flatten(0, 1)
+        d_bias = dz_rows.sum(0, dtype=torch.float32).to(dz.dtype)
+    return d_x, d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_weight_ih, d_weight_hh, d_bias
 
 
-def layout_for(sweep: Sweep) -> layout.Layout:
-    """The layout for ``sweep``: no config when none runs it on this device (see
-    :func:`layout.first_launchable`)."""
-    device_index = sweep.device.index if sweep.device.type == "cuda" else None
-    if device_index is None and sweep.device.type == "cuda":
-        device_index = torch.cuda.current_device()
-    return _launchable_layout(sweep.hidden_size, sweep.batch_size, sweep.dtype, sweep.device.type, device_index)
+@_backward_op.register_fake
+def _fake_backward(d_out, d_h_n, d_c_n, x, h0, c0, weight_ih, weight_hh, lengths, states, cells, gates, reverse,
+                   inv_temperature):
+    return (d_out.new_empty(x.shape), torch.empty_like(h0), torch.empty_like(c0), d_out.new_empty(weight_ih.shape),
+            d_out.new_empty(weight_hh.shape), d_out.new_empty(weight_hh.shape[0]))
+
+
+def _setup_context(ctx, inputs, output):
+    (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed, reverse, inv_temperature, noise_prob,
+     hard_gates, save) = inputs
+    out, _, _, states, cells, gates = output
+    ctx.mark_non_differentiable(states, cells, gates)
+    ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed,
+                          out if lengths is None else states, cells, gates)
+    ctx.reverse, ctx.inv_temperature, ctx.noise_prob, ctx.hard_gates = reverse, inv_temperature, noise_prob, hard_gates
+
+
+def _backward(ctx, d_out, d_h_n, d_c_n, *_):
+    x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed, states, cells, gates = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
+        grads = _differentiable_backward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise,
+                                         seed, (d_out, d_h_n, d_c_n))
+    else:
+        *grads, d_bias = torch.ops.fusedrnn.triton_lstm_backward(
+            d_out, d_h_n, d_c_n, x, h0, c0, weight_ih, weight_hh, lengths, states, cells, gates, ctx.reverse,
+            ctx.inv_temperature)
+        # Two gradients must not share storage.
+        grads += [None, None] if bias_ih is None else [d_bias, d_bias.clone()]
+    return (*grads, None, None, None, None, None, None, None, None)
+
+
+_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _differentiable_backward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed, grads):
@@ -360,12 +419,34 @@ def _differentiable_backward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias
                                  temperature=1.0 / ctx.inv_temperature, gate_mode=gate_mode, noise=noise,
                                  lengths=lengths, reverse=ctx.reverse)
 
-    return recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh], grads)
+    with common.autocast_off(x.device):
+        return recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh], grads)
 
 
-def config_for(sweep: Sweep) -> Optional[layout.SweepConfig]:
-    """The layout ``sweep`` launches with (see :func:`layout_for`)."""
-    return layout_for(sweep).config
+# --------------------------------------------------------------------------- layout and entry points
+
+
+def layout_for(sweep: Sweep) -> layout.Layout:
+    """The layout for ``sweep``: no config when none runs it on this device (see
+    :func:`layout.first_launchable`)."""
+    return _layout(sweep.hidden_size, sweep.batch_size, sweep.dtype, sweep.device)
+
+
+def config_for(hidden_size: int, batch_size: int, dtype: torch.dtype,
+               device: torch.device) -> Optional[layout.SweepConfig]:
+    """The layout a sweep of these sizes launches with (see :func:`layout_for`): the operators
+    find it again from their arguments' shapes (they take no config object)."""
+    return _layout(hidden_size, batch_size, dtype, device).config
+
+
+# torch.compile calls it when it traces the backend's choice, rather than tracing into it
+# (on a GPU it compiles the kernels); the operators call it when they run.
+@torch.compiler.assume_constant_result
+def _layout(hidden_size, batch_size, dtype, device):
+    device_index = device.index if device.type == "cuda" else None
+    if device_index is None and device.type == "cuda":
+        device_index = torch.cuda.current_device()
+    return _launchable_layout(hidden_size, batch_size, dtype, device.type, device_index)
 
 
 @functools.lru_cache(maxsize=None)
@@ -404,8 +485,9 @@ def run(sweep: Sweep, noise=None, seed=None, inv_temperature=1.0, noise_prob=1.0
     """Runs ``sweep`` as an LSTM, or with the G2 options: ``noise (T, B, 2, H)`` float32 or a
     Philox ``seed (1,)`` int64, ``inv_temperature = 1/τ``, ``noise_prob`` (Philox only),
     ``hard_gates``. Returns ``output (T, B, H), h_n, c_n (B, H)``."""
-    output, h_n, c_n = LSTMFunction.apply(
-        sweep.x, sweep.h0, sweep.c0, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh,
-        sweep.lengths, noise, seed, sweep.reverse, inv_temperature, noise_prob, hard_gates, config_for(sweep),
-        sweep.needs_backward)
+    save = sweep.needs_backward
+    output, h_n, c_n, *_ = call_operator(
+        torch.ops.fusedrnn.triton_lstm_forward, sweep.x, sweep.h0, sweep.c0, sweep.weight_ih, sweep.weight_hh,
+        sweep.bias_ih, sweep.bias_hh, sweep.lengths, noise, seed, sweep.reverse, inv_temperature, noise_prob,
+        hard_gates, save, save=save)
     return output, h_n, c_n

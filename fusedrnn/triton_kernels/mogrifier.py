@@ -40,6 +40,10 @@ and ``(da left)ᵀ v`` are products over ``T·B`` rows after the sweep, like the
 rounds sit in one ``w_round`` buffer, a row per round, every low-rank round padded with
 zeros to the largest rank of the call (exact, and a mix of ranks is rare); which rounds
 are low rank is the constexpr bit mask ``LOW_RANK``.
+
+Operators: ``fusedrnn::triton_mogrifier_forward`` and ``fusedrnn::triton_mogrifier_backward``,
+opaque ``torch.library.custom_op`` operators for the reasons given in :mod:`.lstm` (a
+``triton_op`` compiled by inductor would lose the cooperative launch the barriers need).
 """
 from __future__ import annotations
 
@@ -55,7 +59,7 @@ import triton.language as tl
 from ..precision import summed_bias
 from ..reference.double_backward import recomputed_gradients
 from ..reference.mogrifier import mogrifier_lstm as reference_mogrifier_lstm
-from ..sweep import Sweep, flatten_rounds, split_round_weights, unflatten_rounds
+from ..sweep import Sweep, call_operator, flatten_rounds, join_round_weights, split_round_weights, unflatten_rounds
 from . import common, layout
 from .common import dot, grid_barrier, input_guard, sigmoid, tanh
 
@@ -487,20 +491,29 @@ def layout_for(sweep: Sweep) -> layout.Layout:
     config when the kernels of that layout would not fit an SM or do not compile (the
     backend then declines, so that a grid barrier never waits for a program that is
     not resident)."""
-    batch_size, features = sweep.batch_size, max(sweep.input_size, sweep.hidden_size)
-    if sweep.device.type != "cuda":
+    _, low_rank, _ = split_round_weights(sweep.mogrify_weights)
+    return _layout(sweep.batch_size, sweep.input_size, sweep.hidden_size, low_rank, sweep.dtype, sweep.device)
+
+
+def config_for(batch_size: int, input_size: int, hidden_size: int, low_rank, dtype: torch.dtype,
+               device: torch.device) -> Optional[MogrifierConfig]:
+    """The layout a sweep of these sizes launches with, ``low_rank`` saying which rounds are
+    (see :func:`layout_for`): the operators find it again from their arguments."""
+    return _layout(batch_size, input_size, hidden_size, low_rank, dtype, device).config
+
+
+# torch.compile calls it when it traces the backend's choice, rather than tracing into it
+# (on a GPU it compiles the kernels); the operators call it when they run.
+@torch.compiler.assume_constant_result
+def _layout(batch_size, input_size, hidden_size, low_rank, dtype, device):
+    features = max(input_size, hidden_size)
+    if device.type != "cuda":
         # The interpreter's cost is per operation, not per element: whole-width products.
         return layout.Layout(MogrifierConfig(1, common.next_power_of_2(batch_size), common.next_power_of_2(features),
-                                             common.next_power_of_2(max(features, 4 * sweep.hidden_size))))
-    device_index = sweep.device.index if sweep.device.index is not None else torch.cuda.current_device()
-    _, low_rank, _ = split_round_weights(sweep.mogrify_weights)
-    return _launchable_layout(batch_size, sweep.input_size, sweep.hidden_size, sweep.mogrify_steps,
-                              low_rank_mask(low_rank), sweep.dtype, device_index)
-
-
-def config_for(sweep: Sweep) -> Optional[MogrifierConfig]:
-    """The layout ``sweep`` launches with (see :func:`layout_for`)."""
-    return layout_for(sweep).config
+                                             common.next_power_of_2(max(features, 4 * hidden_size))))
+    device_index = device.index if device.index is not None else torch.cuda.current_device()
+    return _launchable_layout(batch_size, input_size, hidden_size, len(low_rank), low_rank_mask(low_rank), dtype,
+                              device_index)
 
 
 def split_below_k(low_rank: int) -> int:
@@ -619,6 +632,30 @@ def _row_product(grad, chain, dtype, split_below):
     return product
 
 
+def _forward_buffers(x, hidden_size, rounds, rank, save):
+    """The float32 buffers of a forward on ``x (T, B, I)``, ``hs, xs, cs, thin, s_x, s_h, gates``
+    (see :func:`_mogrifier_fwd_kernel`), ``None`` where there would be none (no rounds of a kind,
+    no low-rank round, or not ``save``). Allocation only, so the fake forward shares it."""
+    seq_len, batch_size, input_size = x.shape
+    n_x, n_h = (rounds + 1) // 2, rounds // 2
+    t_buf = seq_len + 1 if save else 2
+    kept = seq_len if save else 0
+    hs = _float32(n_h + 1, t_buf, batch_size, hidden_size, device=x.device)
+    xs = _float32(n_x, t_buf, batch_size, input_size, device=x.device)
+    thin = _float32(rounds, t_buf, batch_size, rank, device=x.device)
+    if save:  # an operator's outputs are all written: zeros where no step writes (slot T, which
+        # only the state uses, and the intermediates of full-rank rounds)
+        hs[1:, seq_len].zero_()
+        if xs is not None:
+            xs[:, seq_len].zero_()
+        if thin is not None:
+            thin.zero_()
+    return (hs, xs, _float32(t_buf, batch_size, hidden_size, device=x.device), thin,
+            _float32(n_x, kept, batch_size, input_size, device=x.device),
+            _float32(n_h, kept, batch_size, hidden_size, device=x.device),
+            _float32(kept, batch_size, 4 * hidden_size, device=x.device))
+
+
 @input_guard
 def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, w_round, rank, q_bias, r_bias, lengths, *, reverse,
                   rounds, low_rank, save, config):
@@ -627,39 +664,31 @@ def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, w_round, rank, q_bias, 
     Args:
         x: ``(T, B, I)``; h0, c0: ``(B, H)``; weight_ih: ``(4H, I)``; weight_hh: ``(4H, H)``.
         bias: float32 ``b_ih + b_hh (4H,)`` or ``None``.
-        w_round, rank, q_bias, r_bias: as from :func:`_round_tensors`.
+        w_round, rank, q_bias, r_bias: as from :func:`_round_tensors` (``rank`` 0 when no
+            round is low rank).
         lengths: ``(B,)`` int64 or ``None``.
         low_rank: :func:`low_rank_mask` of the rounds.
         save: keep the buffers the backward reads.
     Returns:
-        ``output (T, B, H), h_n, c_n (B, H)`` and a dict of the saved float32 buffers
-        (empty unless ``save``).
+        ``output (T, B, H), h_n, c_n (B, H)`` and the float32 buffers of :func:`_forward_buffers`.
     """
     seq_len, batch_size, input_size = x.shape
     hidden_size = h0.shape[1]
-    n_x, n_h = (rounds + 1) // 2, rounds // 2
-    t_buf = seq_len + 1 if save else 2
+    buffers = _forward_buffers(x, hidden_size, rounds, rank, save)
+    hs, xs, cs, thin, s_x, s_h, gates = buffers
+    t_buf = cs.shape[0]
     first, last = (seq_len, 0) if reverse else (0, seq_len)
-    hs = _float32(n_h + 1, t_buf, batch_size, hidden_size, device=x.device)
-    xs = _float32(n_x, t_buf, batch_size, input_size, device=x.device)
-    cs = _float32(t_buf, batch_size, hidden_size, device=x.device)
-    thin = _float32(rounds, t_buf, batch_size, rank, device=x.device) if low_rank else None
     hs[0, first % t_buf], cs[first % t_buf] = h0, c0
     out = x.new_empty(seq_len, batch_size, hidden_size)
-    s_x = s_h = gates = None
-    if save:
-        s_x = _float32(n_x, seq_len, batch_size, input_size, device=x.device)
-        s_h = _float32(n_h, seq_len, batch_size, hidden_size, device=x.device)
-        gates = _float32(seq_len, batch_size, 4 * hidden_size, device=x.device)
     _mogrifier_fwd_kernel[(config.programs,)](
         x, lengths, weight_ih, weight_hh, bias, w_round, q_bias, r_bias,
         out, hs, xs, cs, s_x, s_h, gates, thin, torch.zeros(1, dtype=torch.int32, device=x.device),
         seq_len, batch_size, input_size, hidden_size, t_buf, rank, _stride(w_round),
         ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, SPLIT_BELOW_K=split_below_k(low_rank),
         **common.dot_options(x.dtype), **config.constexprs(), **config.launch_options())
-    h_n, c_n = hs[0, last % t_buf].to(x.dtype), cs[last % t_buf].to(x.dtype)
-    saved = dict(hs=hs, xs=xs, cs=cs, s_x=s_x, s_h=s_h, gates=gates, thin=thin) if save else {}
-    return out, h_n, c_n, saved
+    # Copies: an operator's outputs must not share storage, and hs and cs are saved.
+    h_n, c_n = hs[0, last % t_buf].to(x.dtype, copy=True), cs[last % t_buf].to(x.dtype, copy=True)
+    return out, h_n, c_n, buffers
 
 
 @input_guard
@@ -667,14 +696,15 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, w_round, rank, saved, d_out,
                   low_rank, config):
     """Launches the backward sweep, then forms the weight gradients over all ``T·B`` rows.
 
-    Returns ``d_x, d_h0, d_c0, d_weight_ih, d_weight_hh``, ``d_bias (4H,)`` and the lists
-    ``d_rounds`` (one per round: ``(I, H)`` or ``(H, I)``, or for a low-rank round the pair
-    of its factors' gradients, padded to ``rank``) and ``d_round_biases``.
+    ``saved``: the forward's buffers (:func:`_forward_buffers`). Returns ``d_x, d_h0, d_c0, d_weight_ih,
+    d_weight_hh``, ``d_bias (4H,)`` and the lists ``d_rounds`` (one per round: ``(I, H)`` or
+    ``(H, I)``, or for a low-rank round the pair of its factors' gradients, padded to ``rank``)
+    and ``d_round_biases``.
     """
     seq_len, batch_size, input_size = x.shape
     hidden_size = weight_hh.shape[1]
     n_x, n_h = (rounds + 1) // 2, rounds // 2
-    hs, xs, thin = saved["hs"], saved["xs"], saved["thin"]
+    hs, xs, cs, thin, s_x, s_h, gates = saved
     dz = _float32(seq_len, batch_size, 4 * hidden_size, device=x.device)
     da_x = _float32(n_x, seq_len, batch_size, input_size, device=x.device)
     da_h = _float32(n_h, seq_len, batch_size, hidden_size, device=x.device)
@@ -683,9 +713,9 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, w_round, rank, saved, d_out,
     d_c = _float32(batch_size, hidden_size, device=x.device).copy_(d_c_n)
     d_x = torch.empty_like(x)
     _mogrifier_bwd_kernel[(config.programs,)](
-        x, lengths, weight_ih, weight_hh, w_round, d_out, hs, xs, saved["cs"], saved["s_x"], saved["s_h"],
-        saved["gates"], dz, da_x, da_h, d_thin, _float32(batch_size, input_size, device=x.device),
-        _float32(batch_size, hidden_size, device=x.device), d_h, d_c, d_x,
+        x, lengths, weight_ih, weight_hh, w_round, d_out, hs, xs, cs, s_x, s_h, gates, dz, da_x, da_h, d_thin,
+        _float32(batch_size, input_size, device=x.device), _float32(batch_size, hidden_size, device=x.device),
+        d_h, d_c, d_x,
         torch.zeros(1, dtype=torch.int32, device=x.device),
         seq_len, batch_size, input_size, hidden_size, seq_len + 1, rank, _stride(w_round),
         ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, SPLIT_BELOW_K=split_below_k(low_rank),
@@ -710,59 +740,124 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, w_round, rank, saved, d_out,
             d_rounds, d_round_biases)
 
 
-class MogrifierLSTMFunction(torch.autograd.Function):
-    """``(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, config, save,
-    low_rank, has_round_bias, *round_tensors) -> (output, h_n, c_n)``, the rounds as
-    :func:`fusedrnn.sweep.flatten_rounds` gives them.
+# --------------------------------------------------------------------------- operators
+# The rounds travel as :func:`fusedrnn.sweep.split_round_weights` gives them, as the C++
+# operators take them.
 
-    Without ``save`` (no backward can follow, ``Sweep.needs_backward``) the forward keeps
-    two time slots instead of ``T + 1``.
-    """
 
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")
-    def forward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, config, save, low_rank,
-                has_round_bias, *round_tensors):
-        weights, biases, _ = unflatten_rounds(round_tensors, low_rank, has_round_bias)
-        w_round, rank, q_bias, r_bias = _round_tensors(weights, biases)
-        bias = summed_bias(bias_ih, bias_hh)
-        out, h_n, c_n, saved = mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, w_round, rank, q_bias, r_bias,
-                                             lengths, reverse=reverse, rounds=len(weights),
-                                             low_rank=low_rank_mask(low_rank), save=save, config=config)
-        if save:
-            ctx.save_for_backward(x, lengths, weight_ih, weight_hh, w_round, h0, c0, bias_ih, bias_hh, *round_tensors,
-                                  *saved.values())
-            ctx.saved_names = tuple(saved)
-        ctx.reverse, ctx.low_rank, ctx.rank, ctx.config = reverse, low_rank, rank, config
-        ctx.has_bias, ctx.has_round_bias = bias_ih is not None, has_round_bias
-        return out, h_n, c_n
+@torch.library.custom_op(
+    "fusedrnn::triton_mogrifier_forward", mutates_args=(),
+    schema="(Tensor x, Tensor h0, Tensor c0, Tensor weight_ih, Tensor weight_hh, Tensor? bias_ih, Tensor? bias_hh, "
+           "Tensor[] mogrify_weights, bool[] mogrify_low_rank, Tensor[] mogrify_right_factors, "
+           "Tensor[] mogrify_biases, Tensor? lengths, bool reverse, bool save) "
+           "-> (Tensor output, Tensor h_n, Tensor c_n, Tensor[] saved)")
+def _forward_op(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mogrify_weights, mogrify_low_rank,
+                mogrify_right_factors, mogrify_biases, lengths, reverse, save):
+    """``mogrify_biases`` empty or one per round. Besides ``output, h_n, c_n`` returns ``saved``,
+    the buffers the backward reads (:func:`_forward_buffers`), each empty, ``(0,)``, where there
+    is none. Without ``save`` (no backward can follow, ``Sweep.needs_backward``) it keeps none,
+    and the sweep two time slots instead of ``T + 1``."""
+    with common.autocast_off(x.device):
+        weights = join_round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors)
+        w_round, rank, q_bias, r_bias = _round_tensors(weights, mogrify_biases or None)
+        out, h_n, c_n, buffers = mogrifier_fwd(
+            x, h0, c0, weight_ih, weight_hh, summed_bias(bias_ih, bias_hh), w_round, rank, q_bias, r_bias, lengths,
+            reverse=reverse, rounds=len(weights), low_rank=low_rank_mask(mogrify_low_rank), save=save,
+            config=config_for(x.shape[1], x.shape[2], weight_hh.shape[1], mogrify_low_rank, x.dtype, x.device))
+    return out, h_n, c_n, [_or_empty(buffer if save else None, x) for buffer in buffers]
 
-    @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx, d_out, d_h_n, d_c_n):
-        x, lengths, weight_ih, weight_hh, w_round, h0, c0, bias_ih, bias_hh, *rest = ctx.saved_tensors
-        round_tensors, buffers = rest[:len(rest) - len(ctx.saved_names)], rest[len(rest) - len(ctx.saved_names):]
-        no_grads = (None,) * 6  # lengths, reverse, config, save, low_rank, has_round_bias
-        if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
-            def run(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *round_tensors):
-                weights, biases, _ = unflatten_rounds(round_tensors, ctx.low_rank, ctx.has_round_bias)
-                return reference_mogrifier_lstm(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
-                                                mogrify_weights=weights, mogrify_biases=biases, lengths=lengths,
-                                                reverse=ctx.reverse)
 
+@_forward_op.register_fake
+def _fake_forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mogrify_weights, mogrify_low_rank,
+                  mogrify_right_factors, mogrify_biases, lengths, reverse, save):
+    rank = max((right.shape[0] for right in mogrify_right_factors), default=0)
+    buffers = _forward_buffers(x, weight_hh.shape[1], len(mogrify_weights), rank, save)
+    return (x.new_empty(x.shape[0], x.shape[1], weight_hh.shape[1]), torch.empty_like(h0), torch.empty_like(c0),
+            [_or_empty(buffer if save else None, x) for buffer in buffers])
+
+
+def _or_empty(tensor, like):
+    """``tensor``, or for ``None`` an empty ``(0,)`` tensor (an operator returns no ``None``)."""
+    return like.new_empty(0, dtype=torch.float32) if tensor is None else tensor
+
+
+@torch.library.custom_op(
+    "fusedrnn::triton_mogrifier_backward", mutates_args=(),
+    schema="(Tensor d_out, Tensor d_h_n, Tensor d_c_n, Tensor x, Tensor weight_ih, Tensor weight_hh, "
+           "Tensor[] mogrify_weights, bool[] mogrify_low_rank, Tensor[] mogrify_right_factors, Tensor? lengths, "
+           "Tensor[] saved, bool reverse) -> (Tensor d_x, Tensor d_h0, Tensor d_c0, Tensor d_weight_ih, "
+           "Tensor d_weight_hh, Tensor d_bias, Tensor[] d_mogrify_weights, Tensor[] d_mogrify_right_factors, "
+           "Tensor[] d_mogrify_biases)")
+def _backward_op(d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, mogrify_weights, mogrify_low_rank,
+                 mogrify_right_factors, lengths, saved, reverse):
+    """The backward sweep and every weight gradient, the rounds' as the forward takes them
+    (``d_bias`` is that of ``b_ih`` and of ``b_hh`` alike, ``d_mogrify_biases`` one per round)."""
+    with common.autocast_off(x.device):
+        weights = join_round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors)
+        w_round, rank, _, _ = _round_tensors(weights, None)
+        *grads, d_rounds, d_round_biases = mogrifier_bwd(
+            x, lengths, weight_ih, weight_hh, w_round, rank, [buffer if buffer.numel() else None for buffer in saved],
+            d_out, d_h_n, d_c_n, reverse=reverse, rounds=len(weights), low_rank=low_rank_mask(mogrify_low_rank),
+            config=config_for(x.shape[1], x.shape[2], weight_hh.shape[1], mogrify_low_rank, x.dtype, x.device))
+    # A low-rank round's factors' gradients without the padding to the largest rank.
+    d_rounds = [(d_round[0][:, :weight[0].shape[1]], d_round[1][:weight[0].shape[1]])
+                if isinstance(weight, tuple) else d_round for weight, d_round in zip(weights, d_rounds)]
+    d_weights, _, d_right_factors = split_round_weights(d_rounds)
+    return (*grads, list(d_weights), list(d_right_factors), d_round_biases)
+
+
+@_backward_op.register_fake
+def _fake_backward(d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, mogrify_weights, mogrify_low_rank,
+                   mogrify_right_factors, lengths, saved, reverse):
+    batch_size, hidden_size = x.shape[1], weight_hh.shape[1]
+    return (torch.empty_like(x), x.new_empty(batch_size, hidden_size), x.new_empty(batch_size, hidden_size),
+            x.new_empty(weight_ih.shape), x.new_empty(weight_hh.shape), x.new_empty(4 * hidden_size),
+            [x.new_empty(weight.shape) for weight in mogrify_weights],
+            [x.new_empty(right.shape) for right in mogrify_right_factors],
+            [x.new_empty(weight.shape[0]) for weight in mogrify_weights])
+
+
+def _setup_context(ctx, inputs, output):
+    (x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mogrify_weights, low_rank, right_factors, biases, lengths,
+     reverse, _) = inputs
+    saved = output[3]
+    ctx.mark_non_differentiable(*saved)
+    ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, *mogrify_weights,
+                          *right_factors, *biases, *saved)
+    ctx.low_rank, ctx.has_round_bias, ctx.reverse = tuple(low_rank), bool(biases), reverse
+
+
+def _backward(ctx, d_out, d_h_n, d_c_n, *_):
+    x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, *rest = ctx.saved_tensors
+    weights, biases, saved = unflatten_rounds(rest, ctx.low_rank, ctx.has_round_bias)
+    if torch.is_grad_enabled():  # create_graph: the gradient must be differentiable too
+        def run(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *round_tensors):
+            weights, biases, _ = unflatten_rounds(round_tensors, ctx.low_rank, ctx.has_round_bias)
+            return reference_mogrifier_lstm(x, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
+                                            mogrify_weights=weights, mogrify_biases=biases, lengths=lengths,
+                                            reverse=ctx.reverse)
+
+        round_tensors, _ = flatten_rounds(weights, biases)
+        with common.autocast_off(x.device):
             grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *round_tensors],
                                          (d_out, d_h_n, d_c_n))
-            return (*grads[:7], *no_grads, *grads[7:])
-        d_x, d_h0, d_c0, d_weight_ih, d_weight_hh, d_bias, d_rounds, d_round_biases = mogrifier_bwd(
-            x, lengths, weight_ih, weight_hh, w_round, ctx.rank, dict(zip(ctx.saved_names, buffers)), d_out, d_h_n,
-            d_c_n, reverse=ctx.reverse, rounds=len(ctx.low_rank), low_rank=low_rank_mask(ctx.low_rank),
-            config=ctx.config)
-        weights, _, _ = unflatten_rounds(round_tensors, ctx.low_rank, ctx.has_round_bias)
-        d_rounds = [(d_round[0][:, :weight[0].shape[1]], d_round[1][:weight[0].shape[1]])  # cut off the padding
-                    if isinstance(weight, tuple) else d_round for weight, d_round in zip(weights, d_rounds)]
-        d_bias_ih, d_bias_hh = (d_bias, d_bias.clone()) if ctx.has_bias else (None, None)
-        d_round_tensors, _ = flatten_rounds(d_rounds, d_round_biases if ctx.has_round_bias else None)
-        return (d_x, d_h0, d_c0, d_weight_ih, d_weight_hh, d_bias_ih, d_bias_hh, *no_grads, *d_round_tensors)
+        d_rounds, d_round_biases, _ = unflatten_rounds(grads[7:], ctx.low_rank, ctx.has_round_bias)
+        d_weights, _, d_right_factors = split_round_weights(d_rounds)
+        grads = grads[:7]
+    else:
+        matrices, _, right_factors = split_round_weights(weights)
+        *grads, d_bias, d_weights, d_right_factors, d_round_biases = torch.ops.fusedrnn.triton_mogrifier_backward(
+            d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, matrices, ctx.low_rank, right_factors, lengths, saved,
+            ctx.reverse)
+        # Two gradients must not share storage.
+        grads += [None, None] if bias_ih is None else [d_bias, d_bias.clone()]
+    # bool[] gets no gradient; but torch.library reads an empty list as an empty tensor list.
+    no_grad_low_rank = None if ctx.low_rank else []
+    return (*grads, list(d_weights), no_grad_low_rank, list(d_right_factors),
+            list(d_round_biases) if ctx.has_round_bias else [], None, None, None)
+
+
+_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # --------------------------------------------------------------------------- backend entry points
@@ -780,8 +875,10 @@ def unsupported(sweep: Sweep) -> Optional[str]:
 
 def run(sweep: Sweep):
     """Runs a Mogrifier ``sweep``; returns ``output (T, B, H), h_n, c_n (B, H)``, differentiable."""
-    round_tensors, low_rank = flatten_rounds(sweep.mogrify_weights, sweep.mogrify_biases)
-    return MogrifierLSTMFunction.apply(
-        sweep.x, sweep.h0, sweep.c0, sweep.weight_ih, sweep.weight_hh, sweep.bias_ih, sweep.bias_hh, sweep.lengths,
-        sweep.reverse, config_for(sweep), sweep.needs_backward, low_rank, sweep.mogrify_biases is not None,
-        *round_tensors)
+    matrices, low_rank, right_factors = split_round_weights(sweep.mogrify_weights)
+    save = sweep.needs_backward
+    output, h_n, c_n, _ = call_operator(
+        torch.ops.fusedrnn.triton_mogrifier_forward, sweep.x, sweep.h0, sweep.c0, sweep.weight_ih, sweep.weight_hh,
+        sweep.bias_ih, sweep.bias_hh, matrices, low_rank, right_factors, sweep.mogrify_biases or (), sweep.lengths,
+        sweep.reverse, save, save=save)
+    return output, h_n, c_n
