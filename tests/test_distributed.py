@@ -52,6 +52,11 @@ def _rank_gradients(rank, init_file, out_file):
         _loss(model, x[:, rank * half:(rank + 1) * half], y[:, rank * half:(rank + 1) * half]).backward()
         if rank == 0:
             torch.save({name: p.grad for name, p in model.module.named_parameters()}, out_file)
+        # Tear down in order: DDP's reducer before its process group, and neither rank before
+        # the other is done (a rank that freed its DDP module after the group was destroyed
+        # sometimes hung there: 1 run in 6 on the 2-core VM).
+        del model
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
