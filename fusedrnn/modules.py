@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import cells, dispatch, functional
+from .precision import autocast_off
 
 
 def _cast(tensor, dtype):
@@ -185,10 +186,7 @@ class _RecurrentBase(nn.Module):
         h0, c0 = self._check_hx(hx, input.shape[1], batched, input)
         # Checked and moved to the device once, not per layer and direction.
         device_lengths = functional._check_lengths(lengths, input.shape[0], input.shape[1], input.device)
-        if torch.is_autocast_enabled(input.device.type):
-            with torch.autocast(input.device.type, enabled=False):  # the sweeps compute in input.dtype
-                output, h_n, c_n = self._layers(input, h0, c0, device_lengths)
-        else:  # no context to enter: at T = 1 the host time is the cost
+        with autocast_off(input.device):  # the sweeps compute in input.dtype
             output, h_n, c_n = self._layers(input, h0, c0, device_lengths)
 
         if packed:

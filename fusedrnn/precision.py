@@ -1,5 +1,6 @@
 """SPEC §6 in code: the type products accumulate in, and how far a result may be from the
 float64 reference."""
+import contextlib
 from typing import Optional
 
 import torch
@@ -20,6 +21,17 @@ def summed_bias(bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor]
     if bias_ih.dtype == accumulation:  # no casts to skip: at T = 1 the host time is the cost
         return bias_ih + bias_hh
     return bias_ih.to(accumulation) + bias_hh.to(accumulation)
+
+
+def autocast_off(device: torch.device):
+    """A context in which autocast leaves ``device``'s operations alone. The sweeps compute in
+    their inputs' dtype (the modules cast under autocast before they call them), so the modules'
+    layers and the operators' bodies and backwards run without it, whatever autocast the caller
+    (or the ``backward()`` call) has on, as ``torch.amp.custom_fwd/custom_bwd`` would. No context
+    to enter when autocast is off: at T = 1 the host time is the cost."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def tolerance(dtype: torch.dtype, device="cpu") -> float:

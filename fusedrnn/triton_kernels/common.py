@@ -15,7 +15,6 @@ reduces over ``dz`` and the ``W_hh`` rows in their natural, gate-major order ins
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from typing import Optional
@@ -88,17 +87,6 @@ def input_guard(fn):
         return fn(*args, **kwargs)
 
     return wrapper
-
-
-def autocast_off(device: torch.device):
-    """A context in which autocast leaves ``device``'s operations alone. The sweeps compute in
-    their inputs' dtype (the modules cast under autocast before they call them), so their
-    operators' bodies and backwards run without it, whatever autocast the caller (or the
-    ``backward()`` call) has on, as ``torch.amp.custom_fwd/custom_bwd`` had them run. No context
-    to enter when autocast is off: at T = 1 the host time is the cost."""
-    if torch.is_autocast_enabled(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 @triton.jit

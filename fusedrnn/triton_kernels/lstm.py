@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from ..noise import EPS, sample_noise
-from ..precision import summed_bias
+from ..precision import autocast_off, summed_bias
 from ..reference.double_backward import recomputed_gradients
 from ..reference.g2 import g2_lstm as reference_g2_lstm
 from ..sweep import Sweep, call_operator
@@ -324,7 +324,7 @@ def _forward_op(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, nois
     """One layer, one direction; G2 options as in :func:`run`. Besides ``output, h_n, c_n`` returns
     what the backward reads: ``states (T, B, H)`` (only with lengths: without, they are ``output``),
     ``cells`` and ``gates`` (see :func:`lstm_fwd`); each is empty, ``(0,)``, when not kept."""
-    with common.autocast_off(x.device):
+    with autocast_off(x.device):
         bias = summed_bias(bias_ih, bias_hh)
         # The input projection does not depend on the recurrence: one product over T·B rows.
         gx = F.linear(x, weight_ih, None if bias is None else bias.to(x.dtype))
@@ -360,7 +360,7 @@ def _backward_op(d_out, d_h_n, d_c_n, x, h0, c0, weight_ih, weight_hh, lengths, 
     """The reverse sweep and the weight gradients, from the forward's ``states (T, B, H)`` (its
     output when there are no lengths), ``cells`` and ``gates``. ``d_bias`` is that of ``b_ih``
     and of ``b_hh`` alike."""
-    with common.autocast_off(x.device):
+    with autocast_off(x.device):
         dz, d_h0, d_c0 = lstm_bwd(weight_hh, gates, cells, c0, lengths, d_out, d_h_n, d_c_n, reverse=reverse,
                                   inv_temperature=inv_temperature,
                                   config=config_for(weight_hh.shape[1], x.shape[1], x.dtype, x.device))
@@ -419,7 +419,7 @@ def _differentiable_backward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias
                                  temperature=1.0 / ctx.inv_temperature, gate_mode=gate_mode, noise=noise,
                                  lengths=lengths, reverse=ctx.reverse)
 
-    with common.autocast_off(x.device):
+    with autocast_off(x.device):
         return recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh], grads)
 
 

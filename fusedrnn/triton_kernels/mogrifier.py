@@ -56,7 +56,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from ..precision import summed_bias
+from ..precision import autocast_off, summed_bias
 from ..reference.double_backward import recomputed_gradients
 from ..reference.mogrifier import mogrifier_lstm as reference_mogrifier_lstm
 from ..sweep import Sweep, call_operator, flatten_rounds, join_round_weights, split_round_weights, unflatten_rounds
@@ -757,7 +757,7 @@ def _forward_op(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mogrify_weigh
     the buffers the backward reads (:func:`_forward_buffers`), each empty, ``(0,)``, where there
     is none. Without ``save`` (no backward can follow, ``Sweep.needs_backward``) it keeps none,
     and the sweep two time slots instead of ``T + 1``."""
-    with common.autocast_off(x.device):
+    with autocast_off(x.device):
         weights = join_round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors)
         w_round, rank, q_bias, r_bias = _round_tensors(weights, mogrify_biases or None)
         out, h_n, c_n, buffers = mogrifier_fwd(
@@ -792,7 +792,7 @@ def _backward_op(d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, mogrify_weights, 
                  mogrify_right_factors, lengths, saved, reverse):
     """The backward sweep and every weight gradient, the rounds' as the forward takes them
     (``d_bias`` is that of ``b_ih`` and of ``b_hh`` alike, ``d_mogrify_biases`` one per round)."""
-    with common.autocast_off(x.device):
+    with autocast_off(x.device):
         weights = join_round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors)
         w_round, rank, _, _ = _round_tensors(weights, None)
         *grads, d_rounds, d_round_biases = mogrifier_bwd(
@@ -838,7 +838,7 @@ def _backward(ctx, d_out, d_h_n, d_c_n, *_):
                                             reverse=ctx.reverse)
 
         round_tensors, _ = flatten_rounds(weights, biases)
-        with common.autocast_off(x.device):
+        with autocast_off(x.device):
             grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *round_tensors],
                                          (d_out, d_h_n, d_c_n))
         d_rounds, d_round_biases, _ = unflatten_rounds(grads[7:], ctx.low_rank, ctx.has_round_bias)
