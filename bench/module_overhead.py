@@ -18,6 +18,7 @@ import torch
 from torch.utils.benchmark import Timer
 
 import fusedrnn
+from fusedrnn.bench.implementations import unavailable
 from fusedrnn.bench.report import machine_info
 
 
@@ -41,8 +42,8 @@ def main():
     parser.add_argument("--json", help="write the rows, the command and the machine here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    for name in [n for n in args.backends if n != "auto" and fusedrnn.dispatch.unavailable_reason(n)]:
-        print(f"# skipping {name}: {fusedrnn.dispatch.unavailable_reason(name)}", file=sys.stderr)
+    for name in list(filter(unavailable, args.backends)):  # as the benchmark command skips them
+        print(f"# skipping {name}: {unavailable(name)}", file=sys.stderr)
         args.backends.remove(name)
     device, size, rows = torch.device(args.device), args.hidden_size, []
     with torch.no_grad():
