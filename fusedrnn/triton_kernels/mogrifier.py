@@ -13,8 +13,12 @@ these dependencies allow without recomputing a round in every program. Phases ex
 their results through the buffers the backward reads anyway (one slot per step and round),
 so no buffer is overwritten while another program may still read it. A program always gets
 the same tiles of the same phase, so the state ``c`` and the backward's carried gradients
-need no barrier of their own. With ``P = 1`` (the CPU interpreter) the code path is the
-same and every barrier opens at once. No matrix stays in registers or shared memory: every
+need no barrier of their own. The LSTM step's feature tiles are ``BLOCK_N / 4`` units with
+their four gates side by side (column ``4u + gate``, as in the LSTM sweep's slices): one
+product over ``[x | h]`` gives every gate of a unit, instead of eight products that each
+re-read ``x`` or ``h``, and the step, the heaviest phase, spreads over ``4H / BLOCK_N``
+tiles. With ``P = 1`` (the CPU interpreter) the code path is the same and every barrier
+opens at once. No matrix stays in registers or shared memory: every
 phase re-reads its weight tiles in ``BLOCK_K`` chunks (from L2 once warm), the simplest
 split that runs any ``I``, ``H`` and ``r``; keeping slices resident is the next step for
 speed.
@@ -61,7 +65,7 @@ from ..reference.double_backward import recomputed_gradients
 from ..reference.mogrifier import mogrifier_lstm as reference_mogrifier_lstm
 from ..sweep import Sweep, call_operator, flatten_rounds, join_round_weights, split_round_weights, unflatten_rounds
 from . import common, layout
-from .common import dot, grid_barrier, input_guard, sigmoid, tanh
+from .common import dot, grid_barrier, input_guard, sigmoid, split_gates, tanh
 
 #: The most rounds the kernels unroll (the paper tunes ``r`` in 4..6).
 MAX_ROUNDS = 8
@@ -101,24 +105,23 @@ def _active(lengths, t, offs_b, B, HAS_LENGTHS: tl.constexpr):
 
 
 @triton.jit
-def _product(acc, p_a, p_w, stride_wn, stride_wk, offs_b, offs_n, B, N, K, BLOCK_K: tl.constexpr,
+def _product(acc, p_a, p_w, o_w, m_w, stride_wk, offs_b, B, K, BLOCK_K: tl.constexpr,
              INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, SPLIT_BELOW_K: tl.constexpr):
-    """``acc + A[offs_b, :K] @ W[offs_n, :K]ᵀ``.
+    """``acc + A[offs_b, :K] @ W_tileᵀ``, ``W_tile[n, k]`` at ``p_w + o_w[n] + k·stride_wk``
+    (zero where ``m_w[n]`` is false), so a matrix and its transpose share code.
 
     ``A`` is a row-major float32 ``(B, K)`` block that other programs wrote during this
-    sweep (read through L2, rounded to the weights' dtype for the product); ``W[n, k]``
-    lies at ``p_w + n·stride_wn + k·stride_wk``, so a matrix and its transpose share code.
+    sweep (read through L2, rounded to the weights' dtype for the product).
     """
     mask_b = offs_b[:, None] < B
-    mask_n = offs_n[None, :] < N
     # A half-precision product rounds A to 8 or 11 bits. A bfloat16 one over fewer than
     # SPLIT_BELOW_K terms (split_below_k) takes A as hi + lo: two products, both on tensor cores.
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         b_a = tl.load(p_a + offs_b[:, None] * K + offs_k[None, :], mask=mask_b & (offs_k[None, :] < K),
                       other=0.0, cache_modifier=".cg")
-        b_w = tl.load(p_w + offs_n[None, :] * stride_wn + offs_k[:, None] * stride_wk,
-                      mask=mask_n & (offs_k[:, None] < K), other=0.0)
+        b_w = tl.load(p_w + o_w[None, :] + offs_k[:, None] * stride_wk, mask=m_w[None, :] & (offs_k[:, None] < K),
+                      other=0.0)
         b_a_hi = b_a.to(b_w.dtype)
         acc += dot(b_a_hi, b_w, INPUT_PRECISION, UPCAST_DOT)
         if b_w.dtype == tl.bfloat16:
@@ -137,25 +140,9 @@ def _product_phase(p_out, p_a, p_w, stride_wn, stride_wk, B, N, K, i_p, n_progra
     for tile in range(i_p, tl.cdiv(B, BLOCK_B) * tl.cdiv(N, BLOCK_N), n_programs):
         offs_b, offs_n, o_bn, mask = _tile(tile, B, N, BLOCK_B, BLOCK_N)
         b_out = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
-        b_out = _product(b_out, p_a, p_w, stride_wn, stride_wk, offs_b, offs_n, B, N, K, BLOCK_K, INPUT_PRECISION,
-                         UPCAST_DOT, SPLIT_BELOW_K)
+        b_out = _product(b_out, p_a, p_w, offs_n * stride_wn, offs_n < N, stride_wk, offs_b, B, K, BLOCK_K,
+                         INPUT_PRECISION, UPCAST_DOT, SPLIT_BELOW_K)
         tl.store(p_out + o_bn, b_out, mask=mask)
-
-
-@triton.jit
-def _gate_preactivation(gate, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H,
-                        HAS_BIAS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
-                        SPLIT_BELOW_K: tl.constexpr):
-    """One gate's ``z = x W_ihᵀ + h W_hhᵀ + b`` on a ``(batch, H)`` tile."""
-    z = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
-    z = _product(z, p_x, w_ih + gate * H * I, I, 1, offs_b, offs_n, B, H, I, BLOCK_K, INPUT_PRECISION, UPCAST_DOT,
-                 SPLIT_BELOW_K)
-    z = _product(z, p_h, w_hh + gate * H * H, H, 1, offs_b, offs_n, B, H, H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT,
-                 SPLIT_BELOW_K)
-    if HAS_BIAS:
-        z += tl.load(bias + gate * H + offs_n, mask=offs_n < H, other=0.0)[None, :]
-    return z
 
 
 @triton.jit
@@ -283,8 +270,8 @@ def _mogrifier_fwd_kernel(
             for tile in range(i_p, n_b * tl.cdiv(N, BLOCK_N), n_programs):
                 offs_b, offs_n, o_bn, mask = _tile(tile, B, N, BLOCK_B, BLOCK_N)
                 b_a = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
-                b_a = _product(b_a, p_in, p_w, K, 1, offs_b, offs_n, B, N, K, BLOCK_K, INPUT_PRECISION, UPCAST_DOT,
-                               SPLIT_BELOW_K)
+                b_a = _product(b_a, p_in, p_w, offs_n * K, offs_n < N, 1, offs_b, B, K, BLOCK_K, INPUT_PRECISION,
+                               UPCAST_DOT, SPLIT_BELOW_K)
                 if HAS_ROUND_BIAS:
                     b_a += _round_bias(q_bias, r_bias, j, offs_n, I, H)
                 b_s = sigmoid(b_a)
@@ -294,19 +281,24 @@ def _mogrifier_fwd_kernel(
                     tl.store(_round_gates(s_x, s_h, j, t, T, stride_x, stride_h) + o_bn, b_s, mask=mask)
             phase += 1
             grid_barrier(counter, phase * n_programs)
-        # The LSTM step on the last x and h, per (batch, H) tile.
+        # The LSTM step on the last x and h, per (batch, BLOCK_N / 4 units) tile: one product over
+        # [x | h] gives all four gates of the tile's units (column 4u + gate, rows gate·H + unit).
         p_x = _x_chain(x, xs, t, slot, 2 * ((ROUNDS + 1) // 2) - 1, stride_x, T_BUF)
         p_h = _h_chain(hs, enter, slot, 2 * (ROUNDS // 2), stride_h, T_BUF)
-        for tile in range(i_p, n_b * tl.cdiv(H, BLOCK_N), n_programs):
-            offs_b, offs_n, o_bn, mask = _tile(tile, B, H, BLOCK_B, BLOCK_N)
-            b_i = sigmoid(_gate_preactivation(0, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H, HAS_BIAS,
-                                              BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT, SPLIT_BELOW_K))
-            b_f = sigmoid(_gate_preactivation(1, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H, HAS_BIAS,
-                                              BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT, SPLIT_BELOW_K))
-            b_g = tanh(_gate_preactivation(2, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H, HAS_BIAS,
-                                           BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT, SPLIT_BELOW_K))
-            b_o = sigmoid(_gate_preactivation(3, p_x, p_h, w_ih, w_hh, bias, offs_b, offs_n, B, I, H, HAS_BIAS,
-                                              BLOCK_B, BLOCK_N, BLOCK_K, INPUT_PRECISION, UPCAST_DOT, SPLIT_BELOW_K))
+        o_c = tl.arange(0, BLOCK_N)
+        for tile in range(i_p, n_b * tl.cdiv(H, BLOCK_N // 4), n_programs):
+            offs_b, offs_n, o_bn, mask = _tile(tile, B, H, BLOCK_B, BLOCK_N // 4)
+            unit = (tile % tl.cdiv(H, BLOCK_N // 4)) * (BLOCK_N // 4) + o_c // 4
+            o_w, m_w = (o_c % 4) * H + unit, unit < H
+            z = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
+            z = _product(z, p_x, w_ih, o_w * I, m_w, 1, offs_b, B, I, BLOCK_K, INPUT_PRECISION, UPCAST_DOT,
+                         SPLIT_BELOW_K)
+            z = _product(z, p_h, w_hh, o_w * H, m_w, 1, offs_b, B, H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT,
+                         SPLIT_BELOW_K)
+            if HAS_BIAS:
+                z += tl.load(bias + o_w, mask=m_w, other=0.0)[None, :]
+            z_i, z_f, z_g, z_o = split_gates(z, BLOCK_B, BLOCK_N // 4)
+            b_i, b_f, b_g, b_o = sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)
             b_c_prev = tl.load(cs + enter * stride_h + o_bn, mask=mask, other=0.0)
             b_h_prev = tl.load(hs + enter * stride_h + o_bn, mask=mask, other=0.0, cache_modifier=".cg")
             b_c = b_f * b_c_prev + b_i * b_g
@@ -388,8 +380,8 @@ def _mogrifier_bwd_kernel(
         for tile in range(i_p, n_tiles_i, n_programs):
             offs_b, offs_n, o_bn, mask = _tile(tile, B, I, BLOCK_B, BLOCK_N)
             b_g = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
-            b_g = _product(b_g, p_dz, w_ih, 1, I, offs_b, offs_n, B, I, 4 * H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT,
-                           SPLIT_BELOW_K)
+            b_g = _product(b_g, p_dz, w_ih, offs_n, offs_n < I, I, offs_b, B, 4 * H, BLOCK_K, INPUT_PRECISION,
+                           UPCAST_DOT, SPLIT_BELOW_K)
             if ROUNDS % 2 == 1:
                 b_g = _undo_round(b_g, ROUNDS, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x, da_h,
                                   T, I, H, stride_x, stride_h, T_BUF)
@@ -400,8 +392,8 @@ def _mogrifier_bwd_kernel(
         for tile in range(i_p, n_tiles_h, n_programs):
             offs_b, offs_n, o_bn, mask = _tile(tile, B, H, BLOCK_B, BLOCK_N)
             b_g = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
-            b_g = _product(b_g, p_dz, w_hh, 1, H, offs_b, offs_n, B, H, 4 * H, BLOCK_K, INPUT_PRECISION, UPCAST_DOT,
-                           SPLIT_BELOW_K)
+            b_g = _product(b_g, p_dz, w_hh, offs_n, offs_n < H, H, offs_b, B, 4 * H, BLOCK_K, INPUT_PRECISION,
+                           UPCAST_DOT, SPLIT_BELOW_K)
             if ROUNDS >= 2 and ROUNDS % 2 == 0:
                 b_g = _undo_round(b_g, ROUNDS, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x, da_h,
                                   T, I, H, stride_x, stride_h, T_BUF)
@@ -430,7 +422,7 @@ def _mogrifier_bwd_kernel(
                 for tile in range(i_p, n_tiles_i, n_programs):
                     offs_b, offs_n, o_bn, mask = _tile(tile, B, I, BLOCK_B, BLOCK_N)
                     b_g = tl.load(g_x + o_bn, mask=mask, other=0.0)
-                    b_g = _product(b_g, p_da, p_w, 1, I, offs_b, offs_n, B, I, K, BLOCK_K, INPUT_PRECISION,
+                    b_g = _product(b_g, p_da, p_w, offs_n, offs_n < I, I, offs_b, B, K, BLOCK_K, INPUT_PRECISION,
                                    UPCAST_DOT, SPLIT_BELOW_K)
                     b_g = _undo_round(b_g, j - 1, t, slot, enter, offs_b, offs_n, mask, x, xs, hs, s_x, s_h, da_x,
                                       da_h, T, I, H, stride_x, stride_h, T_BUF)
@@ -442,7 +434,7 @@ def _mogrifier_bwd_kernel(
                 for tile in range(i_p, n_tiles_h, n_programs):
                     offs_b, offs_n, o_bn, mask = _tile(tile, B, H, BLOCK_B, BLOCK_N)
                     b_g = tl.load(g_h + o_bn, mask=mask, other=0.0)
-                    b_g = _product(b_g, p_da, p_w, 1, H, offs_b, offs_n, B, H, K, BLOCK_K, INPUT_PRECISION,
+                    b_g = _product(b_g, p_da, p_w, offs_n, offs_n < H, H, offs_b, B, K, BLOCK_K, INPUT_PRECISION,
                                    UPCAST_DOT, SPLIT_BELOW_K)
                     if j == 1:
                         tl.store(d_h + o_bn, tl.load(d_h + o_bn, mask=mask, other=0.0) + b_g, mask=mask)
@@ -478,10 +470,11 @@ class MogrifierConfig:
                 "enable_fp_fusion": layout.FP_FUSION}
 
 
-#: Tile layout on a GPU: at most 64 batch rows, 32 feature columns, 32-column reduction
-#: chunks, 8 warps. Not timed on an H100 yet; chosen because the sm_90 compiler keeps
-#: both kernels (nearly) free of register spills with it, where 64-column chunks or
-#: 4 warps spill 0.5 to 2 KB per thread (`python -m fusedrnn.triton_kernels.offline --cell mogrifier`).
+#: Tile layout on a GPU: at most 64 batch rows, 32 feature columns (8 units of the LSTM
+#: step), 32-column reduction chunks, 8 warps. Not timed on a GPU yet. The sm_90 compile
+#: (`python -m fusedrnn.triton_kernels.offline --cell mogrifier`, r = 5) spills nothing at 64
+#: rows and at most 32 bytes at 16; 64-column chunks spill nothing at 64 rows either (fewer,
+#: wider loads: a candidate for the first GPU run).
 GPU_BLOCK_B, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS = 64, 32, 32, 8
 
 
@@ -533,7 +526,8 @@ def low_rank_mask(low_rank) -> int:
 @functools.lru_cache(maxsize=None)
 def _launchable_layout(batch_size, input_size, hidden_size, rounds, low_rank, dtype, device_index):
     block_b = min(common.next_power_of_2(batch_size), GPU_BLOCK_B)
-    tiles = triton.cdiv(batch_size, block_b) * triton.cdiv(max(input_size, hidden_size), GPU_BLOCK_N)
+    # The widest phase: a round's I or H columns, or the LSTM step's 4H (4 gates of BLOCK_N / 4 units a tile).
+    tiles = triton.cdiv(batch_size, block_b) * triton.cdiv(max(input_size, 4 * hidden_size), GPU_BLOCK_N)
     programs = min(tiles, layout.multiprocessor_count(device_index))
     config = MogrifierConfig(programs, block_b, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS)
     with torch.cuda.device(device_index):
