@@ -76,6 +76,26 @@ def test_bfloat16_rounds_once_only_where_the_bound_holds(rank):
             reverse=False)
 
 
+def test_float16_saves_about_half_the_bytes_of_float32():
+    """A float16 call keeps what its backward reads in float16, all but ``c``
+    (``mogrifier.SAVED_DTYPE``): autograd holds 0.52 of a float32 call's bytes at this shape,
+    inputs and weights included (0.74 when the buffers were float32 for every dtype)."""
+    def saved_bytes(dtype):
+        (x, h0, c0, weights), lengths = inference_inputs(4, 3, 16, 16, dtype, "cpu")
+        sizes = []
+
+        def pack(tensor):
+            sizes.append(tensor.numel() * tensor.element_size())
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            functional.mogrifier_lstm(x.requires_grad_(), h0=h0, c0=c0, **weights, lengths=lengths, backend="triton")
+        return sum(sizes)
+
+    ratio = saved_bytes(torch.float16) / saved_bytes(torch.float32)
+    assert ratio <= 0.55, f"a float16 call saves {ratio:.2f} of the bytes a float32 call saves for the backward"
+
+
 def inference_inputs(seq_len, batch_size, input_size, hidden_size, dtype, device, rounds=5):
     weights = random_weights("mogrifier", input_size, hidden_size, mogrify_steps=rounds)
     x = torch.randn(seq_len, batch_size, input_size, dtype=torch.float64)

@@ -9,7 +9,8 @@ and sm_80. Any compile error fails it (exit 1). What it compiles:
   LSTM/G2, and on the GPU tile layout for the Mogrifier (at 2 rounds, one of each kind;
   both low rank with and without saving, either direction);
 - **rounds**: the Mogrifier with 0 to ``MAX_ROUNDS`` rounds, every option on, and 5 rounds
-  mixing low-rank and full-rank ones in every dtype;
+  mixing low-rank and full-rank ones in every dtype (and bfloat16 at ``H = 8``, whose
+  gradient buffers stay float32);
 - **layouts** (``--layouts``): every layout the heuristic picks over a grid of hidden
   sizes 16 to 2048 and batches 1 to 512 (non-powers of two included), in every dtype,
   with every option on.
@@ -83,6 +84,8 @@ def dtype_variants():
         yield f"mogrifier r={rounds}", "mogrifier", _mogrifier_layout(64), torch.bfloat16, {"rounds": rounds}
     for dtype in (torch.float32, torch.float16):
         yield "mogrifier r=5", "mogrifier", _mogrifier_layout(64), dtype, {"rounds": 5}
+    # bfloat16 products over fewer than 16 terms split their operand: float32 gradient buffers
+    yield "mogrifier r=5 H=8", "mogrifier", _mogrifier_layout(64), torch.bfloat16, {"rounds": 5, "hidden_size": 8}
     for dtype in DTYPES:  # rounds 1, 2 and 4 low rank: both kinds of each, full rank between
         yield "mogrifier r=5 mixed rank", "mogrifier", _mogrifier_layout(64), dtype, {"rounds": 5, "low_rank": 0b01011}
 
@@ -108,13 +111,13 @@ def _kernels(cell, dtype, flags):
 def jobs(plan):
     """One job per kernel (forward and backward apart) and architecture, for each
     ``(variants, archs)`` of ``plan``; a kernel with the same flags (the backward has
-    fewer) and layout compiles once."""
+    fewer), argument types and layout compiles once."""
     seen = set()
     for variants, archs in plan:
         for label, cell, config, dtype, flags in variants:
             for (kernel, signature, kernel_flags), arch in itertools.product(_kernels(cell, dtype, flags), archs):
                 name = offline._jit_function(kernel).fn.__name__  # jobs cross processes by name
-                key = (name, config, dtype, tuple(sorted(kernel_flags.items())), arch)
+                key = (name, config, dtype, tuple(sorted(kernel_flags.items())), tuple(signature.values()), arch)
                 if key not in seen:
                     seen.add(key)
                     yield label, name, signature, kernel_flags, config, dtype, arch

@@ -70,6 +70,14 @@ from .common import dot, grid_barrier, input_guard, sigmoid, split_gates, tanh
 #: The most rounds the kernels unroll (the paper tunes ``r`` in 4..6).
 MAX_ROUNDS = 8
 
+#: The dtype of what the forward exchanges and keeps for the backward (the chains, the round
+#: and LSTM gates, the low-rank intermediates; ``c`` stays float32), by input dtype. A product
+#: rounds them to float16 anyway, and the LSTM sweep keeps its states and gates in float16 too:
+#: half the memory and traffic. Not bfloat16: its 8 bits in the elementwise chain and gates
+#: would cost more than SPEC §6 allows (the LSTM sweep's bfloat16 gates did), and its split
+#: products (``split_below_k``) need the float32 operand.
+SAVED_DTYPE = {torch.float16: torch.float16, torch.bfloat16: torch.float32, torch.float32: torch.float32}
+
 
 # --------------------------------------------------------------------------- device functions
 
@@ -110,8 +118,8 @@ def _product(acc, p_a, p_w, o_w, m_w, stride_wk, offs_b, B, K, BLOCK_K: tl.const
     """``acc + A[offs_b, :K] @ W_tileᵀ``, ``W_tile[n, k]`` at ``p_w + o_w[n] + k·stride_wk``
     (zero where ``m_w[n]`` is false), so a matrix and its transpose share code.
 
-    ``A`` is a row-major float32 ``(B, K)`` block that other programs wrote during this
-    sweep (read through L2, rounded to the weights' dtype for the product).
+    ``A`` is a row-major ``(B, K)`` block that other programs wrote during this sweep (read
+    through L2, rounded to the weights' dtype for the product).
     """
     mask_b = offs_b[:, None] < B
     # A half-precision product rounds A to 8 or 11 bits. A bfloat16 one over fewer than
@@ -134,7 +142,7 @@ def _product(acc, p_a, p_w, o_w, m_w, stride_wk, offs_b, B, K, BLOCK_K: tl.const
 def _product_phase(p_out, p_a, p_w, stride_wn, stride_wk, B, N, K, i_p, n_programs, BLOCK_B: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, INPUT_PRECISION: tl.constexpr,
                    UPCAST_DOT: tl.constexpr, SPLIT_BELOW_K: tl.constexpr):
-    """A phase that only multiplies: the row-major float32 ``(B, N)`` at ``p_out`` gets
+    """A phase that only multiplies: the row-major ``(B, N)`` at ``p_out`` gets
     ``A[:, :K] @ W[:N, :K]ᵀ`` (as :func:`_product`), its tiles dealt round-robin. The
     ``RANK``-wide half of a low-rank round."""
     for tile in range(i_p, tl.cdiv(B, BLOCK_B) * tl.cdiv(N, BLOCK_N), n_programs):
@@ -142,7 +150,7 @@ def _product_phase(p_out, p_a, p_w, stride_wn, stride_wk, B, N, K, i_p, n_progra
         b_out = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
         b_out = _product(b_out, p_a, p_w, offs_n * stride_wn, offs_n < N, stride_wk, offs_b, B, K, BLOCK_K,
                          INPUT_PRECISION, UPCAST_DOT, SPLIT_BELOW_K)
-        tl.store(p_out + o_bn, b_out, mask=mask)
+        tl.store(p_out + o_bn, b_out.to(p_out.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -198,9 +206,9 @@ def _undo_round(g, J: tl.constexpr, t, slot, enter, offs_b, offs_n, mask, x, xs,
         p_gated = _h_chain(hs, enter, slot, J - 2, stride_h, T_BUF)
     o_bn = offs_b[:, None] * N + offs_n[None, :]
     p_da = _round_gates(da_x, da_h, J, t, T, stride_x, stride_h)
-    b_s = tl.load(_round_gates(s_x, s_h, J, t, T, stride_x, stride_h) + o_bn, mask=mask, other=0.0)
+    b_s = tl.load(_round_gates(s_x, s_h, J, t, T, stride_x, stride_h) + o_bn, mask=mask, other=0.0).to(tl.float32)
     b_gated = tl.load(p_gated + o_bn, mask=mask, other=0.0).to(tl.float32)
-    tl.store(p_da + o_bn, g * 2 * b_gated * b_s * (1 - b_s), mask=mask)
+    tl.store(p_da + o_bn, (g * 2 * b_gated * b_s * (1 - b_s)).to(p_da.dtype.element_ty), mask=mask)
     return g * 2 * b_s
 
 
@@ -225,7 +233,8 @@ def _mogrifier_fwd_kernel(
 ):
     """Forward sweep. ``w_round`` holds round ``j``'s matrix or factors at ``(j - 1)·stride_w``
     (:func:`_round_tensors`); bit ``j - 1`` of ``LOW_RANK`` says round ``j`` is low rank.
-    Float32 buffers (``T_BUF = T + 1`` when saving for the backward, else 2):
+    Buffers in :data:`SAVED_DTYPE` but ``cs`` (float32) (``T_BUF = T + 1`` when saving for the
+    backward, else 2):
 
     - ``hs (r_h + 1, T_BUF, B, H)``: slot 0 is the state ``h`` (entering step ``t`` at
       ``t + REVERSE``, leaving at ``t + 1 - REVERSE``), slot ``k`` is ``h⁽²ᵏ⁾`` of step ``t``;
@@ -238,6 +247,7 @@ def _mogrifier_fwd_kernel(
     """
     i_p = tl.program_id(0)
     n_programs = tl.num_programs(0)
+    SAVED = hs.dtype.element_ty
     stride_x, stride_h, stride_thin, stride_w = _step_strides(B, I, H, RANK, stride_w)
     n_b = tl.cdiv(B, BLOCK_B)
     phase = 0
@@ -276,9 +286,10 @@ def _mogrifier_fwd_kernel(
                     b_a += _round_bias(q_bias, r_bias, j, offs_n, I, H)
                 b_s = sigmoid(b_a)
                 b_gated = tl.load(p_gated + o_bn, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)
-                tl.store(p_new + o_bn, 2 * b_s * b_gated, mask=mask)
+                tl.store(p_new + o_bn, (2 * b_s * b_gated).to(p_new.dtype.element_ty), mask=mask)
                 if SAVE:
-                    tl.store(_round_gates(s_x, s_h, j, t, T, stride_x, stride_h) + o_bn, b_s, mask=mask)
+                    p_s = _round_gates(s_x, s_h, j, t, T, stride_x, stride_h)
+                    tl.store(p_s + o_bn, b_s.to(p_s.dtype.element_ty), mask=mask)
             phase += 1
             grid_barrier(counter, phase * n_programs)
         # The LSTM step on the last x and h, per (batch, BLOCK_N / 4 units) tile: one product over
@@ -300,20 +311,20 @@ def _mogrifier_fwd_kernel(
             z_i, z_f, z_g, z_o = split_gates(z, BLOCK_B, BLOCK_N // 4)
             b_i, b_f, b_g, b_o = sigmoid(z_i), sigmoid(z_f), tanh(z_g), sigmoid(z_o)
             b_c_prev = tl.load(cs + enter * stride_h + o_bn, mask=mask, other=0.0)
-            b_h_prev = tl.load(hs + enter * stride_h + o_bn, mask=mask, other=0.0, cache_modifier=".cg")
+            b_h_prev = tl.load(hs + enter * stride_h + o_bn, mask=mask, other=0.0, cache_modifier=".cg").to(tl.float32)
             b_c = b_f * b_c_prev + b_i * b_g
             b_h = b_o * tanh(b_c)
             # SPEC §5: a row past its length keeps its state and outputs zero.
             active = _active(lengths, t, offs_b, B, HAS_LENGTHS)
             tl.store(cs + leave * stride_h + o_bn, tl.where(active, b_c, b_c_prev), mask=mask)
-            tl.store(hs + leave * stride_h + o_bn, tl.where(active, b_h, b_h_prev), mask=mask)
+            tl.store(hs + leave * stride_h + o_bn, tl.where(active, b_h, b_h_prev).to(SAVED), mask=mask)
             tl.store(out + t * stride_h + o_bn, tl.where(active, b_h, 0.0).to(out.dtype.element_ty), mask=mask)
             if SAVE:
                 p_gates = gates + t * 4 * stride_h + offs_b[:, None] * 4 * H + offs_n[None, :]
-                tl.store(p_gates, b_i, mask=mask)
-                tl.store(p_gates + H, b_f, mask=mask)
-                tl.store(p_gates + 2 * H, b_g, mask=mask)
-                tl.store(p_gates + 3 * H, b_o, mask=mask)
+                tl.store(p_gates, b_i.to(SAVED), mask=mask)
+                tl.store(p_gates + H, b_f.to(SAVED), mask=mask)
+                tl.store(p_gates + 2 * H, b_g.to(SAVED), mask=mask)
+                tl.store(p_gates + 3 * H, b_o.to(SAVED), mask=mask)
         phase += 1
         grid_barrier(counter, phase * n_programs)
 
@@ -332,13 +343,14 @@ def _mogrifier_bwd_kernel(
 
     Float32 ``d_h, d_c (B, H)`` carry ``∂L/∂h``, ``∂L/∂c`` from step to step (in: those of
     ``h_n, c_n``; out: those of ``h_0, c_0``); ``g_x (B, I)``, ``g_h (B, H)`` hold the
-    gradients w.r.t. the current round's ``x`` and ``h`` between phases. Writes float32
-    ``dz (T, B, 4H)``, ``da_x (r_x, T, B, I)``, ``da_h (r_h, T, B, H)`` and, for the low-rank
-    rounds, ``d_thin (r, T, B, RANK)`` holding ``da_j left`` for the weight gradients, and
-    ``d_x (T, B, I)``. Rounds as in the forward.
+    gradients w.r.t. the current round's ``x`` and ``h`` between phases. Writes, in
+    :func:`gradient_dtype`, ``dz (T, B, 4H)``, ``da_x (r_x, T, B, I)``, ``da_h (r_h, T, B, H)``
+    and, for the low-rank rounds, ``d_thin (r, T, B, RANK)`` holding ``da_j left`` for the
+    weight gradients; and ``d_x (T, B, I)``. Rounds as in the forward.
     """
     i_p = tl.program_id(0)
     n_programs = tl.num_programs(0)
+    GRAD = dz.dtype.element_ty
     stride_x, stride_h, stride_thin, stride_w = _step_strides(B, I, H, RANK, stride_w)
     n_b = tl.cdiv(B, BLOCK_B)
     n_tiles_h = n_b * tl.cdiv(H, BLOCK_N)
@@ -357,18 +369,18 @@ def _mogrifier_bwd_kernel(
             b_dh = tl.load(d_h + o_bn, mask=mask, other=0.0) + tl.where(active, b_dout, 0.0)
             b_dc = tl.load(d_c + o_bn, mask=mask, other=0.0)
             p_gates = gates + t * 4 * stride_h + offs_b[:, None] * 4 * H + offs_n[None, :]
-            b_i = tl.load(p_gates, mask=mask, other=0.0)
-            b_f = tl.load(p_gates + H, mask=mask, other=0.0)
-            b_g = tl.load(p_gates + 2 * H, mask=mask, other=0.0)
-            b_o = tl.load(p_gates + 3 * H, mask=mask, other=0.0)
+            b_i = tl.load(p_gates, mask=mask, other=0.0).to(tl.float32)
+            b_f = tl.load(p_gates + H, mask=mask, other=0.0).to(tl.float32)
+            b_g = tl.load(p_gates + 2 * H, mask=mask, other=0.0).to(tl.float32)
+            b_o = tl.load(p_gates + 3 * H, mask=mask, other=0.0).to(tl.float32)
             b_c_prev = tl.load(cs + enter * stride_h + o_bn, mask=mask, other=0.0)
             b_tanh_c = tanh(tl.load(cs + leave * stride_h + o_bn, mask=mask, other=0.0))
             b_dc_hat = b_dc + b_dh * b_o * (1 - b_tanh_c * b_tanh_c)
             p_dz = dz + t * 4 * stride_h + offs_b[:, None] * 4 * H + offs_n[None, :]
-            tl.store(p_dz, tl.where(active, b_dc_hat * b_g * b_i * (1 - b_i), 0.0), mask=mask)
-            tl.store(p_dz + H, tl.where(active, b_dc_hat * b_c_prev * b_f * (1 - b_f), 0.0), mask=mask)
-            tl.store(p_dz + 2 * H, tl.where(active, b_dc_hat * b_i * (1 - b_g * b_g), 0.0), mask=mask)
-            tl.store(p_dz + 3 * H, tl.where(active, b_dh * b_tanh_c * b_o * (1 - b_o), 0.0), mask=mask)
+            tl.store(p_dz, tl.where(active, b_dc_hat * b_g * b_i * (1 - b_i), 0.0).to(GRAD), mask=mask)
+            tl.store(p_dz + H, tl.where(active, b_dc_hat * b_c_prev * b_f * (1 - b_f), 0.0).to(GRAD), mask=mask)
+            tl.store(p_dz + 2 * H, tl.where(active, b_dc_hat * b_i * (1 - b_g * b_g), 0.0).to(GRAD), mask=mask)
+            tl.store(p_dz + 3 * H, tl.where(active, b_dh * b_tanh_c * b_o * (1 - b_o), 0.0).to(GRAD), mask=mask)
             # A row past its length passes its gradients through; an active row gets its
             # recurrent ∂L/∂h_{t-1} added by the last phase of this step.
             tl.store(d_c + o_bn, tl.where(active, b_dc_hat * b_f, b_dc), mask=mask)
@@ -518,6 +530,19 @@ def split_below_k(low_rank: int) -> int:
     return 16 if low_rank == 0 else 2 ** 31 - 1
 
 
+def gradient_dtype(dtype: torch.dtype, low_rank: int, input_size: int, hidden_size: int, rows: int) -> torch.dtype:
+    """The dtype of the backward's ``dz``, round gradients and low-rank intermediates, for
+    ``rows = T·B``. Products read them (in the sweep, and the weight gradients after it), and
+    a product rounds its operands to ``dtype`` anyway; so does every bfloat16 product but the
+    split ones (:func:`split_below_k`: over fewer than it terms, ``I`` or ``H``). The bias
+    gradients, their sums over the rows, then add rounded terms: in bfloat16 that took the
+    worst round-bias gradient from 0.8e-2 to 1.1e-2 at 16 or more rows, and from 1.0e-2 to
+    1.5e-2 below (against 2e-2; TRITON_INTERPRET, widths 16 to 64), so fewer rows keep float32."""
+    if dtype == torch.bfloat16 and min(input_size, hidden_size, rows) < split_below_k(low_rank):
+        return torch.float32
+    return dtype
+
+
 def low_rank_mask(low_rank) -> int:
     """The kernels' ``LOW_RANK``: bit ``j - 1`` set where round ``j`` is low rank."""
     return sum(1 << j for j, factored in enumerate(low_rank) if factored)
@@ -537,30 +562,33 @@ def _launchable_layout(batch_size, input_size, hidden_size, rounds, low_rank, dt
 
 def _compile(batch_size, input_size, hidden_size, rounds, low_rank, dtype, config):
     """Compiles (without launching) both kernels with every optional input, as a call
-    that saves for the backward would launch them."""
-    f32, i32, i64 = torch.float32, torch.int32, torch.int64
+    that saves for the backward would launch them (over at least 16 rows: with fewer, the
+    launch compiles its :func:`gradient_dtype` variant itself)."""
+    f32, i32, i64, saved = torch.float32, torch.int32, torch.int64, SAVED_DTYPE[dtype]
+    grad = gradient_dtype(dtype, low_rank, input_size, hidden_size, rows=16)
     x_rounds, h_rounds = (dtype if (rounds + 1) // 2 else None), (dtype if rounds // 2 else None)
-    x_buffers, h_buffers = (f32 if x_rounds else None), (f32 if h_rounds else None)
-    w_round, thin = (dtype if rounds else None), (f32 if low_rank else None)
+    x_buffers, h_buffers = (saved if x_rounds else None), (saved if h_rounds else None)
+    x_grads, h_grads = (grad if x_rounds else None), (grad if h_rounds else None)
+    w_round, thin, d_thin = (dtype if rounds else None), (saved if low_rank else None), (grad if low_rank else None)
     sizes = (2, batch_size, input_size, hidden_size, 3, 16, input_size * hidden_size)  # ..., T_BUF, RANK, stride_w
     launch = dict(grid=(config.programs,), ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=False,
                   SPLIT_BELOW_K=split_below_k(low_rank), **config.constexprs(), **config.launch_options(),
                   **common.dot_options(dtype))
     forward = _mogrifier_fwd_kernel.warmup(
         dtype, i64, dtype, dtype, f32, w_round, x_rounds, h_rounds,
-        dtype, f32, x_buffers, f32, x_buffers, h_buffers, f32, thin, i32, *sizes, **launch)
+        dtype, saved, x_buffers, f32, x_buffers, h_buffers, saved, thin, i32, *sizes, **launch)
     backward = _mogrifier_bwd_kernel.warmup(
-        dtype, i64, dtype, dtype, w_round, dtype, f32, x_buffers, f32, x_buffers, h_buffers, f32,
-        f32, x_buffers, h_buffers, thin, f32, f32, f32, f32, dtype, i32, *sizes, **launch)
+        dtype, i64, dtype, dtype, w_round, dtype, saved, x_buffers, f32, x_buffers, h_buffers, saved,
+        grad, x_grads, h_grads, d_thin, f32, f32, f32, f32, dtype, i32, *sizes, **launch)
     return forward, backward
 
 
 # --------------------------------------------------------------------------- host functions
 
 
-def _float32(*shape, device):
-    """A float32 buffer, or ``None`` when it would be empty (no rounds of that kind)."""
-    return torch.empty(shape, dtype=torch.float32, device=device) if all(shape) else None
+def _buffer(*shape, dtype, device):
+    """A buffer, or ``None`` when it would be empty (no rounds of that kind)."""
+    return torch.empty(shape, dtype=dtype, device=device) if all(shape) else None
 
 
 def _chain_x(x, xs, j, seq_len):
@@ -627,16 +655,17 @@ def _row_product(grad, chain, dtype, split_below):
 
 
 def _forward_buffers(x, hidden_size, rounds, rank, save):
-    """The float32 buffers of a forward on ``x (T, B, I)``, ``hs, xs, cs, thin, s_x, s_h, gates``
-    (see :func:`_mogrifier_fwd_kernel`), ``None`` where there would be none (no rounds of a kind,
+    """The buffers of a forward on ``x (T, B, I)``, ``hs, xs, cs, thin, s_x, s_h, gates`` (see
+    :func:`_mogrifier_fwd_kernel`), ``None`` where there would be none (no rounds of a kind,
     no low-rank round, or not ``save``). Allocation only, so the fake forward shares it."""
     seq_len, batch_size, input_size = x.shape
     n_x, n_h = (rounds + 1) // 2, rounds // 2
     t_buf = seq_len + 1 if save else 2
     kept = seq_len if save else 0
-    hs = _float32(n_h + 1, t_buf, batch_size, hidden_size, device=x.device)
-    xs = _float32(n_x, t_buf, batch_size, input_size, device=x.device)
-    thin = _float32(rounds, t_buf, batch_size, rank, device=x.device)
+    buffer = functools.partial(_buffer, dtype=SAVED_DTYPE[x.dtype], device=x.device)
+    hs = buffer(n_h + 1, t_buf, batch_size, hidden_size)
+    xs = buffer(n_x, t_buf, batch_size, input_size)
+    thin = buffer(rounds, t_buf, batch_size, rank)
     if save:  # an operator's outputs are all written: zeros where no step writes (slot T, which
         # only the state uses, and the intermediates of full-rank rounds)
         hs[1:, seq_len].zero_()
@@ -644,10 +673,9 @@ def _forward_buffers(x, hidden_size, rounds, rank, save):
             xs[:, seq_len].zero_()
         if thin is not None:
             thin.zero_()
-    return (hs, xs, _float32(t_buf, batch_size, hidden_size, device=x.device), thin,
-            _float32(n_x, kept, batch_size, input_size, device=x.device),
-            _float32(n_h, kept, batch_size, hidden_size, device=x.device),
-            _float32(kept, batch_size, 4 * hidden_size, device=x.device))
+    cs = _buffer(t_buf, batch_size, hidden_size, dtype=torch.float32, device=x.device)
+    return (hs, xs, cs, thin, buffer(n_x, kept, batch_size, input_size), buffer(n_h, kept, batch_size, hidden_size),
+            buffer(kept, batch_size, 4 * hidden_size))
 
 
 @input_guard
@@ -664,7 +692,7 @@ def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, w_round, rank, q_bias, 
         low_rank: :func:`low_rank_mask` of the rounds.
         save: keep the buffers the backward reads.
     Returns:
-        ``output (T, B, H), h_n, c_n (B, H)`` and the float32 buffers of :func:`_forward_buffers`.
+        ``output (T, B, H), h_n, c_n (B, H)`` and the buffers of :func:`_forward_buffers`.
     """
     seq_len, batch_size, input_size = x.shape
     hidden_size = h0.shape[1]
@@ -699,17 +727,20 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, w_round, rank, saved, d_out,
     hidden_size = weight_hh.shape[1]
     n_x, n_h = (rounds + 1) // 2, rounds // 2
     hs, xs, cs, thin, s_x, s_h, gates = saved
-    dz = _float32(seq_len, batch_size, 4 * hidden_size, device=x.device)
-    da_x = _float32(n_x, seq_len, batch_size, input_size, device=x.device)
-    da_h = _float32(n_h, seq_len, batch_size, hidden_size, device=x.device)
-    d_thin = _float32(rounds, seq_len, batch_size, rank, device=x.device) if low_rank else None
-    d_h = _float32(batch_size, hidden_size, device=x.device).copy_(d_h_n)
-    d_c = _float32(batch_size, hidden_size, device=x.device).copy_(d_c_n)
+    grad_buffer = functools.partial(
+        _buffer, dtype=gradient_dtype(x.dtype, low_rank, input_size, hidden_size, seq_len * batch_size),
+        device=x.device)
+    float32 = functools.partial(_buffer, dtype=torch.float32, device=x.device)
+    dz = grad_buffer(seq_len, batch_size, 4 * hidden_size)
+    da_x = grad_buffer(n_x, seq_len, batch_size, input_size)
+    da_h = grad_buffer(n_h, seq_len, batch_size, hidden_size)
+    d_thin = grad_buffer(rounds, seq_len, batch_size, rank) if low_rank else None
+    d_h = float32(batch_size, hidden_size).copy_(d_h_n)
+    d_c = float32(batch_size, hidden_size).copy_(d_c_n)
     d_x = torch.empty_like(x)
     _mogrifier_bwd_kernel[(config.programs,)](
         x, lengths, weight_ih, weight_hh, w_round, d_out, hs, xs, cs, s_x, s_h, gates, dz, da_x, da_h, d_thin,
-        _float32(batch_size, input_size, device=x.device), _float32(batch_size, hidden_size, device=x.device),
-        d_h, d_c, d_x,
+        float32(batch_size, input_size), float32(batch_size, hidden_size), d_h, d_c, d_x,
         torch.zeros(1, dtype=torch.int32, device=x.device),
         seq_len, batch_size, input_size, hidden_size, seq_len + 1, rank, _stride(w_round),
         ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, SPLIT_BELOW_K=split_below_k(low_rank),
@@ -729,9 +760,9 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, w_round, rank, saved, d_out,
             d_rounds.append((row_product(da, thin[j - 1, :seq_len]), row_product(d_thin[j - 1], read)))
         else:
             d_rounds.append(row_product(da, read))
-        d_round_biases.append(da.sum((0, 1)).to(x.dtype))
-    return (d_x, d_h.to(x.dtype), d_c.to(x.dtype), d_weight_ih, d_weight_hh, dz.sum((0, 1)).to(x.dtype),
-            d_rounds, d_round_biases)
+        d_round_biases.append(da.sum((0, 1), dtype=torch.float32).to(x.dtype))
+    return (d_x, d_h.to(x.dtype), d_c.to(x.dtype), d_weight_ih, d_weight_hh,
+            dz.sum((0, 1), dtype=torch.float32).to(x.dtype), d_rounds, d_round_biases)
 
 
 # --------------------------------------------------------------------------- operators

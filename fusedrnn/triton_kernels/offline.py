@@ -63,24 +63,27 @@ def lstm_kernels(dtype, noise=NOISE_PHILOX.value, hard_gates=False, lengths=True
     return ((lstm._lstm_fwd_kernel, forward, forward_flags), (lstm._lstm_bwd_kernel, backward, backward_flags))
 
 
-def mogrifier_kernels(dtype, rounds, low_rank=0, lengths=True, bias=True, round_bias=True, save=True, reverse=False):
+def mogrifier_kernels(dtype, rounds, low_rank=0, lengths=True, bias=True, round_bias=True, save=True, reverse=False,
+                      hidden_size=256):
     """Likewise for the Mogrifier as ``mogrifier_fwd`` and ``mogrifier_bwd`` launch it with ``rounds``
-    rounds, ``low_rank`` the :func:`mogrifier.low_rank_mask` of those that are low rank."""
-    t, f32 = dtype, torch.float32
+    rounds, ``low_rank`` the :func:`mogrifier.low_rank_mask` of those that are low rank, and
+    ``I = H = hidden_size`` over 16 rows (which decide :func:`mogrifier.gradient_dtype`)."""
+    t, f32, kept = dtype, torch.float32, mogrifier.SAVED_DTYPE[dtype]
+    grad = mogrifier.gradient_dtype(dtype, low_rank, hidden_size, hidden_size, rows=16)
     x_rounds, h_rounds = (rounds + 1) // 2 > 0, rounds // 2 > 0
     round_bias = round_bias and rounds > 0
     shared = dict(x=_pointer(t), lengths=_pointer("i64", lengths), w_ih=_pointer(t), w_hh=_pointer(t))
     sizes = dict(T="i32", B="i32", I="i32", H="i32", T_BUF="i32", RANK="i32", stride_w="i32")
     forward = dict(**shared, bias=_pointer(f32, bias), w_round=_pointer(t, rounds > 0),
                    q_bias=_pointer(t, round_bias and x_rounds), r_bias=_pointer(t, round_bias and h_rounds),
-                   out=_pointer(t), hs="*fp32", xs=_pointer(f32, x_rounds), cs="*fp32",
-                   s_x=_pointer(f32, save and x_rounds), s_h=_pointer(f32, save and h_rounds),
-                   gates=_pointer(f32, save), thin=_pointer(f32, low_rank != 0), counter="*i32", **sizes)
-    backward = dict(**shared, w_round=_pointer(t, rounds > 0), d_out=_pointer(t), hs="*fp32",
-                    xs=_pointer(f32, x_rounds), cs="*fp32", s_x=_pointer(f32, x_rounds), s_h=_pointer(f32, h_rounds),
-                    gates="*fp32", dz="*fp32", da_x=_pointer(f32, x_rounds), da_h=_pointer(f32, h_rounds),
-                    d_thin=_pointer(f32, low_rank != 0), g_x="*fp32", g_h="*fp32", d_h="*fp32", d_c="*fp32",
-                    d_x=_pointer(t), counter="*i32", **sizes)
+                   out=_pointer(t), hs=_pointer(kept), xs=_pointer(kept, x_rounds), cs="*fp32",
+                   s_x=_pointer(kept, save and x_rounds), s_h=_pointer(kept, save and h_rounds),
+                   gates=_pointer(kept, save), thin=_pointer(kept, low_rank != 0), counter="*i32", **sizes)
+    backward = dict(**shared, w_round=_pointer(t, rounds > 0), d_out=_pointer(t), hs=_pointer(kept),
+                    xs=_pointer(kept, x_rounds), cs="*fp32", s_x=_pointer(kept, x_rounds),
+                    s_h=_pointer(kept, h_rounds), gates=_pointer(kept), dz=_pointer(grad),
+                    da_x=_pointer(grad, x_rounds), da_h=_pointer(grad, h_rounds), d_thin=_pointer(grad, low_rank != 0),
+                    g_x="*fp32", g_h="*fp32", d_h="*fp32", d_c="*fp32", d_x=_pointer(t), counter="*i32", **sizes)
     split = mogrifier.split_below_k(low_rank)
     forward_flags = dict(ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, HAS_LENGTHS=lengths, HAS_BIAS=bias,
                          HAS_ROUND_BIAS=round_bias, SAVE=save, SPLIT_BELOW_K=split)
