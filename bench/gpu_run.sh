@@ -5,7 +5,7 @@
 #   1. in parallel processes (each at most WARM_S): the GPU-marked tests, the CUDA rows of the
 #      parity suite, and a compile warm-up of every timed shape (the benchmark at T = 2, whose
 #      correctness gate compiles the same layouts), filling Triton's disk cache;
-#   2. alone: the timing beside cuDNN (nn.LSTM) and the eager loop,
+#   2. alone: the timing (and each call's peak memory) beside cuDNN (nn.LSTM) and the eager loop,
 #      LSTM and G2 at SHAPES, the Mogrifier at MOGRIFIER_SHAPES, decoding one step per call,
 #      torch.compile's loop at COMPILED_SHAPES (default: the first of SHAPES), and the modules'
 #      host time per one-step call against nn.LSTM's (bench/module_overhead.py, H = 512).

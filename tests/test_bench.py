@@ -14,7 +14,7 @@ import torch
 from fusedrnn import BackendUnavailableError
 from fusedrnn.bench import cli, main, report
 from fusedrnn.bench.implementations import Implementation, implementation
-from fusedrnn.bench.measure import Config, measure, truth_for
+from fusedrnn.bench.measure import Config, cost, measure, truth_for
 from fusedrnn.bench.report import markdown_report
 
 CPU = torch.device("cpu")
@@ -73,6 +73,15 @@ def test_table_speedups_are_baseline_time_over_time(command_run):
         expected_lstm = "-" if cell != "lstm" else f"{times[(cell, direction, 'nn.LSTM')] / times[(cell, direction, name)]:.2f}"
         assert cells[7:10] == [expected_lstm] + [f"{times[(cell, direction, b)] / times[(cell, direction, name)]:.2f}"
                                                  for b in ("eager", "reference")]
+
+
+def test_table_has_a_peak_memory_column_only_for_rows_that_measured_it(command_run):
+    _, _, document, _ = command_run
+    assert "peak MiB" not in report.table(document["rows"])  # a CPU run measures none
+    rows = [dict(row, peak_mib=12.3 + k) for k, row in enumerate(document["rows"])]
+    lines = report.table(rows).splitlines()
+    assert lines[0].split(" | ")[7] == "peak MiB"
+    assert [line.split(" | ")[7] for line in lines[2:]] == [f"{12.3 + k:.0f}" for k in range(len(rows))]
 
 
 def test_table_has_a_speedup_column_only_for_baselines_it_timed(command_run):
@@ -264,6 +273,15 @@ def test_torch_lstm_baseline_is_flattened(dtype):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_peak_memory_is_what_a_call_allocates_beyond_what_was_there():
+    device = torch.device("cuda")
+    held = torch.empty(2 ** 20, device=device)  # allocated before the call: not counted
+    assert cost(lambda: torch.empty(2 ** 21, device=device), device)[2] == pytest.approx(8.0, abs=0.01)
+    del held
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_command_on_cuda(tmp_path):
     path = tmp_path / "results.json"
     assert main(["--device", "cuda", "--shapes", "4x8x16x16", "--dtypes", "float32", "bfloat16", "--no-progress",
@@ -271,3 +289,4 @@ def test_command_on_cuda(tmp_path):
     rows = json.loads(path.read_text())["rows"]
     assert {row["implementation"] for row in rows if row["status"] == "ok"} >= {"auto", "nn.LSTM", "eager"}
     assert "cpu" not in {row["implementation"] for row in rows}
+    assert all(row["peak_mib"] > 0 for row in rows if row["status"] == "ok")  # outputs at least

@@ -58,16 +58,21 @@ def _one_step_calls(run):
     return forward
 
 
-def median_ms(fn, device: torch.device):
-    """``(median ms, repetitions)`` of ``fn()``."""
+def cost(fn, device: torch.device):
+    """``(median ms, repetitions, peak MiB)`` of ``fn()``. The peak, on CUDA (else ``None``), is what
+    one call holds beyond the tensors before it, as the allocator counts them (on the host)."""
     if device.type == "cuda":
         from triton.testing import do_bench
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        peak = (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
         times = do_bench(fn, warmup=CUDA_WARMUP_MS, rep=CUDA_REP_MS, return_mode="all")
-        return statistics.median(times), len(times)
+        return statistics.median(times), len(times), peak
     from torch.utils.benchmark import Timer
     measured = Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).blocked_autorange(
         min_run_time=CPU_MIN_RUN_S)
-    return measured.median * 1e3, len(measured.times) * measured.number_per_run
+    return measured.median * 1e3, len(measured.times) * measured.number_per_run, None
 
 
 def measure(impl: Implementation, config: Config, truth: Truth, direction: str) -> Dict[str, object]:
@@ -76,9 +81,9 @@ def measure(impl: Implementation, config: Config, truth: Truth, direction: str) 
     config's fields, ``direction``, ``implementation``, ``kind``, ``status`` (``ok``: timed;
     ``wrong``: a fusedrnn backend beyond tolerance, not timed; ``error``: it raised; ``n/a``:
     declined, out of memory, or a baseline that raised) and ``reason``, ``median_ms``,
-    ``us_per_step``, ``repetitions``, ``error``/``tolerance`` (against the float64 reference)."""
+    ``us_per_step``, ``repetitions``, ``peak_mib`` (:func:`cost`), ``error``/``tolerance`` (against float64)."""
     row = {**dataclasses.asdict(config), "direction": direction, "implementation": impl.name, "kind": impl.kind,
-           "status": "ok", "reason": None, "median_ms": None, "us_per_step": None, "repetitions": None}
+           "status": "ok", "reason": None, **dict.fromkeys(("median_ms", "us_per_step", "repetitions", "peak_mib"))}
     built = {}
 
     def run(problem):
@@ -105,7 +110,7 @@ def measure(impl: Implementation, config: Config, truth: Truth, direction: str) 
                 with torch.no_grad():
                     built["forward"](p.x, p.h0, p.c0, None)
 
-        row["median_ms"], row["repetitions"] = median_ms(call, p.x.device)
+        row["median_ms"], row["repetitions"], row["peak_mib"] = cost(call, p.x.device)
         row["us_per_step"] = row["median_ms"] * 1e3 / config.seq_len
     except BackendUnavailableError as declined:
         row.update(status="n/a", reason=str(declined))

@@ -55,11 +55,14 @@ def _key(r, implementation=None):
 
 def table(rows: List[dict]) -> str:
     """One line per configuration, direction and implementation; ``× b`` is b's time over
-    this one (> 1: faster than b); the last column is the error against the reference."""
+    this one (> 1: faster than b); ``peak MiB`` (CUDA runs) what one call allocates at most
+    beyond its inputs; the last column is the error against the reference."""
     times = {_key(r): r["median_ms"] for r in rows if r["median_ms"]}
     baselines = [b for b in SPEEDUP_BASELINES if any(r["implementation"] == b for r in rows)]
+    memory = any(r.get("peak_mib") is not None for r in rows)
     lines = ["| cell | B-T-I-H | dtype | dir | implementation | median ms | µs/step | "
-             + "".join(f"× {b} | " for b in baselines) + "rel. error / note |", "|" + "---|" * (8 + len(baselines))]
+             + ("peak MiB | " if memory else "") + "".join(f"× {b} | " for b in baselines) + "rel. error / note |",
+             "|" + "---|" * (8 + memory + len(baselines))]
     for r in rows:
         timed = r["median_ms"] is not None
         speedups = [f"{times[_key(r, b)] / r['median_ms']:.2f}" if timed and _key(r, b) in times else "-"
@@ -69,6 +72,7 @@ def table(rows: List[dict]) -> str:
         note += f"; first call {r['first_call_s']:.1f} s" if r["implementation"] == "compiled" and timed else ""
         lines.append(f"| {r['cell']} | {_shape(r)} | {r['dtype']} | {r['direction']} | {r['implementation']} | "
                      + (f"{r['median_ms']:.3f} | {r['us_per_step']:.1f}" if timed else "- | -")
+                     + (f" | {r['peak_mib']:.0f}" if r.get("peak_mib") is not None else " | -" if memory else "")
                      + "".join(f" | {speedup}" for speedup in speedups) + f" | {note} |")
     return "\n".join(lines) + "\n"
 
