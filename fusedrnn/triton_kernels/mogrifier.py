@@ -387,9 +387,11 @@ def _mogrifier_bwd_kernel(
             tl.store(d_h + o_bn, tl.where(active, 0.0, b_dh), mask=mask)
         phase += 1
         grid_barrier(counter, phase * n_programs)
-        # g_x = dz W_ih and g_h = dz W_hh, then the elementwise part of round r.
+        # g_x = dz W_ih and g_h = dz W_hh, then the elementwise part of round r. The H tiles are
+        # dealt as in the LSTM backward (whose d_h they may add to), the I tiles after them, so
+        # that the two products spread over n_tiles_h + n_tiles_i programs instead of sharing them.
         p_dz = dz + t * 4 * stride_h
-        for tile in range(i_p, n_tiles_i, n_programs):
+        for tile in range((i_p + n_programs - n_tiles_h % n_programs) % n_programs, n_tiles_i, n_programs):
             offs_b, offs_n, o_bn, mask = _tile(tile, B, I, BLOCK_B, BLOCK_N)
             b_g = tl.zeros((BLOCK_B, BLOCK_N), tl.float32)
             b_g = _product(b_g, p_dz, w_ih, offs_n, offs_n < I, I, offs_b, B, 4 * H, BLOCK_K, INPUT_PRECISION,
