@@ -8,6 +8,8 @@ and sm_80. Any compile error fails it (exit 1). What it compiles:
   (``h`` on chip, a resident ``W_hh`` slice with an exchange, a chunked slice) for the
   LSTM/G2, and on the GPU tile layout for the Mogrifier (at 2 rounds, one of each kind;
   both low rank with and without saving, either direction);
+- **dtypes**: each LSTM code path in every dtype, the chunked one also with ``H`` a multiple of
+  8 but not of 16 (``H_ALIGN``);
 - **rounds**: the Mogrifier with 0 to ``MAX_ROUNDS`` rounds, every option on, and 5 rounds
   mixing low-rank and full-rank ones in every dtype (and bfloat16 at ``H = 8``, whose
   gradient buffers stay float32);
@@ -23,6 +25,7 @@ it under the Triton it tests with. ``python -m fusedrnn.triton_kernels.compile_c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import multiprocessing
 import sys
@@ -80,6 +83,8 @@ def dtype_variants():
     """Every code path in every dtype and the Mogrifier with 0 to ``MAX_ROUNDS`` rounds, every option on."""
     for (path, config), dtype in itertools.product(LSTM_PATHS.items(), DTYPES):
         yield f"lstm {path}", "lstm", config, dtype, {}
+    for dtype in DTYPES:  # H a multiple of 8, not of 16 (layout.hidden_alignment)
+        yield "lstm chunked H_ALIGN=8", "lstm", dataclasses.replace(LSTM_PATHS["chunked"], hidden_align=8), dtype, {}
     for rounds in range(mogrifier.MAX_ROUNDS + 1):
         yield f"mogrifier r={rounds}", "mogrifier", _mogrifier_layout(64), torch.bfloat16, {"rounds": rounds}
     for dtype in (torch.float32, torch.float16):

@@ -5,6 +5,7 @@ whose kernels compile and fit an SM. Host code only; the kernels' device helpers
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -51,6 +52,8 @@ class SweepConfig:
             barrier; needs one program per batch group to hold every hidden unit.
         block_k: reduction chunk (hidden units); ``None`` or ``hidden_pad`` keeps the
             whole ``W_hh`` slice in registers, smaller re-reads it in chunks each step.
+        hidden_align: what the kernels tell the compiler ``H`` is a multiple of
+            (:func:`hidden_alignment`).
     """
 
     block_b: int
@@ -61,6 +64,7 @@ class SweepConfig:
     num_warps: int = 4
     hidden_on_chip: bool = False
     block_k: Optional[int] = None
+    hidden_align: int = 1
 
     def __post_init__(self):
         if self.hidden_on_chip and (self.programs_h != 1 or self.block_h != self.hidden_pad or self.chunked):
@@ -111,7 +115,7 @@ class SweepConfig:
         """The layout as the kernels' constexpr arguments."""
         return {"BLOCK_B": self.block_b, "BLOCK_H": self.block_h, "H_PAD": self.hidden_pad,
                 "PROGRAMS_H": self.programs_h, "HIDDEN_ON_CHIP": self.hidden_on_chip,
-                "BLOCK_K": self.block_k or self.hidden_pad}
+                "BLOCK_K": self.block_k or self.hidden_pad, "H_ALIGN": self.hidden_align}
 
     def launch_options(self):
         """Keyword arguments of the launch. With more than one program the driver must
@@ -137,7 +141,8 @@ def sweep_configs(hidden_size: int, batch_size: int, dtype: torch.dtype, device:
     """
     hidden_pad = next_power_of_2(hidden_size)
     if device.type != "cuda":
-        return [SweepConfig(next_power_of_2(batch_size), hidden_pad, hidden_pad, 1, 1, hidden_on_chip=True)]
+        return [SweepConfig(next_power_of_2(batch_size), hidden_pad, hidden_pad, 1, 1, hidden_on_chip=True,
+                            hidden_align=hidden_alignment(hidden_size))]
     return list(_gpu_configs(hidden_size, batch_size, dtype.itemsize, multiprocessor_count(device.index or 0)))
 
 
@@ -148,10 +153,19 @@ def vector_loads(hidden_size: int) -> bool:
     return hidden_size % 16 == 0
 
 
+def hidden_alignment(hidden_size: int) -> int:
+    """The kernels' ``H_ALIGN``: what they tell the compiler ``H`` is a multiple of where the
+    launch does not (it marks 16 itself). A multiple of 8 then loads rows of 16-bit elements
+    in 16-byte vectors, of 4 in 8-byte ones (e.g. H = 24, 200, 1000; 100, 500): without it
+    they loaded element by element, as the register estimate (:func:`vector_loads`) still
+    assumes, to be safe."""
+    return 1 if hidden_size % 16 == 0 else math.gcd(hidden_size, 8)
+
+
 @functools.lru_cache(maxsize=None)
 def _gpu_configs(hidden_size, batch_size, element_size, multiprocessors):
     hidden_pad = next_power_of_2(hidden_size)
-    vector = vector_loads(hidden_size)
+    vector, align = vector_loads(hidden_size), hidden_alignment(hidden_size)
     widths = [w for w in (PREFERRED_BLOCK_H, 8, 4, 32, 64, 128, 256) if w <= hidden_pad]
     if hidden_pad <= 64:
         widths.insert(0, hidden_pad)  # small H: one program, h in registers
@@ -161,7 +175,8 @@ def _gpu_configs(hidden_size, batch_size, element_size, multiprocessors):
         for block_h in dict.fromkeys(widths):
             programs_h = triton.cdiv(hidden_size, block_h)
             if programs_h * programs_b <= multiprocessors:
-                config = _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size, vector)
+                config = _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size, vector,
+                                         align)
                 if config is not None:
                     fits = config.register_pressure(element_size, vector) <= REGISTER_BUDGET
                     (within_budget if fits else over_budget).append(config)
@@ -171,7 +186,7 @@ def _gpu_configs(hidden_size, batch_size, element_size, multiprocessors):
     return tuple(within_budget + over_budget)
 
 
-def _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size, vector=True):
+def _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, element_size, vector=True, align=1):
     """The widest reduction chunk, then the fewest warps, that fit the budgets; failing the
     register budget, the one with the least register pressure within ``REGISTER_LIMIT``."""
     candidates = []
@@ -179,7 +194,7 @@ def _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, elemen
         for num_warps in (4, 8, 16):
             config = SweepConfig(block_b, block_h, hidden_pad, programs_h, programs_b, num_warps,
                                  hidden_on_chip=programs_h == 1 and block_h == block_k == hidden_pad,
-                                 block_k=block_k)
+                                 block_k=block_k, hidden_align=align)
             pressure = config.register_pressure(element_size, vector)
             if config.shared_memory_bytes(element_size) <= SHARED_MEMORY_BUDGET and pressure <= REGISTER_LIMIT:
                 if pressure <= REGISTER_BUDGET:

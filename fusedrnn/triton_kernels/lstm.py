@@ -60,6 +60,15 @@ def _program_tile(i_h, i_b, B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     return o_b, o_j, m_b, m_j, m_b[:, None] & m_j[None, :]
 
 
+@triton.jit
+def _aligned(H, H_ALIGN: tl.constexpr):
+    """``H``, known to the compiler as a multiple of ``H_ALIGN`` (``layout.hidden_alignment``),
+    so that it can load rows in vectors: the same value, as ``H // H_ALIGN * H_ALIGN``."""
+    if H_ALIGN > 1:
+        H = H // H_ALIGN * H_ALIGN
+    return H
+
+
 @triton.heuristics({
     "HAS_LENGTHS": lambda args: args["lengths"] is not None,
     "SAVE": lambda args: args["gates"] is not None,
@@ -74,7 +83,7 @@ def _lstm_fwd_kernel(
     REVERSE: tl.constexpr, HARD_GATES: tl.constexpr, HAS_LENGTHS: tl.constexpr, SAVE: tl.constexpr,
     NOISE: tl.constexpr, EPS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     H_PAD: tl.constexpr, PROGRAMS_H: tl.constexpr, HIDDEN_ON_CHIP: tl.constexpr, BLOCK_K: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    H_ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
     """Program ``(i_h, i_b)``: hidden units ``[i_h·BLOCK_H, +BLOCK_H)`` of rows ``[i_b·BLOCK_B, +BLOCK_B)``.
 
@@ -85,6 +94,7 @@ def _lstm_fwd_kernel(
     of what the sweep keeps).
     """
     i_h, i_b = tl.program_id(0), tl.program_id(1)
+    H = _aligned(H, H_ALIGN)
     DTYPE = states.dtype.element_ty
     o_b, o_j, m_b, m_j, m_bj = _program_tile(i_h, i_b, B, H, BLOCK_B, BLOCK_H)
 
@@ -174,7 +184,7 @@ def _lstm_bwd_kernel(
     T, B, H, inv_temperature,
     REVERSE: tl.constexpr, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
     H_PAD: tl.constexpr, PROGRAMS_H: tl.constexpr, HIDDEN_ON_CHIP: tl.constexpr, BLOCK_K: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    H_ALIGN: tl.constexpr, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
 ):
     """The reverse sweep (SPEC §2): writes ``dz (T, B, 4H)``, ``d_h0``, ``d_c0 (B, H)`` float32.
 
@@ -184,6 +194,7 @@ def _lstm_bwd_kernel(
     needs every unit's ``dz`` of the step after, exchanged like ``h`` in the forward.
     """
     i_h, i_b = tl.program_id(0), tl.program_id(1)
+    H = _aligned(H, H_ALIGN)
     DTYPE = dz.dtype.element_ty
     o_b, o_j, m_b, m_j, m_bj = _program_tile(i_h, i_b, B, H, BLOCK_B, BLOCK_H)
 

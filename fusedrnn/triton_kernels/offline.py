@@ -8,11 +8,12 @@ calibrated against.
 Example:
     >>> config = layout.SweepConfig(block_b=16, block_h=16, hidden_pad=256, programs_h=16, programs_b=1)
     >>> compile_lstm(config, torch.bfloat16)["forward"]
-    Resources(shared_bytes=40960, registers=..., spill_bytes=0)
+    Resources(shared_bytes=40960, registers=..., spill_bytes=0, element_loads=...)
 """
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -36,6 +37,14 @@ class Resources:
     shared_bytes: int
     registers: int
     spill_bytes: int
+    element_loads: int  # global loads (or asynchronous copies) of at most 2 bytes in the PTX
+
+
+def _element_loads(ptx: str) -> int:
+    """Loads of one 16-bit (or narrower) element: what rows that cannot be proven aligned load as."""
+    loads = re.findall(r"\bld\.global[\w.:]*\.[bsuf](?:8|16)\b", ptx)
+    copies = re.findall(r"\bcp\.async\.\w+\.shared\.global[^;]*\], (0x[0-9a-f]+|\d+)", ptx)
+    return len(loads) + sum(int(size, 0) <= 2 for size in copies)
 
 
 def _pointer(dtype, present=True):
@@ -131,7 +140,7 @@ def compile_kernel(kernel, signature, values, options, arch, attributes=None):
     compiled = triton.compile(ASTSource(_jit_function(kernel), signature, values, attributes),
                               target=GPUTarget("cuda", arch, 32), options=options)
     registers, stack = _registers_and_stack(compiled.asm["cubin"])
-    return Resources(compiled.metadata.shared, registers, stack)
+    return Resources(compiled.metadata.shared, registers, stack, _element_loads(compiled.asm["ptx"]))
 
 
 def _compile(kernels, constexprs, options, arch):
