@@ -78,7 +78,7 @@ def test_bfloat16_rounds_once_only_where_the_bound_holds(rank):
 
 def test_float16_saves_about_half_the_bytes_of_float32():
     """A float16 call keeps what its backward reads in float16, all but ``c``
-    (``mogrifier.SAVED_DTYPE``): autograd holds 0.52 of a float32 call's bytes at this shape,
+    (``common.SAVED_DTYPE``): autograd holds 0.52 of a float32 call's bytes at this shape,
     inputs and weights included (0.74 when the buffers were float32 for every dtype)."""
     def saved_bytes(dtype):
         (x, h0, c0, weights), lengths = inference_inputs(4, 3, 16, 16, dtype, "cpu")

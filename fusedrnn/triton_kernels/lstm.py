@@ -44,10 +44,6 @@ from .noise import logistic_noise
 # Where the G2 gate noise comes from (the NOISE constexpr).
 NO_NOISE, NOISE_TENSOR, NOISE_PHILOX = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 
-#: The dtype the forward keeps the activated gates in for the backward, by input dtype:
-#: float16 keeps them in float16 (SPEC §6's bounds hold); rounded to bfloat16 they cost a G2
-#: ``h0`` gradient of the parity suite 0.022 > 0.02, so bfloat16 keeps float32.
-SAVED_GATES_DTYPE = {torch.float16: torch.float16, torch.bfloat16: torch.float32, torch.float32: torch.float32}
 
 
 @triton.jit
@@ -90,7 +86,7 @@ def _lstm_fwd_kernel(
     ``gx (T, B, 4H)`` holds ``x W_ihᵀ + b_ih + b_hh``. Writes the carried state
     ``states (T, B, H)`` (frozen past a row's length), ``out`` (zero past it) when
     there are lengths, and for the backward ``cells (T, B, H)`` (float32) and the activated
-    gates ``gates (T, B, 4H)`` (:data:`SAVED_GATES_DTYPE`: in float32 they are three quarters
+    gates ``gates (T, B, 4H)`` (:data:`common.SAVED_DTYPE`: in float32 they are three quarters
     of what the sweep keeps).
     """
     i_h, i_b = tl.program_id(0), tl.program_id(1)
@@ -280,14 +276,14 @@ def lstm_fwd(gx, weight_hh, h0, c0, lengths, noise, seed, *, reverse, inv_temper
     """Launches the forward sweep on ``gx (T, B, 4H)``.
 
     Returns ``out, states (T, B, H)``, ``h_n, c_n (B, H)`` and, when ``save``, the float32
-    ``cells (T, B, H)`` and the ``gates (T, B, 4H)`` (:data:`SAVED_GATES_DTYPE`) the backward reads
-    (else ``None``).
+    ``cells (T, B, H)`` and the ``gates (T, B, 4H)`` (:data:`common.SAVED_DTYPE`) the backward
+    reads (else ``None``).
     """
     seq_len, batch_size, hidden_size = gx.shape[0], gx.shape[1], weight_hh.shape[1]
     states = gx.new_empty(seq_len, batch_size, hidden_size, dtype=h0.dtype)
     out = states if lengths is None else torch.empty_like(states)
     cells = torch.empty_like(states, dtype=torch.float32) if save else None
-    gates = gx.new_empty(seq_len, batch_size, 4 * hidden_size, dtype=SAVED_GATES_DTYPE[h0.dtype]) if save else None
+    gates = gx.new_empty(seq_len, batch_size, 4 * hidden_size, dtype=common.SAVED_DTYPE[h0.dtype]) if save else None
     h_n, c_n = torch.empty_like(h0), torch.empty_like(c0)
     _lstm_fwd_kernel[config.grid](
         gx, weight_hh, h0, c0, lengths, noise, seed,
@@ -357,7 +353,7 @@ def _fake_forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, no
     return (states, torch.empty_like(h0), torch.empty_like(c0),
             torch.empty_like(states) if lengths is not None else x.new_empty(0),
             torch.empty_like(states, dtype=torch.float32),
-            x.new_empty(seq_len, batch_size, 4 * hidden_size, dtype=SAVED_GATES_DTYPE[h0.dtype]))
+            x.new_empty(seq_len, batch_size, 4 * hidden_size, dtype=common.SAVED_DTYPE[h0.dtype]))
 
 
 @torch.library.custom_op(

@@ -70,14 +70,6 @@ from .common import dot, grid_barrier, input_guard, sigmoid, split_gates, tanh
 #: The most rounds the kernels unroll (the paper tunes ``r`` in 4..6).
 MAX_ROUNDS = 8
 
-#: The dtype of what the forward exchanges and keeps for the backward (the chains, the round
-#: and LSTM gates, the low-rank intermediates; ``c`` stays float32), by input dtype. A product
-#: rounds them to float16 anyway, and the LSTM sweep keeps its states and gates in float16 too:
-#: half the memory and traffic. Not bfloat16: its 8 bits in the elementwise chain and gates
-#: would cost more than SPEC §6 allows (the LSTM sweep's bfloat16 gates did), and its split
-#: products (``split_below_k``) need the float32 operand.
-SAVED_DTYPE = {torch.float16: torch.float16, torch.bfloat16: torch.float32, torch.float32: torch.float32}
-
 
 # --------------------------------------------------------------------------- device functions
 
@@ -233,8 +225,8 @@ def _mogrifier_fwd_kernel(
 ):
     """Forward sweep. ``w_round`` holds round ``j``'s matrix or factors at ``(j - 1)·stride_w``
     (:func:`_round_tensors`); bit ``j - 1`` of ``LOW_RANK`` says round ``j`` is low rank.
-    Buffers in :data:`SAVED_DTYPE` but ``cs`` (float32) (``T_BUF = T + 1`` when saving for the
-    backward, else 2):
+    Buffers in :data:`common.SAVED_DTYPE` but ``cs`` (float32) (``T_BUF = T + 1`` when saving
+    for the backward, else 2):
 
     - ``hs (r_h + 1, T_BUF, B, H)``: slot 0 is the state ``h`` (entering step ``t`` at
       ``t + REVERSE``, leaving at ``t + 1 - REVERSE``), slot ``k`` is ``h⁽²ᵏ⁾`` of step ``t``;
@@ -566,7 +558,7 @@ def _compile(batch_size, input_size, hidden_size, rounds, low_rank, dtype, confi
     """Compiles (without launching) both kernels with every optional input, as a call
     that saves for the backward would launch them (over at least 16 rows: with fewer, the
     launch compiles its :func:`gradient_dtype` variant itself)."""
-    f32, i32, i64, saved = torch.float32, torch.int32, torch.int64, SAVED_DTYPE[dtype]
+    f32, i32, i64, saved = torch.float32, torch.int32, torch.int64, common.SAVED_DTYPE[dtype]
     grad = gradient_dtype(dtype, low_rank, input_size, hidden_size, rows=16)
     x_rounds, h_rounds = (dtype if (rounds + 1) // 2 else None), (dtype if rounds // 2 else None)
     x_buffers, h_buffers = (saved if x_rounds else None), (saved if h_rounds else None)
@@ -664,7 +656,7 @@ def _forward_buffers(x, hidden_size, rounds, rank, save):
     n_x, n_h = (rounds + 1) // 2, rounds // 2
     t_buf = seq_len + 1 if save else 2
     kept = seq_len if save else 0
-    buffer = functools.partial(_buffer, dtype=SAVED_DTYPE[x.dtype], device=x.device)
+    buffer = functools.partial(_buffer, dtype=common.SAVED_DTYPE[x.dtype], device=x.device)
     hs = buffer(n_h + 1, t_buf, batch_size, hidden_size)
     xs = buffer(n_x, t_buf, batch_size, input_size)
     thin = buffer(rounds, t_buf, batch_size, rank)

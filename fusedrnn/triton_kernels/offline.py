@@ -25,7 +25,7 @@ from triton.compiler import ASTSource
 
 from ..noise import EPS
 from . import common, layout, lstm, mogrifier
-from .lstm import NOISE_PHILOX, NOISE_TENSOR, SAVED_GATES_DTYPE
+from .lstm import NOISE_PHILOX, NOISE_TENSOR
 
 _TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
@@ -60,10 +60,10 @@ def lstm_kernels(dtype, noise=NOISE_PHILOX.value, hard_gates=False, lengths=True
     forward = dict(gx=_pointer(t), w_hh=_pointer(t), h0=_pointer(t), c0=_pointer(t),
                    lengths=_pointer("i64", lengths), noise=_pointer(f32, noise == NOISE_TENSOR.value),
                    seed=_pointer("i64", noise == NOISE_PHILOX.value), states=_pointer(t), out=_pointer(t),
-                   cells=_pointer(f32, save), gates=_pointer(SAVED_GATES_DTYPE[t], save), h_n=_pointer(t),
+                   cells=_pointer(f32, save), gates=_pointer(common.SAVED_DTYPE[t], save), h_n=_pointer(t),
                    c_n=_pointer(t),
                    counters="*i32", T="i32", B="i32", H="i32", inv_temperature="fp32", noise_prob="fp32")
-    backward = dict(w_hh=_pointer(t), gates=_pointer(SAVED_GATES_DTYPE[t]), cells="*fp32", c0="*fp32",
+    backward = dict(w_hh=_pointer(t), gates=_pointer(common.SAVED_DTYPE[t]), cells="*fp32", c0="*fp32",
                     lengths=_pointer("i64", lengths),
                     d_out=_pointer(t), d_h_n=_pointer(t), d_c_n=_pointer(t), dz=_pointer(t), d_h0="*fp32",
                     d_c0="*fp32", counters="*i32", T="i32", B="i32", H="i32", inv_temperature="fp32")
@@ -77,7 +77,7 @@ def mogrifier_kernels(dtype, rounds, low_rank=0, lengths=True, bias=True, round_
     """Likewise for the Mogrifier as ``mogrifier_fwd`` and ``mogrifier_bwd`` launch it with ``rounds``
     rounds, ``low_rank`` the :func:`mogrifier.low_rank_mask` of those that are low rank, and
     ``I = H = hidden_size`` over 16 rows (which decide :func:`mogrifier.gradient_dtype`)."""
-    t, f32, kept = dtype, torch.float32, mogrifier.SAVED_DTYPE[dtype]
+    t, f32, kept = dtype, torch.float32, common.SAVED_DTYPE[dtype]
     grad = mogrifier.gradient_dtype(dtype, low_rank, hidden_size, hidden_size, rows=16)
     x_rounds, h_rounds = (rounds + 1) // 2 > 0, rounds // 2 > 0
     round_bias = round_bias and rounds > 0
