@@ -101,6 +101,33 @@ def test_report_renders_the_json_as_the_run_printed_it(command_run, capsys):
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_draws_the_chart_of_a_results_file(command_run, tmp_path):
+    _, _, _, paths = command_run
+    assert main(["--report", str(paths["json"]), "--plot", str(tmp_path / "again.png")]) == 0
+    assert (tmp_path / "again.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_run_stopped_by_a_time_limit_keeps_the_rows_it_finished(monkeypatch, tmp_path):
+    """gpu_run.sh stops a stage at its time limit (SIGINT): the JSON holds every configuration
+    finished before it, and the report says the run stopped early."""
+    measured = []
+
+    def measure_until_the_second_configuration(impl, config, truth, direction):
+        if measured and config != measured[0]:
+            raise KeyboardInterrupt
+        measured.append(config)
+        return measure(impl, config, truth, direction)
+
+    monkeypatch.setattr(cli, "measure", measure_until_the_second_configuration)
+    path = tmp_path / "stopped.json"
+    with pytest.raises(KeyboardInterrupt), contextlib.redirect_stdout(io.StringIO()):
+        main(TINY_ARGS + ["--json", str(path)])
+    document = json.loads(path.read_text())
+    assert len(document["rows"]) == len(measured) == 9  # the LSTM's: three implementations, three directions
+    assert {r["cell"] for r in document["rows"]} == {"lstm"}
+    assert "(stopped after 9 of 21 rows)" in markdown_report(document)
+
+
 def test_report_rejects_another_format(tmp_path):
     path = tmp_path / "old.json"
     path.write_text(json.dumps({"schema": "fusedrnn-bench/1", "results": []}))
@@ -234,7 +261,7 @@ def test_gpu_grid_has_the_issue_shapes_and_cudnn_fp16():
 
 @pytest.mark.parametrize("argv, message", [
     (["--shapes", "1x2x3"], "BxTxIxH"), (["--shapes", "0x2x3x4"], "BxTxIxH"), (["--backends", "nope"], "invalid choice"),
-    (["--cells", "gru"], "invalid choice"), (["--quick", "--preset", "gpu"], "--quick is --preset quick"),
+    (["--cells", "gru"], "invalid choice"), (["--quick", "--preset", "gpu"], "not allowed with argument"),
     (["--threads", "0"], "--threads must be positive")])
 def test_bad_options_are_rejected(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

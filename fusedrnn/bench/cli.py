@@ -95,9 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  python -m fusedrnn.bench --quick\n  python -m fusedrnn.bench --cells lstm --shapes "
                "16x512x256x256 --dtypes bfloat16 --json out.json --plot out.png\n"
                "  python -m fusedrnn.bench --report bench/results/cpu/results.json")
+    grid = parser.add_mutually_exclusive_group()
+    grid.add_argument("--preset", choices=sorted(PRESETS), help="the grid (default: gpu on CUDA, else cpu)")
+    grid.add_argument("--quick", dest="preset", action="store_const", const="quick",
+                      help="--preset quick: well under a minute on 2 cores")
     add = parser.add_argument
-    add("--preset", choices=sorted(PRESETS), help="the grid (default: gpu on CUDA, else cpu)")
-    add("--quick", action="store_true", help="--preset quick: well under a minute on 2 cores")
     add("--cells", nargs="+", choices=CELLS, help="only these cells")
     add("--shapes", nargs="+", type=parse_shape, metavar="BxTxIxH", help="replace the preset's sizes")
     add("--dtypes", nargs="+", choices=list(DTYPES), help="replace the preset's dtypes")
@@ -120,17 +122,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.report:
-        print(report.markdown_report(json.loads(args.report.read_text())), end="")
+        document = json.loads(args.report.read_text())
+        print(report.markdown_report(document), end="")
+        if args.plot:
+            report.plot(document, args.plot)
         return 0
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     for invalid, message in ((device.type == "cuda" and not torch.cuda.is_available(), "CUDA is not available"),
-                             (args.quick and args.preset not in (None, "quick"), "--quick is --preset quick"),
                              (args.threads is not None and args.threads <= 0, "--threads must be positive")):
         if invalid:
             parser.error(message)
     for name in filter(unavailable, args.backends or []):  # one command line serves every machine (gpu_run.sh)
         print(f"# skipping {name}: {unavailable(name)}", file=sys.stderr)
-    preset = "quick" if args.quick else args.preset or ("gpu" if device.type == "cuda" else "cpu")
+    preset = args.preset or ("gpu" if device.type == "cuda" else "cpu")
     groups = [replace(g, cells=tuple(c for c in g.cells if c in (args.cells or CELLS)), shapes=args.shapes or g.shapes,
                       dtypes=args.dtypes or g.dtypes, directions=args.directions or g.directions) for g in PRESETS[preset]]
     grid = cases(groups, [n for n in args.backends if not unavailable(n)] if args.backends else default_names(device), device)
@@ -138,12 +142,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads or PRESET_THREADS.get(preset) or previous_threads)
+    rows = []
+    document = {"schema": report.SCHEMA, "command": shlex.join(["python", "-m", "fusedrnn.bench"] + argv),
+                "date": datetime.date.today().isoformat(), "machine": report.machine_info(device),
+                "planned_rows": sum(len(pairs) for pairs in grid.values()), "rows": rows}
+
+    def save():  # at the start and after every configuration: a run stopped by a time limit keeps its rows
+        if args.json:
+            args.json.write_text(json.dumps(document, indent=1) + "\n")
+
     try:
-        machine, rows = report.machine_info(device), []
-        total = sum(len(pairs) for pairs in grid.values())
-        print(f"# fusedrnn benchmark on {report.machine_summary(machine)}\n# {total} rows on {len(grid)} "
-              f"configurations: about {grid_estimate_s(grid, device) / 60:.1f} min (a rough estimate)", flush=True)
-        with tqdm(total=total, disable=args.no_progress, unit="row", dynamic_ncols=True) as bar:
+        print(f"# fusedrnn benchmark on {report.machine_summary(document['machine'])}\n# {document['planned_rows']} "
+              f"rows on {len(grid)} configurations: about {grid_estimate_s(grid, device) / 60:.1f} min (a rough "
+              "estimate)", flush=True)
+        save()
+        with tqdm(total=document["planned_rows"], disable=args.no_progress, unit="row", dynamic_ncols=True) as bar:
             for config, pairs in grid.items():
                 truth = truth_for(config, device)
                 for direction, impl in pairs:
@@ -153,15 +166,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 del truth  # frees the reference's tensors before the cache is emptied
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
+                save()
     finally:  # main() may be called from Python: leave the thread count as it was
         torch.set_num_threads(previous_threads)
-    document = {"schema": report.SCHEMA, "command": shlex.join(["python", "-m", "fusedrnn.bench"] + argv),
-                "date": datetime.date.today().isoformat(), "machine": machine, "rows": rows}
-    print(report.table(document["rows"]))
-    if args.json:
-        args.json.write_text(json.dumps(document, indent=1) + "\n")
+    print(report.table(rows))
     if args.plot:
-        report.plot(document["rows"], args.plot, f"fusedrnn benchmark: {report.machine_summary(machine)}")
+        report.plot(document, args.plot)
     failures = [r for r in rows if r["kind"] == "fusedrnn" and r["status"] in ("wrong", "error")]
     for r in failures:
         print(f"FAILED {r['cell']} {r['dtype']} {r['direction']} {r['implementation']}: {r['reason']}", file=sys.stderr)

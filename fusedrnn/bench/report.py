@@ -81,18 +81,20 @@ def markdown_report(document: Dict[str, object]) -> str:
     """The table with what it ran on and how: README's performance section."""
     if document.get("schema") != SCHEMA:
         raise ValueError(f"not a {SCHEMA} results file: schema {document.get('schema')!r}")
-    return (f"Measured {document['date']} on {machine_summary(document['machine'])}:\n"
+    done, planned = len(document["rows"]), document.get("planned_rows", len(document["rows"]))
+    stopped = f" (stopped after {done} of {planned} rows)" if done < planned else ""
+    return (f"Measured {document['date']} on {machine_summary(document['machine'])}{stopped}:\n"
             f"`{document['command']}`\n\n" + table(document["rows"]))
 
 
-def plot(rows: List[dict], path, title: str) -> None:
-    """µs per step per configuration, a panel per cell and direction; the black line is
-    nn.LSTM float16 on the same sizes (cuDNN fp16: the line to beat; without float16 rows,
-    as on a CPU, nn.LSTM in the dtype measured)."""
+def plot(document: Dict[str, object], path) -> None:
+    """A results document's µs per step per configuration, a panel per cell and direction; the
+    black line is nn.LSTM float16 on the same sizes (cuDNN fp16: the line to beat; without
+    float16 rows, as on a CPU, nn.LSTM in the dtype measured)."""
     import matplotlib.pyplot as plt
     plt.switch_backend("agg")  # files only, with or without a display
 
-    timed = [r for r in rows if r["median_ms"] is not None]
+    timed = [r for r in document["rows"] if r["median_ms"] is not None]
     panels = list(dict.fromkeys((r["cell"], r["direction"]) for r in timed))
     names = list(dict.fromkeys(r["implementation"] for r in timed))
     lstm = [r for r in timed if r["implementation"] == "nn.LSTM"]
@@ -113,6 +115,6 @@ def plot(rows: List[dict], path, title: str) -> None:
         axis.set(yscale="log", ylabel="µs per step (median)", title=f"{cell}, {direction}")
         axis.grid(True, which="both", alpha=0.3)
         axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    figure.suptitle(title, fontsize=9)
+    figure.suptitle(f"fusedrnn benchmark: {machine_summary(document['machine'])}", fontsize=9)
     figure.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(figure)
