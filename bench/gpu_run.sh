@@ -14,13 +14,16 @@
 # benchmark's JSON holds every configuration it finished (its report says how many of how many).
 # Logs, JUnit XML, JSON, Markdown tables and a chart go under $OUT (default bench/results/gpu);
 # status.txt lists every stage's exit code (124: stopped at its limit). ONLY="bench mogrifier"
-# runs just those stages (a rerun). From the repository root:
+# runs just those stages (a rerun); ONLY=layouts, not in the default run, times every candidate
+# layout of the LSTM sweep at SHAPES (bfloat16, float16) and of the Mogrifier's at
+# MOGRIFIER_SHAPES (bfloat16) (bench/layouts.py), within the same limits. From the repository root:
 #   bash bench/gpu_run.sh
 # Dry run on a CPU (backends this machine lacks are skipped, not failed):
 #   SHAPES=4x8x16x16 MOGRIFIER_SHAPES=4x8x16x16 DECODE_SHAPES=1x4x16x16 OUT=/tmp/x bash bench/gpu_run.sh
 set -uo pipefail
 OUT=${OUT:-bench/results/gpu}
 WARM_S=${WARM_S:-110}
+STAGES=${ONLY:-build tests parity bench baselines mogrifier decode compiled overhead}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET
@@ -47,7 +50,7 @@ python -c "import torch, triton; print(torch.__version__, triton.__version__, to
 run() {  # run NAME SECONDS COMMAND...: logs to $OUT/NAME.log, records the exit code
     local name=$1 seconds=$2
     shift 2
-    [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" ${name%%-*} "* ]] || return 0
+    [[ " $STAGES " == *" ${name%%-*} "* ]] || return 0
     timeout -s INT -k 15 "$seconds" "$@" > "$OUT/$name.log" 2>&1
     echo "$name $?" >> "$OUT/status.txt"
 }
@@ -66,6 +69,14 @@ done
 run decode-warmup "$WARM_S" "${BENCH[@]}" "${DECODE[@]}" --shapes $(at_t2 $DECODE_SHAPES) --backends auto triton &
 run compiled-warmup "$WARM_S" "${BENCH[@]}" "${COMPILED[@]}" --shapes $(at_t2 $COMPILED_SHAPES) --backends compiled &
 run overhead-warmup "$WARM_S" python "${OVERHEAD[@]}" --rounds 1 &
+for shape in $SHAPES; do
+    for dtype in bfloat16 float16; do
+        run "layouts-warmup-$shape-$dtype" "$WARM_S" python bench/layouts.py --shapes $(at_t2 "$shape") --dtypes $dtype &
+    done
+done
+for shape in $MOGRIFIER_SHAPES; do
+    run "layouts-warmup-mogrifier-$shape" "$WARM_S" python bench/layouts.py --cells mogrifier --shapes $(at_t2 "$shape") &
+done
 wait
 echo "phase 1: $((SECONDS - start)) s" | tee -a "$OUT/status.txt"
 
@@ -76,7 +87,10 @@ run mogrifier 40 "${BENCH[@]}" "${MOGRIFIER[@]}" --shapes $MOGRIFIER_SHAPES --js
 run decode 10 "${BENCH[@]}" "${DECODE[@]}" --shapes $DECODE_SHAPES --json "$OUT/decode.json"
 run compiled 40 "${BENCH[@]}" "${COMPILED[@]}" --shapes $COMPILED_SHAPES --json "$OUT/compiled.json"
 run overhead 15 python "${OVERHEAD[@]}" --rounds 5 --json "$OUT/module-overhead.json"
-for json in results baselines mogrifier decode compiled; do  # also from a stopped stage's rows
+run layouts 170 python bench/layouts.py --shapes $SHAPES --dtypes bfloat16 float16 --json "$OUT/layouts.json"
+run layouts-mogrifier 50 python bench/layouts.py --cells mogrifier --shapes $MOGRIFIER_SHAPES \
+    --json "$OUT/layouts-mogrifier.json"
+for json in results baselines mogrifier decode compiled layouts layouts-mogrifier; do  # also a stopped stage's rows
     [ -f "$OUT/$json.json" ] && python -m fusedrnn.bench --report "$OUT/$json.json" --plot "$OUT/$json.png" > "$OUT/$json.md"
 done
 echo "total: $((SECONDS - start)) s" | tee -a "$OUT/status.txt"

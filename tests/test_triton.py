@@ -7,6 +7,7 @@ On CPU the kernels run on the Triton interpreter (``conftest.py`` sets
 barrier has a single program per batch group can run (they still take the barrier).
 """
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -265,6 +266,45 @@ def test_issue_shapes_have_a_layout_on_an_h100(dtype):
             assert config.block_h * config.programs_h >= hidden_size
             assert config.shared_memory_bytes(dtype.itemsize) <= layout.SHARED_MEMORY_BUDGET
             assert config.register_pressure(dtype.itemsize) <= layout.REGISTER_LIMIT
+
+
+def _layout_sweep():
+    """``bench/layouts.py``, the GPU tool that times every candidate layout."""
+    spec = importlib.util.spec_from_file_location("layouts", os.path.join(ROOT, "bench", "layouts.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_layout_sweep_candidates_are_resident_grids_led_by_the_heuristic_pick():
+    """Forced layouts must still have every program resident (at most one per SM), whatever
+    warps, chunks or tiles the sweep tries (pure Python, 132 SMs)."""
+    sweep = _layout_sweep()
+    for batch_size, hidden_size in [(16, 256), (256, 1024), (37, 200), (1, 24)]:
+        listed = layout._gpu_configs(hidden_size, batch_size, 2, 132)
+        candidates = sweep.lstm_candidates(hidden_size, batch_size, torch.bfloat16, 132)
+        assert candidates[:len(listed)] == list(listed) and len(set(candidates)) == len(candidates)
+        assert {c.num_warps for c in candidates} >= {4, 8, 16}
+        assert all(c.programs <= 132 and c.block_h * c.programs_h >= hidden_size for c in candidates)
+        mogrifier_candidates = sweep.mogrifier_candidates(batch_size, hidden_size, hidden_size, 132)
+        assert len(mogrifier_candidates) == 4 and all(c.programs <= 132 for c in mogrifier_candidates)
+
+
+@needs_interpreter
+def test_layout_sweep_runs_each_candidate_it_times(monkeypatch):
+    sweep = _layout_sweep()
+    config = sweep.Config("lstm", batch_size=3, seq_len=4, input_size=8, hidden_size=32, dtype="float32")
+    on_chip = lstm.config_for(32, 3, torch.float32, torch.device("cpu"))
+    chunked = dataclasses.replace(on_chip, hidden_on_chip=False, block_k=16)
+    monkeypatch.setattr(sweep, "candidates", lambda config, device: ([on_chip, chunked], on_chip, None))
+    launched, launch = [], lstm.lstm_fwd
+    monkeypatch.setattr(lstm, "lstm_fwd", lambda *args, config, **kw: launched.append(config) or launch(*args, config=config, **kw))
+    rows = sweep.measure_layouts(config, torch.device("cpu"))
+    assert [(r["status"], r["direction"], r["layout"]) for r in rows] == [
+        ("ok", "fwd", repr(on_chip)), ("ok", "fwdbwd", repr(on_chip)), ("ok", "fwd", repr(chunked)),
+        ("ok", "fwdbwd", repr(chunked))]
+    assert set(launched) == {on_chip, chunked}
+    assert [r["implementation"].endswith(" *") for r in rows] == [True, True, False, False]
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

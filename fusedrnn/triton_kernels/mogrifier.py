@@ -542,13 +542,19 @@ def low_rank_mask(low_rank) -> int:
     return sum(1 << j for j, factored in enumerate(low_rank) if factored)
 
 
-@functools.lru_cache(maxsize=None)
-def _launchable_layout(batch_size, input_size, hidden_size, rounds, low_rank, dtype, device_index):
+def gpu_config(batch_size: int, input_size: int, hidden_size: int, multiprocessors: int, block_n: int = GPU_BLOCK_N,
+               block_k: int = GPU_BLOCK_K, num_warps: int = GPU_NUM_WARPS) -> MogrifierConfig:
+    """The GPU layout with these tiles: as many programs as the widest phase has tiles, at
+    most one per SM (``bench/layouts.py`` times other tiles than the defaults)."""
     block_b = min(common.next_power_of_2(batch_size), GPU_BLOCK_B)
     # The widest phase: a round's I or H columns, or the LSTM step's 4H (4 gates of BLOCK_N / 4 units a tile).
-    tiles = triton.cdiv(batch_size, block_b) * triton.cdiv(max(input_size, 4 * hidden_size), GPU_BLOCK_N)
-    programs = min(tiles, layout.multiprocessor_count(device_index))
-    config = MogrifierConfig(programs, block_b, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS)
+    tiles = triton.cdiv(batch_size, block_b) * triton.cdiv(max(input_size, 4 * hidden_size), block_n)
+    return MogrifierConfig(min(tiles, multiprocessors), block_b, block_n, block_k, num_warps)
+
+
+@functools.lru_cache(maxsize=None)
+def _launchable_layout(batch_size, input_size, hidden_size, rounds, low_rank, dtype, device_index):
+    config = gpu_config(batch_size, input_size, hidden_size, layout.multiprocessor_count(device_index))
     with torch.cuda.device(device_index):
         return layout.first_launchable(
             [config], functools.partial(_compile, batch_size, input_size, hidden_size, rounds, low_rank, dtype))

@@ -1,0 +1,135 @@
+"""Which layout of a Triton sweep is fastest for a shape: the LSTM's candidates (every layout
+the heuristic lists, then its pick with other warps and reduction chunks) and the Mogrifier's
+(its default tiles, and each with one setting changed), each forced in turn, checked against
+the float64 reference and timed through the benchmark's own path (``fusedrnn.bench.measure``).
+The heuristic's pick is marked ``*``. The LSTM issue asks the heuristic to pick the fastest
+layout; this is how to find it on a GPU (``ONLY=layouts bash bench/gpu_run.sh``):
+
+    python bench/layouts.py --shapes 256x256x1024x1024 --dtypes bfloat16 --json layouts.json
+
+A candidate runs only once its kernels compile and fit an SM (``layout.first_launchable``), so
+that no grid barrier waits for a program that cannot be resident. On a CPU it runs the one
+interpreter layout (``TRITON_INTERPRET=1``): a dry run.
+"""
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import functools
+import json
+import shlex
+import sys
+
+import torch
+
+from fusedrnn.cells import MOGRIFY_STEPS
+from fusedrnn.bench.cli import parse_shape
+from fusedrnn.bench.implementations import implementation
+from fusedrnn.bench.measure import DTYPES, Config, measure, truth_for
+from fusedrnn.bench.report import SCHEMA, machine_info, table
+from fusedrnn.triton_kernels import layout, lstm, mogrifier
+from fusedrnn.triton_kernels.mogrifier import GPU_BLOCK_K, GPU_BLOCK_N, GPU_NUM_WARPS
+
+
+def lstm_candidates(hidden_size, batch_size, dtype, multiprocessors):
+    """The heuristic's layouts, best first, then its pick with the warps and reduction chunks
+    it did not try (it takes the first that fits its budgets)."""
+    listed = list(layout._gpu_configs(hidden_size, batch_size, dtype.itemsize, multiprocessors))
+    if not listed:
+        return []
+    pick = listed[0]
+    chunks = [k for k in (32, 64, 128, pick.hidden_pad) if k <= pick.hidden_pad]
+    variants = [dataclasses.replace(pick, num_warps=warps) for warps in (4, 8, 16)] + [
+        dataclasses.replace(pick, block_k=k, hidden_on_chip=pick.hidden_on_chip and k == pick.hidden_pad) for k in chunks]
+    return list(dict.fromkeys(listed + variants))
+
+
+def mogrifier_candidates(batch_size, input_size, hidden_size, multiprocessors):
+    """The default tiles, then each with one of: 64 feature columns, 64-column chunks, 4 warps."""
+    config = functools.partial(mogrifier.gpu_config, batch_size, input_size, hidden_size, multiprocessors)
+    return list(dict.fromkeys([config(), config(block_n=2 * GPU_BLOCK_N), config(block_k=2 * GPU_BLOCK_K),
+                               config(num_warps=GPU_NUM_WARPS // 2)]))
+
+
+def candidates(config: Config, device: torch.device):
+    """``(candidate layouts, the heuristic's pick, whether a candidate's kernels compile and fit an SM)``.
+    Off a GPU: the interpreter's one layout, or none."""
+    b, i, h, dtype = config.batch_size, config.input_size, config.hidden_size, DTYPES[config.dtype]
+    rounds = MOGRIFY_STEPS.default  # the Mogrifier at full rank: the problem truth_for draws
+    if config.cell == "lstm":
+        pick = lstm.config_for(h, b, dtype, device)
+        compile_kernels = functools.partial(lstm._compile, h, b, dtype)
+    else:
+        pick = mogrifier.config_for(b, i, h, [False] * rounds, dtype, device)
+        compile_kernels = functools.partial(mogrifier._compile, b, i, h, rounds, 0, dtype)
+    if device.type != "cuda":
+        return [pick] if pick is not None else [], pick, None
+    multiprocessors = layout.multiprocessor_count(device.index or 0)
+    listed = (lstm_candidates(h, b, dtype, multiprocessors) if config.cell == "lstm" else
+              mogrifier_candidates(b, i, h, multiprocessors))
+    return listed, pick, lambda candidate: layout.first_launchable([candidate], compile_kernels).config is not None
+
+
+@contextlib.contextmanager
+def forced(module, config):
+    """Every sweep of ``module`` launches with ``config`` (the operators ask ``config_for``)."""
+    chosen = module.config_for
+    module.config_for = lambda *sizes: config
+    try:
+        yield
+    finally:
+        module.config_for = chosen
+
+
+def short(config) -> str:
+    fields = dataclasses.asdict(config)
+    keep = ("programs", "programs_h", "programs_b", "block_b", "block_h", "block_n", "block_k", "num_warps")
+    return " ".join(f"{name.replace('num_', '').replace('programs', 'p')}={fields[name]}" for name in keep if name in fields)
+
+
+def measure_layouts(config: Config, device: torch.device, directions=("fwd", "fwdbwd")):
+    """A benchmark row per candidate layout and direction, ``implementation`` naming the
+    layout (``*``: the heuristic's pick), ``layout`` its full form."""
+    listed, pick, launches = candidates(config, device)
+    module = lstm if config.cell == "lstm" else mogrifier
+    truth, rows = truth_for(config, device), []
+    if not listed:  # the backend says why (no GPU and no interpreter, or no layout at all)
+        return [measure(implementation("triton"), config, truth, d) for d in directions]
+    for candidate in listed:
+        name = f"triton {short(candidate)}" + (" *" if candidate == pick else "")
+        if device.type == "cuda" and not launches(candidate):
+            rows += [{**dataclasses.asdict(config), "direction": d, "implementation": name, "kind": "fusedrnn",
+                      "status": "n/a", "reason": "does not compile or fit an SM", "median_ms": None,
+                      "layout": repr(candidate)} for d in directions]
+            continue
+        with forced(module, candidate):
+            rows += [{**measure(implementation("triton"), config, truth, d), "implementation": name,
+                      "layout": repr(candidate)} for d in directions]
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", nargs="+", choices=("lstm", "mogrifier"), default=["lstm"])
+    parser.add_argument("--shapes", nargs="+", type=parse_shape, metavar="BxTxIxH", required=True)
+    parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=["bfloat16"])
+    parser.add_argument("--json", help="write the rows (the benchmark's schema), the command and the machine")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    document = {"schema": SCHEMA, "command": shlex.join(["python", "bench/layouts.py"] + argv),
+                "date": datetime.date.today().isoformat(), "machine": machine_info(device), "rows": rows}
+    for cell in args.cells:
+        for (b, t, i, h) in args.shapes:
+            for dtype in args.dtypes:
+                rows += measure_layouts(Config(cell, b, t, i, h, dtype), device)
+                if args.json:  # after every shape: a run stopped by a time limit keeps its rows
+                    with open(args.json, "w") as file:
+                        file.write(json.dumps(document, indent=1) + "\n")
+    print(table(rows))
+    return 1 if any(r["status"] in ("wrong", "error") for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
