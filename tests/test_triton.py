@@ -4,7 +4,8 @@ grids, awkward sizes, long sequences, concurrent streams and CUDA-graph capture.
 
 On CPU the kernels run on the Triton interpreter (``conftest.py`` sets
 ``TRITON_INTERPRET=1``), one program after another: there, only layouts whose grid
-barrier has a single program per batch group can run (they still take the barrier).
+barrier has a single program per batch group can run (they still take the barrier), but
+for ``interpreter_threads``, which runs each program in a thread of its own.
 """
 import dataclasses
 import importlib.util
@@ -26,6 +27,7 @@ from fusedrnn.sweep import Sweep  # noqa: E402
 from fusedrnn.triton_kernels import backend as triton_backend, common, layout, lstm  # noqa: E402
 
 from conftest import assert_close, assert_matches_reference, random_weights, tolerance  # noqa: E402
+from interpreter_threads import concurrent_programs  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,6 +42,13 @@ CPU_LAYOUTS = {
     "chunked": SweepConfig(32, 64, 64, 1, 1, block_k=16),
     "batch-groups": SweepConfig(16, 64, 64, 1, 2, hidden_on_chip=True),
     "batch-groups-chunked": SweepConfig(16, 64, 64, 1, 2, block_k=32),
+}
+# The GPU's multi-program layouts, for the same shape: the interpreter runs them with a thread
+# per program (interpreter_threads); H = 40 is a multiple of 8, as hidden_alignment says.
+MULTI_PROGRAM_LAYOUTS = {
+    "programs": SweepConfig(32, 16, 64, 3, 1, hidden_align=8),
+    "programs-chunked": SweepConfig(32, 16, 64, 3, 1, block_k=16),
+    "programs-batch-groups": SweepConfig(16, 32, 64, 2, 2, block_k=32, hidden_align=8),
 }
 VARIANTS = {"forward": (False, False), "reverse-lengths": (True, True)}  # (lengths, reverse)
 CASES = {  # name: (cell, call options)
@@ -68,6 +77,19 @@ def test_every_layout_matches_reference(monkeypatch, layout, dtype, case, varian
     force_layout(monkeypatch, CPU_LAYOUTS[layout])
     lengths, reverse = VARIANTS[variant]
     check_case(case, (5, 20, 24, 40), dtype, "cpu", lengths, reverse)
+
+
+@needs_interpreter
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("case", ["lstm", "g2-noisy"])
+@pytest.mark.parametrize("layout", list(MULTI_PROGRAM_LAYOUTS))
+def test_programs_meet_at_grid_barriers(monkeypatch, layout, case, variant):
+    """Several programs exchange h (and dz) through memory and meet at a grid barrier each step,
+    in float32 and bfloat16 (the backward's natural-order reduction reads the other programs' dz)."""
+    force_layout(monkeypatch, MULTI_PROGRAM_LAYOUTS[layout])
+    with concurrent_programs():
+        for dtype in (torch.float32, torch.bfloat16):
+            check_case(case, (5, 20, 24, 40), dtype, "cpu", *VARIANTS[variant])
 
 
 def test_declines_what_it_cannot_run(monkeypatch):

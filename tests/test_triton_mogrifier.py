@@ -16,6 +16,7 @@ import torch
 
 import fusedrnn
 from conftest import assert_close, assert_matches_reference, map_tensors, random_weights, tolerance
+from interpreter_threads import concurrent_programs
 from fusedrnn import functional
 from fusedrnn.triton_kernels import common, layout, mogrifier
 
@@ -155,6 +156,21 @@ def test_kernels_compile_for_h100(dtype, rounds, low_rank):
     for kernel, used in json.loads(result.stdout).items():
         assert used["shared_bytes"] <= 227 * 1024, f"{kernel}: {used}"
         assert 0 < used["registers"] <= 255, f"{kernel}: {used}"
+
+
+@pytest.mark.skipif(not common.interpreting(), reason="needs TRITON_INTERPRET=1 (no CUDA)")
+@pytest.mark.parametrize("dtype, reverse", [(torch.float32, False), (torch.bfloat16, True)],
+                         ids=["float32", "bfloat16-reverse"])
+@pytest.mark.parametrize("programs", [2, 3, 7], ids=lambda p: f"P{p}")
+def test_programs_meet_at_grid_barriers(programs, dtype, reverse, monkeypatch):
+    """The GPU's multi-program split, on the interpreter with a thread per program
+    (``interpreter_threads``): every phase's tiles dealt over the programs, a barrier after
+    each, the low-rank rounds' k-wide phases (rank 10 spans two 8-column tiles), and the
+    backward's g_x tiles dealt after its g_h tiles."""
+    monkeypatch.setattr(mogrifier, "config_for", lambda *sizes: mogrifier.MogrifierConfig(programs, 8, 8, 8))
+    case = ({"mogrify_steps": 5, "mogrify_rank": [3, None, 10, 3, None]}, {})
+    with concurrent_programs():
+        compare(case, (3, 12, 20, 28), dtype, "cpu", lengths=True, reverse=reverse)
 
 
 # --------------------------------------------------------------------------- GPU
