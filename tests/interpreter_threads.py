@@ -28,9 +28,10 @@ def concurrent_programs(timeout_s: float = 60.0, seed: int = 0):
 
     Half the programs of a launch, drawn from ``seed``, are late: half their stores wait up to
     20 ms, so that a read that misses its barrier tends to see stale data. Races stay a matter
-    of chance: a barrier opening one arrival early failed every LSTM case of test_triton.py, and
-    moving the Mogrifier backward's d_h adds to other programs than their readers failed 2 of
-    the 6 cases of test_triton_mogrifier.py."""
+    of chance. Planted in the kernels, a barrier opening one arrival early failed all 12 LSTM
+    cases of test_triton.py and 4 of the 8 Mogrifier cases of test_triton_mogrifier.py (its
+    round barriers); the Mogrifier backward's d_h adds moved to other programs than their
+    readers failed 3 of the 8."""
     builder = interpreter.interpreter_builder
     builder_type, local, stop = type(builder), threading.local(), threading.Event()
     run_grid = interpreter.GridExecutor.__call__

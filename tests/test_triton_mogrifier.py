@@ -158,17 +158,28 @@ def test_kernels_compile_for_h100(dtype, rounds, low_rank):
         assert 0 < used["registers"] <= 255, f"{kernel}: {used}"
 
 
+MIXED_RANK = [3, None, 10, 3, None]  # rank 10 spans two 8-column tiles of the k-wide phases
+MULTI_PROGRAM_CASES = [  # programs, dtype, reverse, rounds, ranks
+    pytest.param(2, torch.float32, False, 5, MIXED_RANK, id="P2-float32-r5-mixed-rank"),
+    pytest.param(3, torch.bfloat16, True, 5, MIXED_RANK, id="P3-bfloat16-reverse-r5-mixed-rank"),
+    pytest.param(7, torch.float32, True, 5, MIXED_RANK, id="P7-float32-reverse-r5-mixed-rank"),
+    pytest.param(7, torch.bfloat16, False, 5, MIXED_RANK, id="P7-bfloat16-r5-mixed-rank"),
+    pytest.param(5, torch.float32, False, 0, None, id="P5-float32-r0"),
+    pytest.param(3, torch.float32, True, 1, None, id="P3-float32-reverse-r1"),
+    pytest.param(3, torch.float16, False, 2, None, id="P3-float16-r2"),
+    pytest.param(3, torch.bfloat16, False, 8, None, id="P3-bfloat16-r8"),
+]
+
+
 @pytest.mark.skipif(not common.interpreting(), reason="needs TRITON_INTERPRET=1 (no CUDA)")
-@pytest.mark.parametrize("dtype, reverse", [(torch.float32, False), (torch.bfloat16, True)],
-                         ids=["float32", "bfloat16-reverse"])
-@pytest.mark.parametrize("programs", [2, 3, 7], ids=lambda p: f"P{p}")
-def test_programs_meet_at_grid_barriers(programs, dtype, reverse, monkeypatch):
+@pytest.mark.parametrize("programs, dtype, reverse, rounds, ranks", MULTI_PROGRAM_CASES)
+def test_programs_meet_at_grid_barriers(programs, dtype, reverse, rounds, ranks, monkeypatch):
     """The GPU's multi-program split, on the interpreter with a thread per program
-    (``interpreter_threads``): every phase's tiles dealt over the programs, a barrier after
-    each, the low-rank rounds' k-wide phases (rank 10 spans two 8-column tiles), and the
-    backward's g_x tiles dealt after its g_h tiles."""
+    (``interpreter_threads``): every phase's tiles dealt over the programs (two batch tiles of
+    8 rows), a barrier after each, the low-rank rounds' k-wide phases, and the backward's g_x
+    tiles dealt after its g_h tiles."""
     monkeypatch.setattr(mogrifier, "config_for", lambda *sizes: mogrifier.MogrifierConfig(programs, 8, 8, 8))
-    case = ({"mogrify_steps": 5, "mogrify_rank": [3, None, 10, 3, None]}, {})
+    case = ({"mogrify_steps": rounds, "mogrify_rank": ranks, "mogrify_bias": rounds != 2}, {})
     with concurrent_programs():
         compare(case, (3, 12, 20, 28), dtype, "cpu", lengths=True, reverse=reverse)
 
