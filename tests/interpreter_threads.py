@@ -28,10 +28,10 @@ def concurrent_programs(timeout_s: float = 60.0, seed: int = 0):
 
     Half the programs of a launch, drawn from ``seed``, are late: half their stores wait up to
     20 ms, so that a read that misses its barrier tends to see stale data. Races stay a matter
-    of chance. Planted in the kernels, a barrier opening one arrival early failed all 12 LSTM
-    cases of test_triton.py and 4 of the 8 Mogrifier cases of test_triton_mogrifier.py (its
-    round barriers); the Mogrifier backward's d_h adds moved to other programs than their
-    readers failed 3 of the 8."""
+    of chance. Planted in the kernels, a barrier opening one arrival early failed 31 of the 32
+    LSTM cases of test_triton.py (forward) and 28 (backward), and 4 of the 8 Mogrifier cases of
+    test_triton_mogrifier.py (its round barriers); the Mogrifier backward's d_h adds moved to
+    other programs than their readers failed 3 of the 8."""
     builder = interpreter.interpreter_builder
     builder_type, local, stop = type(builder), threading.local(), threading.Event()
     run_grid = interpreter.GridExecutor.__call__

@@ -49,6 +49,7 @@ MULTI_PROGRAM_LAYOUTS = {
     "programs": SweepConfig(32, 16, 64, 3, 1, hidden_align=8),
     "programs-chunked": SweepConfig(32, 16, 64, 3, 1, block_k=16),
     "programs-batch-groups": SweepConfig(16, 32, 64, 2, 2, block_k=32, hidden_align=8),
+    "many-programs": SweepConfig(32, 8, 64, 5, 1, block_k=16, hidden_align=8),
 }
 VARIANTS = {"forward": (False, False), "reverse-lengths": (True, True)}  # (lengths, reverse)
 CASES = {  # name: (cell, call options)
@@ -81,7 +82,7 @@ def test_every_layout_matches_reference(monkeypatch, layout, dtype, case, varian
 
 @needs_interpreter
 @pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("case", ["lstm", "g2-noisy"])
+@pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("layout", list(MULTI_PROGRAM_LAYOUTS))
 def test_programs_meet_at_grid_barriers(monkeypatch, layout, case, variant):
     """Several programs exchange h (and dz) through memory and meet at a grid barrier each step,
