@@ -55,9 +55,8 @@ FLAG_ROUNDS = 2
 
 
 def _mogrifier_layout(batch_size):
-    block_b = min(common.next_power_of_2(batch_size), mogrifier.GPU_BLOCK_B)
-    return mogrifier.MogrifierConfig(MULTIPROCESSORS, block_b, mogrifier.GPU_BLOCK_N, mogrifier.GPU_BLOCK_K,
-                                     mogrifier.GPU_NUM_WARPS)
+    """The GPU layout at this batch size, a program per SM (features enough to fill them)."""
+    return mogrifier.gpu_config(batch_size, MULTIPROCESSORS * mogrifier.GPU_BLOCK_N, 1, MULTIPROCESSORS)
 
 
 def _booleans(count):
