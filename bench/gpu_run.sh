@@ -15,7 +15,7 @@
 # Logs, JUnit XML, JSON, Markdown tables and a chart go under $OUT (default bench/results/gpu);
 # status.txt lists every stage's exit code (124: stopped at its limit). ONLY="bench mogrifier"
 # runs just those stages (a rerun); ONLY=layouts, not in the default run, times every candidate
-# layout of the LSTM sweep at SHAPES (bfloat16, float16) and of the Mogrifier's at
+# layout of the LSTM sweep at LAYOUT_SHAPES in LAYOUT_DTYPES and of the Mogrifier's at
 # MOGRIFIER_SHAPES (bfloat16) (bench/layouts.py), within the same limits. From the repository root:
 #   bash bench/gpu_run.sh
 # Dry run on a CPU (backends this machine lacks are skipped, not failed):
@@ -32,6 +32,8 @@ unset TRITON_INTERPRET
 SHAPES=${SHAPES:-"16x512x256x256 64x256x512x512 64x256x1024x1024 256x256x1024x1024 16x1024x768x768 8x1024x128x128"}
 MOGRIFIER_SHAPES=${MOGRIFIER_SHAPES:-"16x512x256x256 64x256x512x512"}
 DECODE_SHAPES=${DECODE_SHAPES:-"1x64x512x512"}
+LAYOUT_SHAPES=${LAYOUT_SHAPES:-"$SHAPES 37x256x200x200 1x256x1000x1000"}  # and two where H % 16 != 0
+LAYOUT_DTYPES=${LAYOUT_DTYPES:-bfloat16}  # float16's candidates are bfloat16's (the same element size)
 COMPILED_SHAPES=${COMPILED_SHAPES:-$(echo "${SHAPES%% *}" | awk -Fx '{printf "%sx%sx%sx%s", $1, ($2 < 128 ? $2 : 128), $3, $4}')}
 at_t2() { for s in "$@"; do echo "$s" | awk -Fx '{printf "%sx2x%sx%s ", $1, $3, $4}'; done; }
 BENCH=(python -m fusedrnn.bench --no-progress)
@@ -69,10 +71,8 @@ done
 run decode-warmup "$WARM_S" "${BENCH[@]}" "${DECODE[@]}" --shapes $(at_t2 $DECODE_SHAPES) --backends auto triton &
 run compiled-warmup "$WARM_S" "${BENCH[@]}" "${COMPILED[@]}" --shapes $(at_t2 $COMPILED_SHAPES) --backends compiled &
 run overhead-warmup "$WARM_S" python "${OVERHEAD[@]}" --rounds 1 &
-for shape in $SHAPES; do
-    for dtype in bfloat16 float16; do
-        run "layouts-warmup-$shape-$dtype" "$WARM_S" python bench/layouts.py --shapes $(at_t2 "$shape") --dtypes $dtype &
-    done
+for shape in $LAYOUT_SHAPES; do
+    run "layouts-warmup-$shape" "$WARM_S" python bench/layouts.py --shapes $(at_t2 "$shape") --dtypes $LAYOUT_DTYPES &
 done
 for shape in $MOGRIFIER_SHAPES; do
     run "layouts-warmup-mogrifier-$shape" "$WARM_S" python bench/layouts.py --cells mogrifier --shapes $(at_t2 "$shape") &
@@ -87,7 +87,7 @@ run mogrifier 40 "${BENCH[@]}" "${MOGRIFIER[@]}" --shapes $MOGRIFIER_SHAPES --js
 run decode 10 "${BENCH[@]}" "${DECODE[@]}" --shapes $DECODE_SHAPES --json "$OUT/decode.json"
 run compiled 40 "${BENCH[@]}" "${COMPILED[@]}" --shapes $COMPILED_SHAPES --json "$OUT/compiled.json"
 run overhead 15 python "${OVERHEAD[@]}" --rounds 5 --json "$OUT/module-overhead.json"
-run layouts 170 python bench/layouts.py --shapes $SHAPES --dtypes bfloat16 float16 --json "$OUT/layouts.json"
+run layouts 170 python bench/layouts.py --shapes $LAYOUT_SHAPES --dtypes $LAYOUT_DTYPES --json "$OUT/layouts.json"
 run layouts-mogrifier 50 python bench/layouts.py --cells mogrifier --shapes $MOGRIFIER_SHAPES \
     --json "$OUT/layouts-mogrifier.json"
 for json in results baselines mogrifier decode compiled layouts layouts-mogrifier; do  # also a stopped stage's rows

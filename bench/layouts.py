@@ -32,8 +32,10 @@ from fusedrnn.triton_kernels.mogrifier import GPU_BLOCK_K, GPU_BLOCK_N, GPU_NUM_
 
 
 def lstm_candidates(hidden_size, batch_size, dtype, multiprocessors):
-    """The heuristic's layouts, best first, then its pick with the warps and reduction chunks
-    it did not try (it takes the first that fits its budgets)."""
+    """The heuristic's layouts, best first; its pick with the warps and reduction chunks it did
+    not try (it takes the first that fits its budgets); and where ``H`` is not a multiple of 16,
+    what it would pick if its register estimate counted ``H_ALIGN`` rows as vector loads (as
+    the compiled kernels load them)."""
     listed = list(layout._gpu_configs(hidden_size, batch_size, dtype.itemsize, multiprocessors))
     if not listed:
         return []
@@ -41,7 +43,8 @@ def lstm_candidates(hidden_size, batch_size, dtype, multiprocessors):
     chunks = [k for k in (32, 64, 128, pick.hidden_pad) if k <= pick.hidden_pad]
     variants = [dataclasses.replace(pick, num_warps=warps) for warps in (4, 8, 16)] + [
         dataclasses.replace(pick, block_k=k, hidden_on_chip=pick.hidden_on_chip and k == pick.hidden_pad) for k in chunks]
-    return list(dict.fromkeys(listed + variants))
+    vector_picks = layout._gpu_configs(hidden_size, batch_size, dtype.itemsize, multiprocessors, vector=True)[:1]
+    return list(dict.fromkeys(listed + variants + list(vector_picks)))
 
 
 def mogrifier_candidates(batch_size, input_size, hidden_size, multiprocessors):

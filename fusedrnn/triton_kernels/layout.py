@@ -163,9 +163,12 @@ def hidden_alignment(hidden_size: int) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _gpu_configs(hidden_size, batch_size, element_size, multiprocessors):
+def _gpu_configs(hidden_size, batch_size, element_size, multiprocessors, vector=None):
+    """``vector``: overrides :func:`vector_loads` in the register estimate (``bench/layouts.py``
+    times what counting ``H_ALIGN`` rows as vectors would pick)."""
     hidden_pad = next_power_of_2(hidden_size)
-    vector, align = vector_loads(hidden_size), hidden_alignment(hidden_size)
+    vector = vector_loads(hidden_size) if vector is None else vector
+    align = hidden_alignment(hidden_size)
     widths = [w for w in (PREFERRED_BLOCK_H, 8, 4, 32, 64, 128, 256) if w <= hidden_pad]
     if hidden_pad <= 64:
         widths.insert(0, hidden_pad)  # small H: one program, h in registers
