@@ -12,13 +12,13 @@ that no grid barrier waits for a program that cannot be resident. On a CPU it ru
 interpreter layout (``TRITON_INTERPRET=1``): a dry run.
 """
 import argparse
-import contextlib
 import dataclasses
 import datetime
 import functools
 import json
 import shlex
 import sys
+from unittest import mock
 
 import torch
 
@@ -73,17 +73,6 @@ def candidates(config: Config, device: torch.device):
     return listed, pick, lambda candidate: layout.first_launchable([candidate], compile_kernels).config is not None
 
 
-@contextlib.contextmanager
-def forced(module, config):
-    """Every sweep of ``module`` launches with ``config`` (the operators ask ``config_for``)."""
-    chosen = module.config_for
-    module.config_for = lambda *sizes: config
-    try:
-        yield
-    finally:
-        module.config_for = chosen
-
-
 def short(config) -> str:
     fields = dataclasses.asdict(config)
     keep = ("programs", "programs_h", "programs_b", "block_b", "block_h", "block_n", "block_k", "num_warps")
@@ -105,7 +94,8 @@ def measure_layouts(config: Config, device: torch.device, directions=("fwd", "fw
                       "status": "n/a", "reason": "does not compile or fit an SM", "median_ms": None,
                       "layout": repr(candidate)} for d in directions]
             continue
-        with forced(module, candidate):
+        # The operators ask config_for for their layout: every sweep of the module launches this one.
+        with mock.patch.object(module, "config_for", lambda *sizes, candidate=candidate: candidate):
             rows += [{**measure(implementation("triton"), config, truth, d), "implementation": name,
                       "layout": repr(candidate)} for d in directions]
     return rows
