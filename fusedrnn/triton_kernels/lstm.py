@@ -45,7 +45,6 @@ from .noise import logistic_noise
 NO_NOISE, NOISE_TENSOR, NOISE_PHILOX = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 
 
-
 @triton.jit
 def _program_tile(i_h, i_b, B, H, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
     """Program ``(i_h, i_b)``'s batch rows ``o_b`` and hidden units ``o_j``, which of each are
