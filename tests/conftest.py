@@ -75,6 +75,11 @@ def uninitialized_memory_is_nan():
     torch.use_deterministic_algorithms(was_on, warn_only=was_warn_only)
 
 
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu") and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+
+
 @pytest.fixture(autouse=True)
 def _fresh_seed(request):
     """Every test starts from its own seed, derived from its id: random, yet repeatable."""

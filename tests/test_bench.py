@@ -285,7 +285,6 @@ def test_flashrnn_adapter_computes_the_lstm():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 def test_torch_lstm_baseline_is_flattened(dtype):
     """An un-flattened nn.LSTM warns and runs slower (PERF_NOTES: 5.18 ms against 3.37)."""
@@ -299,7 +298,6 @@ def test_torch_lstm_baseline_is_flattened(dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_peak_memory_is_what_a_call_allocates_beyond_what_was_there():
     device = torch.device("cuda")
     held = torch.empty(2 ** 20, device=device)  # allocated before the call: not counted
@@ -308,7 +306,6 @@ def test_peak_memory_is_what_a_call_allocates_beyond_what_was_there():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_command_on_cuda(tmp_path):
     path = tmp_path / "results.json"
     assert main(["--device", "cuda", "--shapes", "4x8x16x16", "--dtypes", "float32", "bfloat16", "--no-progress",

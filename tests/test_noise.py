@@ -141,7 +141,7 @@ def test_torch_philox_is_the_triton_draw_bit_for_bit(seed, shape, noise_prob):
     check_against_triton(seed, shape, noise_prob, "cpu")
 
 
-@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+@pytest.mark.gpu
 @pytest.mark.parametrize("shape, noise_prob", [((3, 5, 7), 1.0), ((17, 33, 300), 0.3)], ids=["small", "large"])
 def test_torch_philox_is_the_compiled_triton_draw(shape, noise_prob):
     check_against_triton(2 ** 40 + 12345, shape, noise_prob, "cuda")

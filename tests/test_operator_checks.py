@@ -434,7 +434,6 @@ def cuda_library():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("op, argument, name", [
     ("lstm_forward", "h0", "h0"),
     ("lstm_forward", "lengths", "lengths"),
@@ -453,7 +452,6 @@ def test_gpu_tensor_on_another_device_is_refused(cuda_library, op, argument, nam
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_lengths_check_lets_a_cuda_graph_capture_through(cuda_library):
     """Reading lengths back would break a capture: the check skips the range while capturing."""
     args = dict(valid_args("lstm_forward", torch.float16, "cuda"), save=False)

@@ -63,7 +63,6 @@ def test_compiled_model_has_no_graph_break_and_matches_eager(cell, backend, comp
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
 @pytest.mark.parametrize("cell", list(MODULES))
 def test_gpu_compiled_triton_model_matches_eager(cell, compiler):
@@ -245,7 +244,6 @@ def test_autocast_runs_in_the_autocast_dtype_like_nn_lstm(cell, device, dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("cell", list(MODULES))
 def test_gpu_cuda_graph_of_a_training_step(cell):
     """Capture forward, backward and an optimizer step once; each replay is one eager step."""
@@ -285,7 +283,6 @@ def test_gpu_cuda_graph_of_a_training_step(cell):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("cell", list(MODULES))
 def test_gpu_forward_and_backward_never_wait_for_the_device(cell):
     model = MODULES[cell](16, 32, num_layers=2, bidirectional=True, device="cuda")

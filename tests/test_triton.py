@@ -334,7 +334,6 @@ def test_layout_sweep_runs_each_candidate_it_times(monkeypatch):
 @pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.parametrize("shape", list(GPU_SHAPES.values()), ids=list(GPU_SHAPES))
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_gpu_awkward_sizes(shape, dtype, variant):
     lengths, reverse = VARIANTS[variant]
     assert_matches_reference("triton", "lstm", shape, dtype, "cuda", lengths=lengths, reverse=reverse)
@@ -344,7 +343,6 @@ def test_gpu_awkward_sizes(shape, dtype, variant):
 @pytest.mark.parametrize("case", ["g2-noisy", "g2-soft", "g2-hard"])
 @pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_gpu_g2_multi_program(dtype, case, variant):
     lengths, reverse = VARIANTS[variant]
     check_case(case, GPU_SHAPES["T20-B64-I96-H256"], dtype, "cuda", lengths, reverse)
@@ -352,7 +350,6 @@ def test_gpu_g2_multi_program(dtype, case, variant):
 
 @pytest.mark.parametrize("dtype", GPU_DTYPES, ids=lambda d: str(d).replace("torch.", ""))
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_gpu_every_candidate_layout(monkeypatch, dtype):
     shape = (12, 24, 32, 200)
     configs = layout.sweep_configs(shape[3], shape[1], dtype, torch.device("cuda"))
@@ -364,7 +361,6 @@ def test_gpu_every_candidate_layout(monkeypatch, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_gpu_layout_past_the_register_budget(dtype):
     """B = 256, H = 1024 only has layouts past ``REGISTER_BUDGET`` (they spill)."""
     assert_matches_reference("triton", "lstm", (4, 256, 32, 1024), dtype, "cuda", lengths=True, reverse=True)
@@ -372,13 +368,11 @@ def test_gpu_layout_past_the_register_budget(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_gpu_long_sequence(dtype):
     assert_matches_reference("triton", "lstm", (4096, 2, 8, 32), dtype, "cuda", lengths=True)
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_gpu_two_streams_at_once():
     """Two sweeps whose grids together exceed the SMs, on two streams, both finish right."""
     hidden_size = 2048
@@ -402,7 +396,6 @@ def test_gpu_two_streams_at_once():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_gpu_cuda_graph_capture():
     x, weights = g2_inputs("cuda", shape=(16, 8, 32, 128))
     lengths = torch.tensor([16, 3, 9, 16, 1, 12, 16, 5], device="cuda")

@@ -21,8 +21,6 @@ from fusedrnn import functional
 from fusedrnn.triton_kernels import common, layout, mogrifier
 
 ROOT = Path(__file__).resolve().parents[1]
-CUDA = torch.cuda.is_available()
-needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 DTYPES = common.DTYPES
 
 
@@ -195,7 +193,6 @@ GPU_SHAPES = {  # (T, B, I, H): several programs, batch tiles, sizes that are no
 
 
 @pytest.mark.gpu
-@needs_cuda
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("rounds", [0, 1, 2, 5, 8], ids=lambda r: f"r{r}")
 @pytest.mark.parametrize("shape", list(GPU_SHAPES.values()), ids=list(GPU_SHAPES))
@@ -206,7 +203,6 @@ def test_gpu_matches_reference(dtype, shape, rounds, reverse):
 
 
 @pytest.mark.gpu
-@needs_cuda
 @pytest.mark.parametrize("programs", [2, 7, 32], ids=lambda p: f"P{p}")
 def test_gpu_barrier_with_many_programs(programs, monkeypatch):
     """More programs than the default layout picks for this size: small tiles, many barriers
@@ -217,7 +213,6 @@ def test_gpu_barrier_with_many_programs(programs, monkeypatch):
 
 
 @pytest.mark.gpu
-@needs_cuda
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_gpu_inference_path(dtype):
     (x, h0, c0, weights), lengths = inference_inputs(40, 33, 70, 90, dtype, "cuda")
