@@ -8,7 +8,7 @@ calibrated against.
 Example:
     >>> config = layout.SweepConfig(block_b=16, block_h=16, hidden_pad=256, programs_h=16, programs_b=1)
     >>> compile_lstm(config, torch.bfloat16)["forward"]
-    Resources(shared_bytes=40960, registers=..., spill_bytes=0, element_loads=...)
+    Resources(shared_bytes=40960, registers=..., spill_bytes=0, spills_in_loops=0, element_loads=...)
 """
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ class Resources:
 
     shared_bytes: int
     registers: int
-    spill_bytes: int
+    spill_bytes: int  # the stack frame: values ptxas keeps in local memory
+    spills_in_loops: int  # local-memory loads and stores inside a loop of the machine code: spills paid per step
     element_loads: int  # global loads (or asynchronous copies) of at most 2 bytes in the PTX
 
 
@@ -105,14 +106,25 @@ def _cuobjdump():
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
 
 
-def _registers_and_stack(cubin: bytes):
+_SASS_INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+
+
+def _machine_code(cubin: bytes):
+    """``(registers, stack bytes, spills in loops)`` of a kernel's cubin. A loop is the code
+    from a backward branch's target to the branch; a spill in it is a local-memory load or
+    store (``LDL``, ``STL``) there. ptxas parks a value across the time loop at times (a
+    store before it, a load after), which costs nothing per step."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
         file.write(cubin)
         file.flush()
-        report = subprocess.run([_cuobjdump(), "--dump-resource-usage", file.name], check=True,
+        report = subprocess.run([_cuobjdump(), "--dump-resource-usage", "--dump-sass", file.name], check=True,
                                 capture_output=True, text=True).stdout
-    fields = dict(item.split(":") for item in report.split("Resource usage:")[-1].split() if ":" in item)
-    return int(fields["REG"]), int(fields["STACK"])
+    registers, stack = map(int, re.search(r"REG:(\d+) STACK:(\d+)", report).groups())
+    code = [(int(address, 16), instruction) for address, instruction in _SASS_INSTRUCTION.findall(report)]
+    loops = [(int(target, 16), address) for address, instruction in code
+             for target in re.findall(r"\bBRA 0x([0-9a-f]+)", instruction) if int(target, 16) < address]
+    spills = [address for address, instruction in code if re.match(r"(@!?\w+\s+)?(LDL|STL)\b", instruction)]
+    return registers, stack, sum(any(start <= address <= end for start, end in loops) for address in spills)
 
 
 def _jit_function(kernel):
@@ -139,14 +151,16 @@ def compile_kernel(kernel, signature, values, options, arch, attributes=None):
     signature = {**signature, **{key: "constexpr" for key in values if key not in signature}}
     compiled = triton.compile(ASTSource(_jit_function(kernel), signature, values, attributes),
                               target=GPUTarget("cuda", arch, 32), options=options)
-    registers, stack = _registers_and_stack(compiled.asm["cubin"])
-    return Resources(compiled.metadata.shared, registers, stack, _element_loads(compiled.asm["ptx"]))
+    registers, stack, spills_in_loops = _machine_code(compiled.asm["cubin"])
+    return Resources(compiled.metadata.shared, registers, stack, spills_in_loops, _element_loads(compiled.asm["ptx"]))
 
 
-def _compile(kernels, constexprs, options, arch):
+def _compile(kernels, constexprs, options, arch, launch_shape=None):
     """Compiles each ``(kernel, signature, flags)`` of ``kernels`` (forward, backward) for
-    ``sm_{arch}``; returns ``{"forward": Resources, "backward": Resources}``."""
-    return {name: compile_kernel(kernel, signature, {**flags, **constexprs}, options, arch)
+    ``sm_{arch}``, as a launch at ``launch_shape = (B, H)`` specialises it (default: as none
+    does); returns ``{"forward": Resources, "backward": Resources}``."""
+    return {name: compile_kernel(kernel, signature, {**flags, **constexprs}, options, arch,
+                                 launch_attributes(kernel, signature, *launch_shape) if launch_shape else None)
             for name, (kernel, signature, flags) in zip(("forward", "backward"), kernels)}
 
 
@@ -154,10 +168,11 @@ def precision_constexprs(dtype):
     return dict(INPUT_PRECISION="tf32" if dtype == torch.float32 else "ieee", UPCAST_DOT=False)
 
 
-def compile_lstm(config: layout.SweepConfig, dtype: torch.dtype, arch: int = 90, **flags):
-    """The LSTM/G2 sweep kernels of ``config`` for ``sm_{arch}``; ``flags`` as in :func:`lstm_kernels`."""
+def compile_lstm(config: layout.SweepConfig, dtype: torch.dtype, arch: int = 90, launch_shape=None, **flags):
+    """The LSTM/G2 sweep kernels of ``config`` for ``sm_{arch}``, specialised as a launch at
+    ``launch_shape = (B, H)`` would be (see :func:`launch_attributes`); ``flags`` as in :func:`lstm_kernels`."""
     return _compile(lstm_kernels(dtype, **flags), {**config.constexprs(), **precision_constexprs(dtype)},
-                    config.launch_options(), arch)
+                    config.launch_options(), arch, launch_shape)
 
 
 def compile_mogrifier(config: mogrifier.MogrifierConfig, dtype: torch.dtype, rounds: int, arch: int = 90, **flags):
