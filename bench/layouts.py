@@ -33,9 +33,16 @@ from fusedrnn.triton_kernels.mogrifier import GPU_BLOCK_K, GPU_BLOCK_N, GPU_NUM_
 
 def lstm_candidates(hidden_size, batch_size, dtype, multiprocessors):
     """The heuristic's layouts, best first; its pick with the warps and reduction chunks it did
-    not try (it takes the first that fits its budgets); and where ``H`` is not a multiple of 16,
-    what it would pick if its register estimate counted ``H_ALIGN`` rows as vector loads (as
-    the compiled kernels load them)."""
+    not try (it takes the first that fits its budgets), the whole slice at every warp count;
+    and where ``H`` is not a multiple of 16, what it would pick if its register estimate
+    counted ``H_ALIGN`` rows as vector loads (as the compiled kernels load them).
+
+    The whole slice: the register estimate counts it in registers, but Triton (3.3 to 3.9)
+    keeps a ``tl.dot`` operand loaded before the time loop in shared memory, and the forward
+    then compiles without spilling where the heuristic rejects it (bfloat16 B 16 H 768 with
+    8 warps: 86 registers, 160 KiB shared; B 64 H 512: 181, 128 KiB). The backward's
+    ``dz`` operand over all ``4H`` does not fit (320 KiB at B 64 H 512): such a layout is
+    timed forward only."""
     listed = list(layout._gpu_configs(hidden_size, batch_size, dtype.itemsize, multiprocessors))
     if not listed:
         return []
@@ -43,6 +50,7 @@ def lstm_candidates(hidden_size, batch_size, dtype, multiprocessors):
     chunks = [k for k in (32, 64, 128, pick.hidden_pad) if k <= pick.hidden_pad]
     variants = [dataclasses.replace(pick, num_warps=warps) for warps in (4, 8, 16)] + [
         dataclasses.replace(pick, block_k=k, hidden_on_chip=pick.hidden_on_chip and k == pick.hidden_pad) for k in chunks]
+    variants += [dataclasses.replace(pick, block_k=pick.hidden_pad, num_warps=warps) for warps in (4, 8, 16)]
     vector_picks = layout._gpu_configs(hidden_size, batch_size, dtype.itemsize, multiprocessors, vector=True)[:1]
     return list(dict.fromkeys(listed + variants + list(vector_picks)))
 
@@ -55,22 +63,28 @@ def mogrifier_candidates(batch_size, input_size, hidden_size, multiprocessors):
 
 
 def candidates(config: Config, device: torch.device):
-    """``(candidate layouts, the heuristic's pick, whether a candidate's kernels compile and fit an SM)``.
-    Off a GPU: the interpreter's one layout, or none."""
+    """``(candidate layouts, the heuristic's pick, launches)``: ``launches(candidate, direction)``
+    says whether the kernels that direction runs compile and fit an SM. Off a GPU: the
+    interpreter's one layout, or none, and ``launches`` is ``None``."""
     b, i, h, dtype = config.batch_size, config.input_size, config.hidden_size, DTYPES[config.dtype]
     rounds = MOGRIFY_STEPS.default  # the Mogrifier at full rank: the problem truth_for draws
     if config.cell == "lstm":
         pick = lstm.config_for(h, b, dtype, device)
-        compile_kernels = functools.partial(lstm._compile, h, b, dtype)
+
+        def compile_kernels(candidate, direction):
+            return lstm._compile(h, b, dtype, candidate, backward=direction != "fwd")
     else:
         pick = mogrifier.config_for(b, i, h, [False] * rounds, dtype, device)
-        compile_kernels = functools.partial(mogrifier._compile, b, i, h, rounds, 0, dtype)
+
+        def compile_kernels(candidate, direction):
+            return mogrifier._compile(b, i, h, rounds, 0, dtype, candidate)
     if device.type != "cuda":
         return [pick] if pick is not None else [], pick, None
     multiprocessors = layout.multiprocessor_count(device.index or 0)
     listed = (lstm_candidates(h, b, dtype, multiprocessors) if config.cell == "lstm" else
               mogrifier_candidates(b, i, h, multiprocessors))
-    return listed, pick, lambda candidate: layout.first_launchable([candidate], compile_kernels).config is not None
+    return listed, pick, lambda candidate, direction: layout.first_launchable(
+        [candidate], functools.partial(compile_kernels, direction=direction)).config is not None
 
 
 def short(config) -> str:
@@ -89,15 +103,16 @@ def measure_layouts(config: Config, device: torch.device, directions=("fwd", "fw
         return [measure(implementation("triton"), config, truth, d) for d in directions]
     for candidate in listed:
         name = f"triton {short(candidate)}" + (" *" if candidate == pick else "")
-        if device.type == "cuda" and not launches(candidate):
-            rows += [{**dataclasses.asdict(config), "direction": d, "implementation": name, "kind": "fusedrnn",
-                      "status": "n/a", "reason": "does not compile or fit an SM", "median_ms": None,
-                      "layout": repr(candidate)} for d in directions]
-            continue
-        # The operators ask config_for for their layout: every sweep of the module launches this one.
-        with mock.patch.object(module, "config_for", lambda *sizes, candidate=candidate: candidate):
-            rows += [{**measure(implementation("triton"), config, truth, d), "implementation": name,
-                      "layout": repr(candidate)} for d in directions]
+        for d in directions:
+            if launches is not None and not launches(candidate, d):
+                rows.append({**dataclasses.asdict(config), "direction": d, "implementation": name, "kind": "fusedrnn",
+                             "status": "n/a", "reason": "does not compile or fit an SM", "median_ms": None,
+                             "layout": repr(candidate)})
+                continue
+            # The operators ask config_for for their layout: every sweep of the module launches this one.
+            with mock.patch.object(module, "config_for", lambda *sizes, candidate=candidate: candidate):
+                rows.append({**measure(implementation("triton"), config, truth, d), "implementation": name,
+                             "layout": repr(candidate)})
     return rows
 
 

@@ -465,17 +465,19 @@ def _launchable_layout(hidden_size, batch_size, dtype, device_type, device_index
     return layout.first_launchable(configs, None)
 
 
-def _compile(hidden_size, batch_size, dtype, config):
-    """Compiles (without launching) the forward with every optional input and the backward."""
+def _compile(hidden_size, batch_size, dtype, config, backward=True):
+    """Compiles (without launching) the forward with every optional input and, unless
+    ``backward`` is false (``bench/layouts.py`` times forwards alone), the backward."""
     f32, i32, i64 = torch.float32, torch.int32, torch.int64
     launch = dict(grid=config.grid, **config.constexprs(), **config.launch_options(), **common.dot_options(dtype))
     forward = _lstm_fwd_kernel.warmup(
         dtype, dtype, dtype, dtype, i64, None, i64, dtype, dtype, f32, f32, dtype, dtype, i32,
         2, batch_size, hidden_size, 1.0, 1.0, REVERSE=False, HARD_GATES=False, EPS=EPS, **launch)
-    backward = _lstm_bwd_kernel.warmup(
+    if not backward:
+        return (forward,)
+    return forward, _lstm_bwd_kernel.warmup(
         dtype, f32, f32, f32, i64, dtype, dtype, dtype, dtype, f32, f32, i32,
         2, batch_size, hidden_size, 1.0, REVERSE=False, **launch)
-    return forward, backward
 
 
 def unsupported(sweep: Sweep) -> Optional[str]:
