@@ -169,9 +169,12 @@ def _reduction_offsets(o_r, k0, H, GATES: tl.constexpr, BLOCK: tl.constexpr):
 
 @triton.jit
 def load_resident_slice(p_w, m_w, GATES: tl.constexpr, H, BLOCK_K: tl.constexpr, H_PAD: tl.constexpr):
-    """A program's whole weight slice ``(GATES·H_PAD, N)``, kept in registers for the sweep,
-    when the reduction is not split (``BLOCK_K == H_PAD``); else a placeholder that
+    """A program's whole weight slice ``(GATES·H_PAD, N)``, loaded once for the sweep, when the
+    reduction is not split (``BLOCK_K == H_PAD``); else a placeholder that
     :func:`exchanged_product` ignores (Triton 3.3-3.6 cannot return ``None`` from one branch).
+    Triton (3.3 to 3.9, sm_90) stores a ``tl.dot`` operand that the time loop does not change
+    in shared memory before the loop (``ttg.local_alloc``), and each step's product reads it
+    from there: the slice costs shared memory, not registers.
 
     ``p_w`` ``(1, N)`` points at reduction index 0 of each column: ``W_hh`` rows for the
     forward (``GATES == 1``, the reduction runs along a row), ``W_hh`` columns for the
@@ -193,9 +196,9 @@ def exchanged_product(p_rows, m_rows, p_w, m_w, b_w, GATES: tl.constexpr, H, BLO
     """``v @ W_slice`` ``(BLOCK_M, BLOCK_N)`` float32, ``v`` read from global rows ``p_rows``
     ``(BLOCK_M, 1)`` that other programs wrote (``h_{t-1}`` or ``dz``).
 
-    With ``BLOCK_K == H_PAD`` the slice is ``b_w`` (registers, :func:`load_resident_slice`);
+    With ``BLOCK_K == H_PAD`` the slice is ``b_w`` (in shared memory, :func:`load_resident_slice`);
     otherwise the reduction runs in chunks of ``BLOCK_K`` units (``GATES·BLOCK_K`` indices)
-    and re-reads the slice, which then stays in L1/L2 instead of registers.
+    and re-reads the slice from L1/L2 every step.
     """
     if BLOCK_K == H_PAD:
         off, m_r = _reduction_offsets(tl.arange(0, GATES * H_PAD), 0, H, GATES, H_PAD)

@@ -51,7 +51,8 @@ class SweepConfig:
         hidden_on_chip: ``h`` (and ``dz`` in the backward) stays in registers, no
             barrier; needs one program per batch group to hold every hidden unit.
         block_k: reduction chunk (hidden units); ``None`` or ``hidden_pad`` keeps the
-            whole ``W_hh`` slice in registers, smaller re-reads it in chunks each step.
+            whole ``W_hh`` slice on chip (in shared memory, see ``common.load_resident_slice``),
+            smaller re-reads it in chunks each step.
         hidden_align: what the kernels tell the compiler ``H`` is a multiple of
             (:func:`hidden_alignment`).
     """
@@ -105,7 +106,13 @@ class SweepConfig:
         the operands twice: rows exchanged through memory are then loaded element by element,
         each with its own 64-bit address. Calibrated on sm_90 compiles of both kinds of ``H``
         for every layout ``_gpu_configs`` picks; with one count, e.g. B = 37, H = 100 in
-        bfloat16 spilled 184 bytes in the backward, and B = 1, H = 500 336 in the forward."""
+        bfloat16 spilled 184 bytes in the backward, and B = 1, H = 500 336 in the forward.
+
+        A whole slice (not chunked) counts here though it sits in shared memory (see
+        ``common.load_resident_slice``): the estimate overstates those layouts, e.g. the
+        bfloat16 forward at B = 16, H = 768 with 8 warps estimates 1.07 and compiled to 86
+        registers. ``bench/layouts.py`` times them; the estimate stays until a GPU run says
+        which is faster."""
         threads = 32 * self.num_warps
         operands = self._operand_elements() * element_size / 4 * (1 if vector_loads else 2)
         registers = operands + 16 * self.block_b * self.block_h
