@@ -310,7 +310,8 @@ def test_layout_sweep_candidates_are_resident_grids_led_by_the_heuristic_pick():
         assert {c.num_warps for c in candidates} >= {4, 8, 16}
         assert all(c.programs <= 132 and c.block_h * c.programs_h >= hidden_size for c in candidates)
         mogrifier_candidates = sweep.mogrifier_candidates(batch_size, hidden_size, hidden_size, 132)
-        assert len(mogrifier_candidates) == 4 and all(c.programs <= 132 for c in mogrifier_candidates)
+        assert len(mogrifier_candidates) == (5 if batch_size <= 16 else 4), mogrifier_candidates
+        assert all(c.programs <= 132 for c in mogrifier_candidates)
 
 
 @needs_interpreter
