@@ -81,7 +81,8 @@ def test_chosen_layouts_fit_an_h100_without_spilling(chosen_layouts):
     A few layouts keep a stack of 8 to 24 bytes, none of it used in a loop: ptxas parks a
     value across the time loop (a store before it, a load after), at no cost per step. Which
     layouts do varies with Triton: the 16-bit forward at B = 1, H = 384 (3.6, 3.7.1), the
-    float16 sweeps at B = 16, H = 768 (3.6, 3.9), the float32 forward at B = 8, H = 128 (3.9)."""
+    float16 sweeps at B = 16, H = 768 (3.6, 3.7.1, 3.9), the bfloat16 backward at B = 1,
+    H = 200 and 1000 (3.7.1), the float32 forward at B = 8, H = 128 (3.9)."""
     problems = []
     for entry in chosen_layouts:
         where = f"{entry['dtype']} {', '.join(entry['shapes'])}: {entry['config']}"
