@@ -21,6 +21,9 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 CELLS = list(CELL_OBJECTS)
 _HALF_AND_FLOAT = (torch.float32, torch.bfloat16, torch.float16)
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+#: For tests of the interpreter's CPU runs (on a GPU machine the GPU tests cover those paths).
+needs_interpreter = pytest.mark.skipif(not INTERPRETING, reason="needs TRITON_INTERPRET=1 (no CUDA)")
 
 #: What each backend promises to run, by device type: the dtypes (the cells it runs are
 #: ``fusedrnn.cells.CELLS[cell].backends``). A backend that this machine can run and that
@@ -29,8 +32,7 @@ _HALF_AND_FLOAT = (torch.float32, torch.bfloat16, torch.float16)
 SUPPORT = {
     "torch": {"cpu": (torch.float64, torch.float32, torch.bfloat16), "cuda": tuple(DTYPES)},
     # The interpreter runs CPU tensors when the backend is named (conftest turns it on without a GPU).
-    "triton": {"cuda": _HALF_AND_FLOAT, **({"cpu": _HALF_AND_FLOAT} if os.environ.get("TRITON_INTERPRET") == "1"
-                                          else {})},
+    "triton": {"cuda": _HALF_AND_FLOAT, **({"cpu": _HALF_AND_FLOAT} if INTERPRETING else {})},
     "cuda": {"cuda": tuple(DTYPES)},
     "cpu": {"cpu": tuple(DTYPES)},
     "reference": {"cpu": tuple(DTYPES), "cuda": tuple(DTYPES)},

@@ -26,12 +26,11 @@ from fusedrnn import cells, dispatch, functional  # noqa: E402
 from fusedrnn.sweep import Sweep  # noqa: E402
 from fusedrnn.triton_kernels import backend as triton_backend, common, layout, lstm  # noqa: E402
 
-from conftest import assert_close, assert_matches_reference, random_weights, tolerance  # noqa: E402
+from conftest import assert_close, assert_matches_reference, needs_interpreter, random_weights, tolerance  # noqa: E402
 from interpreter_threads import concurrent_programs  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-needs_interpreter = pytest.mark.skipif(not common.interpreting(), reason="needs TRITON_INTERPRET=1 (no CUDA)")
 G2_DEVICES = ["cuda"] if CUDA else ["cpu"]
 
 SweepConfig = layout.SweepConfig
@@ -320,6 +319,7 @@ def test_layout_sweep_runs_each_candidate_it_times(monkeypatch):
     config = sweep.Config("lstm", batch_size=3, seq_len=4, input_size=8, hidden_size=32, dtype="float32")
     on_chip = lstm.config_for(32, 3, torch.float32, torch.device("cpu"))
     chunked = dataclasses.replace(on_chip, hidden_on_chip=False, block_k=16)
+
     # As on a GPU where the chunked layout's backward does not fit an SM: its forward is still timed.
     def launches(candidate, direction):
         return candidate == on_chip or direction == "fwd"

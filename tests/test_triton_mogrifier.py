@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import fusedrnn
-from conftest import assert_close, assert_matches_reference, map_tensors, random_weights, tolerance
+from conftest import assert_close, assert_matches_reference, map_tensors, needs_interpreter, random_weights, tolerance
 from interpreter_threads import concurrent_programs
 from fusedrnn import functional
 from fusedrnn.triton_kernels import common, layout, mogrifier
@@ -169,7 +169,7 @@ MULTI_PROGRAM_CASES = [  # programs, dtype, reverse, rounds, ranks
 ]
 
 
-@pytest.mark.skipif(not common.interpreting(), reason="needs TRITON_INTERPRET=1 (no CUDA)")
+@needs_interpreter
 @pytest.mark.parametrize("programs, dtype, reverse, rounds, ranks", MULTI_PROGRAM_CASES)
 def test_programs_meet_at_grid_barriers(programs, dtype, reverse, rounds, ranks, monkeypatch):
     """The GPU's multi-program split, on the interpreter with a thread per program
