@@ -116,7 +116,7 @@ class SweepConfig:
         threads = 32 * self.num_warps
         operands = self._operand_elements() * element_size / 4 * (1 if vector_loads else 2)
         registers = operands + 16 * self.block_b * self.block_h
-        return registers / threads / min(255, 65536 // threads)
+        return registers / threads / thread_registers(self.num_warps)
 
     def constexprs(self):
         """The layout as the kernels' constexpr arguments."""
@@ -130,6 +130,12 @@ class SweepConfig:
         wait forever for a program queued behind another kernel's."""
         return {"num_warps": self.num_warps, "num_stages": NUM_STAGES, "launch_cooperative_grid": self.programs > 1,
                 "enable_fp_fusion": FP_FUSION}
+
+
+def thread_registers(num_warps: int) -> int:
+    """The registers a thread may use when its program has an SM to itself (64 K per SM on
+    sm_80 and sm_90, at most 255 a thread)."""
+    return min(255, 65536 // (32 * num_warps))
 
 
 @functools.lru_cache(maxsize=None)

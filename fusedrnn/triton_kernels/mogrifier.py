@@ -471,16 +471,18 @@ class MogrifierConfig:
 
     def launch_options(self):
         # With more than one program the whole grid must be resident at once, or the
-        # barrier could wait forever for a program that is not scheduled.
-        return {"num_warps": self.num_warps, "launch_cooperative_grid": self.programs > 1,
-                "enable_fp_fusion": layout.FP_FUSION}
+        # barrier could wait forever for a program that is not scheduled. A program has its
+        # SM to itself, and `maxnreg` says so: without it ptxas aims at several per SM and caps
+        # a thread at 72 to 128 registers, which spills in the time loop (B ≤ 16 in float16 and
+        # float32, sm_90, Triton 3.6 to 3.9; tests/test_triton_resources.py).
+        return {"num_warps": self.num_warps, "maxnreg": layout.thread_registers(self.num_warps),
+                "launch_cooperative_grid": self.programs > 1, "enable_fp_fusion": layout.FP_FUSION}
 
 
 #: Tile layout on a GPU: at most 64 batch rows, 32 feature columns (8 units of the LSTM
-#: step), 32-column reduction chunks, 8 warps. Not timed on a GPU yet. The sm_90 compile
-#: (`python -m fusedrnn.triton_kernels.offline --cell mogrifier`, r = 5) spills nothing at 64
-#: rows and at most 32 bytes at 16; 64-column chunks spill nothing at 64 rows either (fewer,
-#: wider loads: a candidate for the first GPU run).
+#: step), 32-column reduction chunks, 8 warps. Not timed on a GPU yet. Compiled for sm_90 as
+#: launched (r = 5), it spills nothing in a loop (tests/test_triton_resources.py); 64-column
+#: chunks spill nothing at 64 rows either (fewer, wider loads: a candidate for the first GPU run).
 GPU_BLOCK_B, GPU_BLOCK_N, GPU_BLOCK_K, GPU_NUM_WARPS = 64, 32, 32, 8
 
 

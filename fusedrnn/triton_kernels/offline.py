@@ -134,13 +134,13 @@ def _jit_function(kernel):
     return kernel
 
 
-def launch_attributes(kernel, signature, batch_size: int, hidden_size: int):
+def launch_attributes(kernel, signature, sizes):
     """What a launch tells the compiler: every pointer 16-byte aligned (torch allocations are),
-    and ``B``, ``H`` divisible by 16 where they are. It decides whether rows load as vectors."""
+    and each integer argument of ``sizes`` (name: the value a launch passes) divisible by 16
+    where it is. It decides whether rows load as vectors and chunks copy asynchronously."""
     names = _jit_function(kernel).arg_names
-    divisible = {"B": batch_size % 16 == 0, "H": hidden_size % 16 == 0}
     return {(names.index(name),): [["tt.divisibility", 16]] for name, kind in signature.items()
-            if kind.startswith("*") or divisible.get(name, False)}
+            if kind.startswith("*") or sizes.get(name, 1) % 16 == 0}
 
 
 def compile_kernel(kernel, signature, values, options, arch, attributes=None):
@@ -155,12 +155,12 @@ def compile_kernel(kernel, signature, values, options, arch, attributes=None):
     return Resources(compiled.metadata.shared, registers, stack, spills_in_loops, _element_loads(compiled.asm["ptx"]))
 
 
-def _compile(kernels, constexprs, options, arch, launch_shape=None):
+def _compile(kernels, constexprs, options, arch, launch_sizes=None):
     """Compiles each ``(kernel, signature, flags)`` of ``kernels`` (forward, backward) for
-    ``sm_{arch}``, as a launch at ``launch_shape = (B, H)`` specialises it (default: as none
-    does); returns ``{"forward": Resources, "backward": Resources}``."""
+    ``sm_{arch}``, as a launch with the integer arguments ``launch_sizes`` specialises it
+    (default: as none does); returns ``{"forward": Resources, "backward": Resources}``."""
     return {name: compile_kernel(kernel, signature, {**flags, **constexprs}, options, arch,
-                                 launch_attributes(kernel, signature, *launch_shape) if launch_shape else None)
+                                 None if launch_sizes is None else launch_attributes(kernel, signature, launch_sizes))
             for name, (kernel, signature, flags) in zip(("forward", "backward"), kernels)}
 
 
@@ -172,14 +172,22 @@ def compile_lstm(config: layout.SweepConfig, dtype: torch.dtype, arch: int = 90,
     """The LSTM/G2 sweep kernels of ``config`` for ``sm_{arch}``, specialised as a launch at
     ``launch_shape = (B, H)`` would be (see :func:`launch_attributes`); ``flags`` as in :func:`lstm_kernels`."""
     return _compile(lstm_kernels(dtype, **flags), {**config.constexprs(), **precision_constexprs(dtype)},
-                    config.launch_options(), arch, launch_shape)
+                    config.launch_options(), arch,
+                    None if launch_shape is None else dict(zip(("B", "H"), launch_shape)))
 
 
-def compile_mogrifier(config: mogrifier.MogrifierConfig, dtype: torch.dtype, rounds: int, arch: int = 90, **flags):
-    """The Mogrifier sweep kernels of ``config`` with ``rounds`` rounds for ``sm_{arch}``; ``flags``
-    as in :func:`mogrifier_kernels`."""
+def compile_mogrifier(config: mogrifier.MogrifierConfig, dtype: torch.dtype, rounds: int, arch: int = 90,
+                      launch_shape=None, **flags):
+    """The Mogrifier sweep kernels of ``config`` with ``rounds`` rounds for ``sm_{arch}``, specialised
+    as a launch at ``launch_shape = (B, I, H)`` would be; ``flags`` as in :func:`mogrifier_kernels`."""
+    sizes = None
+    if launch_shape is not None:
+        batch_size, input_size, hidden_size = launch_shape
+        sizes = dict(B=batch_size, I=input_size, H=hidden_size)
+        if not flags.get("low_rank"):  # then a round's I·H elements apart in w_round
+            sizes["stride_w"] = input_size * hidden_size
     return _compile(mogrifier_kernels(dtype, rounds, **flags), {**config.constexprs(), **precision_constexprs(dtype)},
-                    config.launch_options(), arch)
+                    config.launch_options(), arch, sizes)
 
 
 def main(argv=None):
