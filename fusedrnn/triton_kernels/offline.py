@@ -194,8 +194,8 @@ def main(argv=None):
     """``python -m fusedrnn.triton_kernels.offline --dtype bfloat16 --config '{"block_b": 16, ...}'``
     (or ``--cell mogrifier --rounds 5 --config '{"programs": 64, ...}'``) prints the resources
     of each kernel as JSON (run with ``TRITON_INTERPRET`` unset). Add ``--launch-shape`` for what
-    a launch gets: without it no size is known divisible and no pointer aligned, and ptxas may
-    spill what a launch does not (the Mogrifier at B ≤ 16, Triton 3.6: 3 accesses per step)."""
+    a launch gets: without it no size is known divisible and no pointer aligned, so loads are
+    narrower, fewer copies asynchronous, and the registers and spills not what a launch gets."""
     import argparse
     import json
 
