@@ -57,10 +57,12 @@ def lstm_candidates(hidden_size, batch_size, dtype, multiprocessors):
 
 def mogrifier_candidates(batch_size, input_size, hidden_size, multiprocessors):
     """The default tiles, then each with one of: 64 feature columns, 64-column chunks, 4 warps;
-    at 16 rows or fewer also 128-column chunks. A phase's chunks are loads one after another
-    (each from L2), so wider chunks mean fewer of them per step; at 16 rows 128-column chunks
-    compile without spilling (sm_90, Triton 3.6, r = 5: bfloat16 252 and 196 registers), at 64
-    rows they spill in the loop (bfloat16 forward: 560 bytes)."""
+    at 16 rows or fewer also 128-column chunks. Where ``B``, ``I`` and ``H`` are multiples of 16
+    a product's chunks are copied asynchronously, a few ahead (Triton's software pipeline, as
+    the TTGIR shows), so wider chunks mean fewer, larger copies per phase. As launched (sm_90,
+    Triton 3.6, r = 5, bfloat16, ``maxnreg``) none of these spills; 128-column chunks take 232
+    and 201 registers at B 16, H 256, and 254 and 227 at B 64, H 512 (left out there to keep
+    the layout stage within its time limit)."""
     config = functools.partial(mogrifier.gpu_config, batch_size, input_size, hidden_size, multiprocessors)
     wide = [config(block_k=4 * GPU_BLOCK_K)] if batch_size <= 16 else []
     return list(dict.fromkeys([config(), config(block_n=2 * GPU_BLOCK_N), config(block_k=2 * GPU_BLOCK_K),
