@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one call of at most 6 minutes on a cold machine: the stages'
-# time limits add up to 330 s (phase 1: 110; phase 2: 70 + 45 + 40 + 10 + 40 + 15), and the
+# time limits add up to 350 s (phase 1: 110; phase 2: 70 + 45 + 40 + 30 + 10 + 30 + 15), and the
 # reports at the end take seconds. Triton compiles dominate a cold call (PERF_NOTES), so:
 #   1. in parallel processes (each at most WARM_S): the C++/CUDA extension build, the GPU-marked
 #      tests (over 4 workers where pytest-xdist is installed), the CUDA rows of the parity suite,
 #      and a compile warm-up of everything phase 2 times (the benchmark at T = 2, whose correctness
 #      gate compiles the same layouts; a process per shape), filling the disk caches;
 #   2. alone, most telling first: LSTM and G2 against cuDNN (nn.LSTM) at SHAPES in every dtype;
-#      the cuda backend and the eager loop in bfloat16; the Mogrifier at MOGRIFIER_SHAPES; decoding
+#      the cuda backend and the eager loop in bfloat16; the Mogrifier at MOGRIFIER_SHAPES; what a
+#      Mogrifier round and rank H/8 cost at VARIANT_SHAPES (bench/mogrifier_variants.py); decoding
 #      one step per call; torch.compile's loop at COMPILED_SHAPES; the modules' host time per
 #      one-step call against nn.LSTM's (bench/module_overhead.py, H = 512).
 # A stage that reaches its limit gets SIGINT: pytest still writes its XML and summary, and the
@@ -23,7 +24,7 @@
 set -uo pipefail
 OUT=${OUT:-bench/results/gpu}
 WARM_S=${WARM_S:-110}
-STAGES=${ONLY:-build tests parity bench baselines mogrifier decode compiled overhead}
+STAGES=${ONLY:-build tests parity bench baselines mogrifier variants decode compiled overhead}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET
@@ -31,6 +32,7 @@ unset TRITON_INTERPRET
 # The LSTM issue's grid (B x T x I x H); torch.compile's stage: the first shape at T <= 128.
 SHAPES=${SHAPES:-"16x512x256x256 64x256x512x512 64x256x1024x1024 256x256x1024x1024 16x1024x768x768 8x1024x128x128"}
 MOGRIFIER_SHAPES=${MOGRIFIER_SHAPES:-"16x512x256x256 64x256x512x512"}
+VARIANT_SHAPES=${VARIANT_SHAPES:-"${MOGRIFIER_SHAPES##* }"}  # H >= 512, where the issue sets its low-rank target
 DECODE_SHAPES=${DECODE_SHAPES:-"1x64x512x512"}
 LAYOUT_SHAPES=${LAYOUT_SHAPES:-"$SHAPES 37x256x200x200 1x256x1000x1000"}  # and two where H % 16 != 0
 LAYOUT_DTYPES=${LAYOUT_DTYPES:-bfloat16}  # float16's candidates are bfloat16's (the same element size)
@@ -42,6 +44,7 @@ MOGRIFIER=(--cells mogrifier --dtypes bfloat16 --directions fwd fwdbwd --backend
 DECODE=(--cells lstm --dtypes float16 float32 --directions decode --backends auto triton cuda nn.LSTM eager)
 COMPILED=(--dtypes bfloat16 --directions fwd fwdbwd --backends auto nn.LSTM eager compiled)
 OVERHEAD=(bench/module_overhead.py --hidden-size 512 --backends auto triton cuda)
+VARIANTS=(bench/mogrifier_variants.py --dtypes bfloat16)
 XDIST=$(python -c "import xdist" 2> /dev/null && echo "-n 4")
 
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
@@ -68,6 +71,7 @@ done
 for shape in $MOGRIFIER_SHAPES; do
     run "mogrifier-warmup-$shape" "$WARM_S" "${BENCH[@]}" "${MOGRIFIER[@]}" --shapes $(at_t2 "$shape") --backends auto triton &
 done
+run variants-warmup "$WARM_S" python "${VARIANTS[@]}" --shapes $(at_t2 $VARIANT_SHAPES) &
 run decode-warmup "$WARM_S" "${BENCH[@]}" "${DECODE[@]}" --shapes $(at_t2 $DECODE_SHAPES) --backends auto triton &
 run compiled-warmup "$WARM_S" "${BENCH[@]}" "${COMPILED[@]}" --shapes $(at_t2 $COMPILED_SHAPES) --backends compiled &
 run overhead-warmup "$WARM_S" python "${OVERHEAD[@]}" --rounds 1 &
@@ -84,13 +88,14 @@ run bench 70 "${BENCH[@]}" "${LSTM[@]}" --shapes $SHAPES --backends auto triton 
 run baselines 45 "${BENCH[@]}" "${LSTM[@]}" --shapes $SHAPES --dtypes bfloat16 --backends auto cuda eager \
     --json "$OUT/baselines.json"
 run mogrifier 40 "${BENCH[@]}" "${MOGRIFIER[@]}" --shapes $MOGRIFIER_SHAPES --json "$OUT/mogrifier.json"
+run variants 30 python "${VARIANTS[@]}" --shapes $VARIANT_SHAPES --json "$OUT/variants.json"
 run decode 10 "${BENCH[@]}" "${DECODE[@]}" --shapes $DECODE_SHAPES --json "$OUT/decode.json"
-run compiled 40 "${BENCH[@]}" "${COMPILED[@]}" --shapes $COMPILED_SHAPES --json "$OUT/compiled.json"
+run compiled 30 "${BENCH[@]}" "${COMPILED[@]}" --shapes $COMPILED_SHAPES --json "$OUT/compiled.json"
 run overhead 15 python "${OVERHEAD[@]}" --rounds 5 --json "$OUT/module-overhead.json"
 run layouts 170 python bench/layouts.py --shapes $LAYOUT_SHAPES --dtypes $LAYOUT_DTYPES --json "$OUT/layouts.json"
 run layouts-mogrifier 50 python bench/layouts.py --cells mogrifier --shapes $MOGRIFIER_SHAPES \
     --json "$OUT/layouts-mogrifier.json"
-for json in results baselines mogrifier decode compiled layouts layouts-mogrifier; do  # also a stopped stage's rows
+for json in results baselines mogrifier variants decode compiled layouts layouts-mogrifier; do  # also a stopped stage's rows
     [ -f "$OUT/$json.json" ] && python -m fusedrnn.bench --report "$OUT/$json.json" --plot "$OUT/$json.png" > "$OUT/$json.md"
 done
 echo "total: $((SECONDS - start)) s" | tee -a "$OUT/status.txt"

@@ -2,6 +2,7 @@
 JSON, report and chart, the gate that keeps fusedrnn's wrong answers out of it, the
 baselines (timed whatever their error, computing the same cells), and its grids."""
 import contextlib
+import importlib.util
 import io
 import json
 import re
@@ -314,3 +315,36 @@ def test_command_on_cuda(tmp_path):
     assert {row["implementation"] for row in rows if row["status"] == "ok"} >= {"auto", "nn.LSTM", "eager"}
     assert "cpu" not in {row["implementation"] for row in rows}
     assert all(row["peak_mib"] > 0 for row in rows if row["status"] == "ok")  # outputs at least
+
+
+def _bench_script(name):
+    """A script of ``bench/`` (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mogrifier_variants_time_round_counts_and_a_low_rank_side_by_side(monkeypatch):
+    script = _bench_script("mogrifier_variants")
+    problems, real_measure = [], script.measure
+    monkeypatch.setattr(script, "measure", lambda impl, config, truth, d: problems.append(truth.problem) or
+                        real_measure(impl, config, truth, d))
+    config = Config("mogrifier", batch_size=3, seq_len=4, input_size=8, hidden_size=16, dtype="float32")
+    rows = script.measure_variants(config, CPU, [0, 2], "reference")
+    assert [(r["implementation"], r["direction"], r["status"]) for r in rows] == [
+        (f"reference {name}", direction, "ok") for name in ("r=0", "r=2", "r=2 k=2") for direction in ("fwd", "fwdbwd")]
+    rounds = [p.weights["mogrify_weights"] for p in problems[::2]]
+    assert [len(weights) for weights in rounds] == [0, 2, 2]
+    assert all(torch.is_tensor(w) for w in rounds[1]) and all(len(w) == 2 and w[0].shape[1] == 2 for w in rounds[2])
+
+
+def test_mogrifier_variants_summary_is_the_slope_per_round_and_the_low_rank_speedup():
+    script = _bench_script("mogrifier_variants")
+    shape = dict(batch_size=64, seq_len=256, hidden_size=512, dtype="bfloat16", direction="fwd")
+    rows = [dict(shape, mogrify_steps=0, mogrify_rank=None, median_ms=2.56, us_per_step=10.0),
+            dict(shape, mogrify_steps=5, mogrify_rank=None, median_ms=15.36, us_per_step=60.0),
+            dict(shape, mogrify_steps=5, mogrify_rank=64, median_ms=7.68, us_per_step=30.0),
+            dict(shape, direction="fwdbwd", mogrify_steps=5, mogrify_rank=None, median_ms=None, us_per_step=None)]
+    assert script.summary(rows) == "B64 T256 H512 bfloat16 fwd: one round 10.0 µs per step; rank 64 2.00× full rank"
+
