@@ -10,16 +10,23 @@ and in the backward (``grad_a = op(g) W``, ``grad_W = round(g)ᵀ op(a)`` as ``_
 and reports the worst relative error over outputs, final states and every gradient against
 the float64 reference (``fusedrnn.testing``), beside SPEC §6's bfloat16 bound.
 
+``--low-rank`` instead runs the Triton sweep itself (``TRITON_INTERPRET=1`` on a CPU) on
+problems with low-rank rounds, as it rounds (``mogrifier.SPLIT_BELOW_K``) and with ``hi + lo``
+in every product.
+
     python bench/bf16_mogrifier_error.py [--json PATH]
+    TRITON_INTERPRET=1 python bench/bf16_mogrifier_error.py --low-rank [--json PATH]
 """
 import argparse
 import json
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
 
 from fusedrnn import reference, testing
 from fusedrnn.precision import tolerance
+from fusedrnn.triton_kernels import mogrifier
 
 #: Small problems (few terms per sum: where rounding shows most) by width, over these
 #: ``(T, B)``, call variants and seeds; then benchmark-like shapes ``(T, B, I, H)``.
@@ -30,6 +37,10 @@ VARIANTS = (dict(), dict(lengths=True), dict(reverse=True, lengths=True), dict(w
 SMALL_SEEDS = range(12)
 LARGE_SHAPES = ((64, 16, 128, 128), (64, 16, 256, 256), (32, 64, 512, 512))
 LARGE_SEEDS = range(3)
+#: ``--low-rank``: ``(T, B, I, H)`` and every round's rank, 5 rounds, lengths drawn, 6 seeds each.
+LOW_RANK_CASES = (((4, 16, 64, 64), 8), ((4, 16, 64, 64), 16), ((4, 16, 64, 64), 32), ((4, 16, 128, 128), 16),
+                  ((2, 64, 128, 128), 32), ((4, 4, 32, 32), 16), ((6, 1, 64, 64), 16))
+LOW_RANK_SEEDS = range(6)
 
 
 def rounded(a):
@@ -91,8 +102,22 @@ def worst_errors(cases):
     return worst
 
 
+def triton_low_rank_errors(shape, rank):
+    """The worst relative error of the Triton sweep on low-rank problems, as it rounds and split everywhere."""
+    worst = {}
+    for name, split_below in (("split", 2 ** 31 - 1), ("rounded", mogrifier.SPLIT_BELOW_K)):
+        with mock.patch.object(mogrifier, "SPLIT_BELOW_K", split_below):
+            for seed in LOW_RANK_SEEDS:
+                torch.manual_seed(seed)
+                problem = testing.random_problem("mogrifier", shape, lengths=True, weight_options=dict(mogrify_rank=rank))
+                error = testing.check(testing.on_backend("triton"), testing.ground_truth(problem, torch.bfloat16)).error
+                worst[name] = max(worst.get(name, 0.0), error)
+    return worst
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--low-rank", action="store_true", help="the Triton sweep on low-rank problems")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
     bound = tolerance(torch.bfloat16, "cpu")
@@ -101,16 +126,20 @@ def main():
               for width in SMALL_WIDTHS]
     groups += [(f"T, B, I, H = {', '.join(map(str, shape))}", [(shape, {}, seed) for seed in LARGE_SEEDS])
                for shape in LARGE_SHAPES]
+    if args.low_rank:
+        groups = [(f"T, B, I, H = {', '.join(map(str, shape))}, rank {rank}", (shape, rank))
+                  for shape, rank in LOW_RANK_CASES]
     rows = []
     print(f"| problems | cases | with hi + lo | one rounding | SPEC bound |\n|---|---|---|---|---|")
     for label, cases in groups:
-        worst = worst_errors(cases)
-        rows.append({"problems": label, "cases": len(cases), **worst, "tolerance": bound})
-        print(f"| {label} | {len(cases)} | {worst['split']:.2e} | {worst['rounded']:.2e} | {bound:.0e} |", flush=True)
+        worst = triton_low_rank_errors(*cases) if args.low_rank else worst_errors(cases)
+        count = len(LOW_RANK_SEEDS) if args.low_rank else len(cases)
+        rows.append({"problems": label, "cases": count, **worst, "tolerance": bound})
+        print(f"| {label} | {count} | {worst['split']:.2e} | {worst['rounded']:.2e} | {bound:.0e} |", flush=True)
     if args.json:
+        command = "python bench/bf16_mogrifier_error.py" + (" --low-rank" if args.low_rank else "")
         with open(args.json, "w") as out:
-            json.dump({"command": "python bench/bf16_mogrifier_error.py --json " + args.json, "rows": rows}, out,
-                      indent=1)
+            json.dump({"command": f"{command} --json {args.json}", "rows": rows}, out, indent=1)
 
 
 if __name__ == "__main__":

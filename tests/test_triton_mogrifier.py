@@ -66,13 +66,30 @@ def test_many_tiles(shape, rounds, dtype, small_tiles):
     compare(case, shape, dtype, "cpu", lengths=True, reverse=rounds == 5)
 
 
-@pytest.mark.parametrize("rank", [None, 16], ids=["full-rank", "rank16"])
+@pytest.mark.parametrize("rank", [None, 16, 8], ids=["full-rank", "rank16", "rank8"])
 def test_bfloat16_rounds_once_only_where_the_bound_holds(rank):
-    """Every product here sums at least 16 terms: full rank, each float32 operand is rounded to
-    bfloat16 once; with low-rank rounds every product keeps ``hi + lo`` (``split_below_k``:
-    rounding once took the factors' gradients to 3.3-3.9e-2 at this shape)."""
+    """A bfloat16 product over at least ``SPLIT_BELOW_K`` = 16 terms rounds its float32 operand
+    once, full rank or low: every product here but the rank-8 rounds' 8-term ones, which keep
+    ``hi + lo`` (their gradients then stay float32). One rounding gave 1.0-1.2e-2 with low-rank
+    rounds against 3.4-3.6e-3 split (bench/results/bf16-mogrifier/)."""
     compare(({"mogrify_steps": 5, "mogrify_rank": rank}, {}), (4, 16, 64, 64), torch.bfloat16, "cpu", lengths=True,
             reverse=False)
+
+
+def test_a_rank_padded_past_its_terms_keeps_every_product_split():
+    """Rounds of mixed ranks share one padded rank (``_round_tensors``): a rank-5 round's
+    products then run over ``K`` = 18, zeros included, and ``K`` no longer says how few terms
+    they sum; such a call splits every bfloat16 product, a call of one rank only the short ones."""
+    def rounds(*ranks):
+        return [torch.zeros(4, 4) if rank is None else (torch.zeros(4, rank), torch.zeros(rank, 4)) for rank in ranks]
+
+    every = 2 ** 31 - 1
+    assert mogrifier.split_below_k(rounds(17, None, 5, 18, None)) == every
+    assert mogrifier.split_below_k(rounds(8, 8, None)) == mogrifier.split_below_k(rounds(16, 32)) == 16
+    assert mogrifier.split_below_k(rounds(None, None)) == 16
+    assert mogrifier.gradient_dtype(torch.bfloat16, every, 64, 64, 64, 18) == torch.float32
+    assert mogrifier.gradient_dtype(torch.bfloat16, 16, 64, 64, 64, 8) == torch.float32
+    assert mogrifier.gradient_dtype(torch.bfloat16, 16, 64, 64, 64, 16) == torch.bfloat16
 
 
 def test_float16_saves_about_half_the_bytes_of_float32():

@@ -70,6 +70,13 @@ from .common import dot, grid_barrier, input_guard, sigmoid, split_gates, tanh
 #: The most rounds the kernels unroll (the paper tunes ``r`` in 4..6).
 MAX_ROUNDS = 8
 
+#: The kernels' ``SPLIT_BELOW_K``: a bfloat16 product over fewer terms takes its float32
+#: operand as ``hi + lo``, two products (bfloat16 keeps 8 bits, and over a handful of terms one
+#: rounding can cost twice SPEC's 2e-2); from 16 terms on it rounds the operand once. One
+#: rounding keeps 2e-2 from 8 terms on at full rank, and gave at most 1.2e-2 with low-rank
+#: rounds (ranks 8 to 32; bench/results/bf16-mogrifier/).
+SPLIT_BELOW_K = 16
+
 
 # --------------------------------------------------------------------------- device functions
 
@@ -115,7 +122,7 @@ def _product(acc, p_a, p_w, o_w, m_w, stride_wk, offs_b, B, K, BLOCK_K: tl.const
     """
     mask_b = offs_b[:, None] < B
     # A half-precision product rounds A to 8 or 11 bits. A bfloat16 one over fewer than
-    # SPLIT_BELOW_K terms (split_below_k) takes A as hi + lo: two products, both on tensor cores.
+    # SPLIT_BELOW_K terms takes A as hi + lo: two products, both on tensor cores.
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         b_a = tl.load(p_a + offs_b[:, None] * K + offs_k[None, :], mask=mask_b & (offs_k[None, :] < K),
@@ -517,24 +524,25 @@ def _layout(batch_size, input_size, hidden_size, low_rank, dtype, device):
                               device_index)
 
 
-def split_below_k(low_rank: int) -> int:
-    """The kernels' ``SPLIT_BELOW_K``: a bfloat16 product over fewer terms rounds its float32
-    operand as ``hi + lo``, two products (bfloat16 keeps 8 bits; over a handful of terms one
-    rounding can cost twice SPEC's 2e-2). Full rank: 16, since from 8 terms on one rounding
-    keeps 2e-2 (bench/results/bf16-mogrifier/). With a low-rank round (``low_rank``, the
-    :func:`low_rank_mask`), always: one rounding took its factors' gradients to 3.9e-2."""
-    return 16 if low_rank == 0 else 2 ** 31 - 1
+def split_below_k(weights) -> int:
+    """The kernels' ``SPLIT_BELOW_K`` for a call with these rounds (full-rank matrices and
+    ``(left, right)`` pairs): :data:`SPLIT_BELOW_K`, unless a round of a rank under it is padded
+    to a larger one (:func:`_round_tensors`, mixed ranks): its products then sum fewer terms
+    than their ``K`` says, so every product keeps ``hi + lo``."""
+    ranks = {weight[0].shape[1] for weight in weights if isinstance(weight, tuple)}
+    return 2 ** 31 - 1 if len(ranks) > 1 and min(ranks) < SPLIT_BELOW_K else SPLIT_BELOW_K
 
 
-def gradient_dtype(dtype: torch.dtype, low_rank: int, input_size: int, hidden_size: int, rows: int) -> torch.dtype:
-    """The dtype of the backward's ``dz``, round gradients and low-rank intermediates, for
-    ``rows = T·B``. Products read them (in the sweep, and the weight gradients after it), and
-    a product rounds its operands to ``dtype`` anyway; so does every bfloat16 product but the
-    split ones (:func:`split_below_k`: over fewer than it terms, ``I`` or ``H``). The bias
-    gradients, their sums over the rows, then add rounded terms: in bfloat16 that took the
+def gradient_dtype(dtype: torch.dtype, split_below: int, *terms: int) -> torch.dtype:
+    """The dtype of the backward's ``dz``, round gradients and low-rank intermediates, given the
+    call's :func:`split_below_k` and the lengths of the sums that read them: ``I``, ``H``, the
+    ``T·B`` rows and, with low-rank rounds, the rank. Products read them (in the sweep, and the
+    weight gradients after it), and a product over at least ``split_below`` terms rounds its
+    operands to ``dtype`` anyway; a shorter bfloat16 one splits them, which needs float32. The
+    bias gradients, their sums over the rows, then add rounded terms: in bfloat16 that took the
     worst round-bias gradient from 0.8e-2 to 1.1e-2 at 16 or more rows, and from 1.0e-2 to
     1.5e-2 below (against 2e-2; TRITON_INTERPRET, widths 16 to 64), so fewer rows keep float32."""
-    if dtype == torch.bfloat16 and min(input_size, hidden_size, rows) < split_below_k(low_rank):
+    if dtype == torch.bfloat16 and min(terms) < split_below:
         return torch.float32
     return dtype
 
@@ -564,17 +572,17 @@ def _launchable_layout(batch_size, input_size, hidden_size, rounds, low_rank, dt
 
 def _compile(batch_size, input_size, hidden_size, rounds, low_rank, dtype, config):
     """Compiles (without launching) both kernels with every optional input, as a call
-    that saves for the backward would launch them (over at least 16 rows: with fewer, the
-    launch compiles its :func:`gradient_dtype` variant itself)."""
+    that saves for the backward would launch them (over at least 16 rows, full rank or of rank
+    16 or more: otherwise the launch compiles its :func:`gradient_dtype` variant itself)."""
     f32, i32, i64, saved = torch.float32, torch.int32, torch.int64, common.SAVED_DTYPE[dtype]
-    grad = gradient_dtype(dtype, low_rank, input_size, hidden_size, rows=16)
+    grad = gradient_dtype(dtype, SPLIT_BELOW_K, input_size, hidden_size, 16)
     x_rounds, h_rounds = (dtype if (rounds + 1) // 2 else None), (dtype if rounds // 2 else None)
     x_buffers, h_buffers = (saved if x_rounds else None), (saved if h_rounds else None)
     x_grads, h_grads = (grad if x_rounds else None), (grad if h_rounds else None)
     w_round, thin, d_thin = (dtype if rounds else None), (saved if low_rank else None), (grad if low_rank else None)
     sizes = (2, batch_size, input_size, hidden_size, 3, 16, input_size * hidden_size)  # ..., T_BUF, RANK, stride_w
     launch = dict(grid=(config.programs,), ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=False,
-                  SPLIT_BELOW_K=split_below_k(low_rank), **config.constexprs(), **config.launch_options(),
+                  SPLIT_BELOW_K=SPLIT_BELOW_K, **config.constexprs(), **config.launch_options(),
                   **common.dot_options(dtype))
     forward = _mogrifier_fwd_kernel.warmup(
         dtype, i64, dtype, dtype, f32, w_round, x_rounds, h_rounds,
@@ -682,7 +690,7 @@ def _forward_buffers(x, hidden_size, rounds, rank, save):
 
 @input_guard
 def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, w_round, rank, q_bias, r_bias, lengths, *, reverse,
-                  rounds, low_rank, save, config):
+                  rounds, low_rank, split_below, save, config):
     """Launches the forward sweep.
 
     Args:
@@ -691,7 +699,7 @@ def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, w_round, rank, q_bias, 
         w_round, rank, q_bias, r_bias: as from :func:`_round_tensors` (``rank`` 0 when no
             round is low rank).
         lengths: ``(B,)`` int64 or ``None``.
-        low_rank: :func:`low_rank_mask` of the rounds.
+        low_rank: :func:`low_rank_mask` of the rounds; split_below: their :func:`split_below_k`.
         save: keep the buffers the backward reads.
     Returns:
         ``output (T, B, H), h_n, c_n (B, H)`` and the buffers of :func:`_forward_buffers`.
@@ -708,7 +716,7 @@ def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, w_round, rank, q_bias, 
         x, lengths, weight_ih, weight_hh, bias, w_round, q_bias, r_bias,
         out, hs, xs, cs, s_x, s_h, gates, thin, torch.zeros(1, dtype=torch.int32, device=x.device),
         seq_len, batch_size, input_size, hidden_size, t_buf, rank, _stride(w_round),
-        ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, SPLIT_BELOW_K=split_below_k(low_rank),
+        ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, SPLIT_BELOW_K=split_below,
         **common.dot_options(x.dtype), **config.constexprs(), **config.launch_options())
     # Copies: an operator's outputs must not share storage, and hs and cs are saved.
     h_n, c_n = hs[0, last % t_buf].to(x.dtype, copy=True), cs[last % t_buf].to(x.dtype, copy=True)
@@ -717,10 +725,11 @@ def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, w_round, rank, q_bias, 
 
 @input_guard
 def mogrifier_bwd(x, lengths, weight_ih, weight_hh, w_round, rank, saved, d_out, d_h_n, d_c_n, *, reverse, rounds,
-                  low_rank, config):
+                  low_rank, split_below, config):
     """Launches the backward sweep, then forms the weight gradients over all ``T·B`` rows.
 
-    ``saved``: the forward's buffers (:func:`_forward_buffers`). Returns ``d_x, d_h0, d_c0, d_weight_ih,
+    ``saved``: the forward's buffers (:func:`_forward_buffers`); other arguments as in
+    :func:`mogrifier_fwd`. Returns ``d_x, d_h0, d_c0, d_weight_ih,
     d_weight_hh``, ``d_bias (4H,)`` and the lists ``d_rounds`` (one per round: ``(I, H)`` or
     ``(H, I)``, or for a low-rank round the pair of its factors' gradients, padded to ``rank``)
     and ``d_round_biases``.
@@ -729,9 +738,8 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, w_round, rank, saved, d_out,
     hidden_size = weight_hh.shape[1]
     n_x, n_h = (rounds + 1) // 2, rounds // 2
     hs, xs, cs, thin, s_x, s_h, gates = saved
-    grad_buffer = functools.partial(
-        _buffer, dtype=gradient_dtype(x.dtype, low_rank, input_size, hidden_size, seq_len * batch_size),
-        device=x.device)
+    sums = (input_size, hidden_size, seq_len * batch_size) + ((rank,) if low_rank else ())
+    grad_buffer = functools.partial(_buffer, dtype=gradient_dtype(x.dtype, split_below, *sums), device=x.device)
     float32 = functools.partial(_buffer, dtype=torch.float32, device=x.device)
     dz = grad_buffer(seq_len, batch_size, 4 * hidden_size)
     da_x = grad_buffer(n_x, seq_len, batch_size, input_size)
@@ -745,10 +753,10 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, w_round, rank, saved, d_out,
         float32(batch_size, input_size), float32(batch_size, hidden_size), d_h, d_c, d_x,
         torch.zeros(1, dtype=torch.int32, device=x.device),
         seq_len, batch_size, input_size, hidden_size, seq_len + 1, rank, _stride(w_round),
-        ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, SPLIT_BELOW_K=split_below_k(low_rank),
+        ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, SPLIT_BELOW_K=split_below,
         **common.dot_options(x.dtype), **config.constexprs(), **config.launch_options())
 
-    row_product = functools.partial(_row_product, dtype=x.dtype, split_below=split_below_k(low_rank))
+    row_product = functools.partial(_row_product, dtype=x.dtype, split_below=split_below)
     d_weight_ih = row_product(dz, _chain_x(x, xs, 2 * n_x - 1, seq_len))
     d_weight_hh = row_product(dz, _chain_h(hs, 2 * n_h, seq_len, reverse))
     d_rounds, d_round_biases = [], []
@@ -789,7 +797,8 @@ def _forward_op(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mogrify_weigh
         w_round, rank, q_bias, r_bias = _round_tensors(weights, mogrify_biases or None)
         out, h_n, c_n, buffers = mogrifier_fwd(
             x, h0, c0, weight_ih, weight_hh, summed_bias(bias_ih, bias_hh), w_round, rank, q_bias, r_bias, lengths,
-            reverse=reverse, rounds=len(weights), low_rank=low_rank_mask(mogrify_low_rank), save=save,
+            reverse=reverse, rounds=len(weights), low_rank=low_rank_mask(mogrify_low_rank),
+            split_below=split_below_k(weights), save=save,
             config=config_for(x.shape[1], x.shape[2], weight_hh.shape[1], mogrify_low_rank, x.dtype, x.device))
     return out, h_n, c_n, [_or_empty(buffer if save else None, x) for buffer in buffers]
 
@@ -825,7 +834,7 @@ def _backward_op(d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, mogrify_weights, 
         *grads, d_rounds, d_round_biases = mogrifier_bwd(
             x, lengths, weight_ih, weight_hh, w_round, rank, [buffer if buffer.numel() else None for buffer in saved],
             d_out, d_h_n, d_c_n, reverse=reverse, rounds=len(weights), low_rank=low_rank_mask(mogrify_low_rank),
-            config=config_for(x.shape[1], x.shape[2], weight_hh.shape[1], mogrify_low_rank, x.dtype, x.device))
+            split_below=split_below_k(weights), config=config_for(x.shape[1], x.shape[2], weight_hh.shape[1], mogrify_low_rank, x.dtype, x.device))
     # A low-rank round's factors' gradients without the padding to the largest rank.
     d_rounds = [(d_round[0][:, :weight[0].shape[1]], d_round[1][:weight[0].shape[1]])
                 if isinstance(weight, tuple) else d_round for weight, d_round in zip(weights, d_rounds)]

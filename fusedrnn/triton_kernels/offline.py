@@ -77,9 +77,9 @@ def mogrifier_kernels(dtype, rounds, low_rank=0, lengths=True, bias=True, round_
                       hidden_size=256):
     """Likewise for the Mogrifier as ``mogrifier_fwd`` and ``mogrifier_bwd`` launch it with ``rounds``
     rounds, ``low_rank`` the :func:`mogrifier.low_rank_mask` of those that are low rank, and
-    ``I = H = hidden_size`` over 16 rows (which decide :func:`mogrifier.gradient_dtype`)."""
+    ``I = H = hidden_size`` over 16 rows, of rank 16 if any (which decide :func:`mogrifier.gradient_dtype`)."""
     t, f32, kept = dtype, torch.float32, common.SAVED_DTYPE[dtype]
-    grad = mogrifier.gradient_dtype(dtype, low_rank, hidden_size, hidden_size, rows=16)
+    grad = mogrifier.gradient_dtype(dtype, mogrifier.SPLIT_BELOW_K, hidden_size, hidden_size, 16)
     x_rounds, h_rounds = (rounds + 1) // 2 > 0, rounds // 2 > 0
     round_bias = round_bias and rounds > 0
     shared = dict(x=_pointer(t), lengths=_pointer("i64", lengths), w_ih=_pointer(t), w_hh=_pointer(t))
@@ -94,7 +94,7 @@ def mogrifier_kernels(dtype, rounds, low_rank=0, lengths=True, bias=True, round_
                     s_h=_pointer(kept, h_rounds), gates=_pointer(kept), dz=_pointer(grad),
                     da_x=_pointer(grad, x_rounds), da_h=_pointer(grad, h_rounds), d_thin=_pointer(grad, low_rank != 0),
                     g_x="*fp32", g_h="*fp32", d_h="*fp32", d_c="*fp32", d_x=_pointer(t), counter="*i32", **sizes)
-    split = mogrifier.split_below_k(low_rank)
+    split = mogrifier.SPLIT_BELOW_K
     forward_flags = dict(ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, HAS_LENGTHS=lengths, HAS_BIAS=bias,
                          HAS_ROUND_BIAS=round_bias, SAVE=save, SPLIT_BELOW_K=split)
     backward_flags = dict(ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, HAS_LENGTHS=lengths, SPLIT_BELOW_K=split)
