@@ -19,9 +19,11 @@ product over ``[x | h]`` gives every gate of a unit, instead of eight products t
 re-read ``x`` or ``h``, and the step, the heaviest phase, spreads over ``4H / BLOCK_N``
 tiles. With ``P = 1`` (the CPU interpreter) the code path is the same and every barrier
 opens at once. No matrix stays in registers or shared memory: every
-phase re-reads its weight tiles in ``BLOCK_K`` chunks (from L2 once warm), the simplest
-split that runs any ``I``, ``H`` and ``r``; keeping slices resident is the next step for
-speed.
+phase re-reads its weight tiles in ``BLOCK_K`` chunks (from L2 once warm, copied a few chunks
+ahead where the sizes are multiples of 16), the simplest split that runs any ``I``, ``H`` and
+``r``. Resident slices would save those copies, about 1.7 MB a step from L2 at ``H = 256``;
+whether that is much of a step is for a GPU run to say (``bench/mogrifier_variants.py``
+times a round).
 
 Backward (SPEC §3): per step the LSTM backward gives ``dz``; the phases after it form
 ``g_x = dz W_ih``, ``g_h = dz W_hh`` and undo the rounds ``j = r..1``, each phase doing one
