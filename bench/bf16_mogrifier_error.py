@@ -105,7 +105,7 @@ def worst_errors(cases):
 def triton_low_rank_errors(shape, rank):
     """The worst relative error of the Triton sweep on low-rank problems, as it rounds and split everywhere."""
     worst = {}
-    for name, split_below in (("split", 2 ** 31 - 1), ("rounded", mogrifier.SPLIT_BELOW_K)):
+    for name, split_below in (("split", mogrifier.SPLIT_EVERY), ("rounded", mogrifier.SPLIT_BELOW_K)):
         with mock.patch.object(mogrifier, "SPLIT_BELOW_K", split_below):
             for seed in LOW_RANK_SEEDS:
                 torch.manual_seed(seed)

@@ -13,10 +13,7 @@ interpreter layout (``TRITON_INTERPRET=1``): a dry run.
 """
 import argparse
 import dataclasses
-import datetime
 import functools
-import json
-import shlex
 import sys
 from unittest import mock
 
@@ -26,7 +23,7 @@ from fusedrnn.cells import MOGRIFY_STEPS
 from fusedrnn.bench.cli import parse_shape
 from fusedrnn.bench.implementations import implementation
 from fusedrnn.bench.measure import DTYPES, Config, measure, truth_for
-from fusedrnn.bench.report import SCHEMA, machine_info, table
+from fusedrnn.bench.report import results_document, save, table
 from fusedrnn.triton_kernels import layout, lstm, mogrifier
 from fusedrnn.triton_kernels.mogrifier import GPU_BLOCK_K, GPU_BLOCK_N, GPU_NUM_WARPS
 
@@ -133,15 +130,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
-    document = {"schema": SCHEMA, "command": shlex.join(["python", "bench/layouts.py"] + argv),
-                "date": datetime.date.today().isoformat(), "machine": machine_info(device), "rows": rows}
+    document = results_document(["python", "bench/layouts.py"] + argv, device, rows)
     for cell in args.cells:
         for (b, t, i, h) in args.shapes:
             for dtype in args.dtypes:
                 rows += measure_layouts(Config(cell, b, t, i, h, dtype), device)
-                if args.json:  # after every shape: a run stopped by a time limit keeps its rows
-                    with open(args.json, "w") as file:
-                        file.write(json.dumps(document, indent=1) + "\n")
+                if args.json:  # after every shape
+                    save(document, args.json)
     print(table(rows))
     return 1 if any(r["status"] in ("wrong", "error") for r in rows) else 0
 

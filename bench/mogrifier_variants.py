@@ -10,9 +10,6 @@ run; ``bash bench/gpu_run.sh`` runs it:
 On a CPU it runs the Triton interpreter (``TRITON_INTERPRET=1``) or ``--backend cpu``: a dry run.
 """
 import argparse
-import datetime
-import json
-import shlex
 import sys
 
 import torch
@@ -20,7 +17,7 @@ import torch
 from fusedrnn.bench.cli import parse_shape
 from fusedrnn.bench.implementations import implementation
 from fusedrnn.bench.measure import DTYPES, Config, measure
-from fusedrnn.bench.report import SCHEMA, machine_info, table
+from fusedrnn.bench.report import results_document, save, table
 from fusedrnn.cells import MOGRIFY_STEPS
 from fusedrnn.testing import ground_truth, random_problem
 
@@ -58,10 +55,11 @@ def summary(rows) -> str:
         full = sorted((r for r in timed if r["mogrify_rank"] is None), key=lambda r: r["mogrify_steps"])
         low = [r for r in timed if r["mogrify_rank"] is not None]
         if len(full) >= 2:
-            per_round = (full[-1]["us_per_step"] - full[0]["us_per_step"]) / (full[-1]["mogrify_steps"] - full[0]["mogrify_steps"])
+            fewest, most = full[0], full[-1]
+            per_round = (most["us_per_step"] - fewest["us_per_step"]) / (most["mogrify_steps"] - fewest["mogrify_steps"])
             line = f"B{b} T{t} H{h} {dtype} {direction}: one round {per_round:.1f} µs per step"
-            if low and low[0]["mogrify_steps"] == full[-1]["mogrify_steps"]:
-                line += f"; rank {low[0]['mogrify_rank']} {full[-1]['median_ms'] / low[0]['median_ms']:.2f}× full rank"
+            if low and low[0]["mogrify_steps"] == most["mogrify_steps"]:
+                line += f"; rank {low[0]['mogrify_rank']} {most['median_ms'] / low[0]['median_ms']:.2f}× full rank"
             lines.append(line)
     return "\n".join(lines)
 
@@ -80,14 +78,12 @@ def main(argv=None):
         parser.error("--rounds takes two or more different counts, none negative")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
-    document = {"schema": SCHEMA, "command": shlex.join(["python", "bench/mogrifier_variants.py"] + argv),
-                "date": datetime.date.today().isoformat(), "machine": machine_info(device), "rows": rows}
+    document = results_document(["python", "bench/mogrifier_variants.py"] + argv, device, rows)
     for (b, t, i, h) in args.shapes:
         for dtype in args.dtypes:
             rows += measure_variants(Config("mogrifier", b, t, i, h, dtype), device, sorted(args.rounds), args.backend)
-            if args.json:  # after every shape: a run stopped by a time limit keeps its rows
-                with open(args.json, "w") as file:
-                    file.write(json.dumps(document, indent=1) + "\n")
+            if args.json:  # after every shape
+                save(document, args.json)
     print(table(rows))
     print(summary(rows))
     return 1 if any(r["status"] in ("wrong", "error") for r in rows) else 0

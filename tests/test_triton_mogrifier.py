@@ -83,7 +83,7 @@ def test_a_rank_padded_past_its_terms_keeps_every_product_split():
     def rounds(*ranks):
         return [torch.zeros(4, 4) if rank is None else (torch.zeros(4, rank), torch.zeros(rank, 4)) for rank in ranks]
 
-    every = 2 ** 31 - 1
+    every = mogrifier.SPLIT_EVERY
     assert mogrifier.split_below_k(rounds(17, None, 5, 18, None)) == every
     assert mogrifier.split_below_k(rounds(8, 8, None)) == mogrifier.split_below_k(rounds(16, 32)) == 16
     assert mogrifier.split_below_k(rounds(None, None)) == 16

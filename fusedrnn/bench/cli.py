@@ -3,10 +3,8 @@ fusedrnn than what you run now, for your sizes?"""
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import json
-import shlex
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -143,13 +141,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads or PRESET_THREADS.get(preset) or previous_threads)
     rows = []
-    document = {"schema": report.SCHEMA, "command": shlex.join(["python", "-m", "fusedrnn.bench"] + argv),
-                "date": datetime.date.today().isoformat(), "machine": report.machine_info(device),
-                "planned_rows": sum(len(pairs) for pairs in grid.values()), "rows": rows}
+    document = report.results_document(["python", "-m", "fusedrnn.bench"] + argv, device, rows,
+                                       planned_rows=sum(len(pairs) for pairs in grid.values()))
 
-    def save():  # at the start and after every configuration: a run stopped by a time limit keeps its rows
+    def save():  # at the start and after every configuration
         if args.json:
-            args.json.write_text(json.dumps(document, indent=1) + "\n")
+            report.save(document, args.json)
 
     try:
         print(f"# fusedrnn benchmark on {report.machine_summary(document['machine'])}\n# {document['planned_rows']} "

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
+import json
 import os
 import platform
+import shlex
 import subprocess
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import torch
 
@@ -37,6 +40,19 @@ def machine_info(device: torch.device) -> Dict[str, object]:
                                  capture_output=True, text=True, timeout=10, check=True).stdout
             info.update(zip(("driver", "sm_clock", "max_sm_clock"), out.strip().split(", ")))
     return info
+
+
+def results_document(command: Sequence[str], device: torch.device, rows: List[dict], **fields) -> Dict[str, object]:
+    """A results file: the command, the date, the machine, ``fields`` and ``rows`` (the list the
+    run appends to). :func:`save` writes it as JSON; ``--report`` reads it back."""
+    return {"schema": SCHEMA, "command": shlex.join(command), "date": datetime.date.today().isoformat(),
+            "machine": machine_info(device), **fields, "rows": rows}
+
+
+def save(document: Dict[str, object], path) -> None:
+    """Writes ``document`` to ``path``; a run calls it after every configuration, so that one
+    stopped by a time limit keeps the rows it finished."""
+    Path(path).write_text(json.dumps(document, indent=1) + "\n")
 
 
 def machine_summary(info: Dict[str, object]) -> str:

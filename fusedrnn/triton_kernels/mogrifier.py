@@ -78,6 +78,8 @@ MAX_ROUNDS = 8
 #: rounding keeps 2e-2 from 8 terms on at full rank, and gave at most 1.2e-2 with low-rank
 #: rounds (ranks 8 to 32; bench/results/bf16-mogrifier/).
 SPLIT_BELOW_K = 16
+#: ``SPLIT_BELOW_K`` for a call whose every bfloat16 product splits (:func:`split_below_k`).
+SPLIT_EVERY = 2 ** 31 - 1
 
 
 # --------------------------------------------------------------------------- device functions
@@ -532,7 +534,7 @@ def split_below_k(weights) -> int:
     to a larger one (:func:`_round_tensors`, mixed ranks): its products then sum fewer terms
     than their ``K`` says, so every product keeps ``hi + lo``."""
     ranks = {weight[0].shape[1] for weight in weights if isinstance(weight, tuple)}
-    return 2 ** 31 - 1 if len(ranks) > 1 and min(ranks) < SPLIT_BELOW_K else SPLIT_BELOW_K
+    return SPLIT_EVERY if len(ranks) > 1 and min(ranks) < SPLIT_BELOW_K else SPLIT_BELOW_K
 
 
 def gradient_dtype(dtype: torch.dtype, split_below: int, *terms: int) -> torch.dtype:
@@ -836,7 +838,8 @@ def _backward_op(d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, mogrify_weights, 
         *grads, d_rounds, d_round_biases = mogrifier_bwd(
             x, lengths, weight_ih, weight_hh, w_round, rank, [buffer if buffer.numel() else None for buffer in saved],
             d_out, d_h_n, d_c_n, reverse=reverse, rounds=len(weights), low_rank=low_rank_mask(mogrify_low_rank),
-            split_below=split_below_k(weights), config=config_for(x.shape[1], x.shape[2], weight_hh.shape[1], mogrify_low_rank, x.dtype, x.device))
+            split_below=split_below_k(weights),
+            config=config_for(x.shape[1], x.shape[2], weight_hh.shape[1], mogrify_low_rank, x.dtype, x.device))
     # A low-rank round's factors' gradients without the padding to the largest rank.
     d_rounds = [(d_round[0][:, :weight[0].shape[1]], d_round[1][:weight[0].shape[1]])
                 if isinstance(weight, tuple) else d_round for weight, d_round in zip(weights, d_rounds)]
