@@ -19,7 +19,8 @@ and sm_80. Any compile error fails it (exit 1). What it compiles:
 
 Flags and rounds change which code is traced, so they are compiled for every Triton
 and architecture; the layout grid changes only sizes, tiles and warps, so CI compiles
-it under the Triton it tests with. ``python -m fusedrnn.triton_kernels.compile_check
+it under our GPU machine's Triton and the oldest, whose picks differ (``layout.narrowest_dot``,
+``layout.FLOAT32_BLOCK_K``). ``python -m fusedrnn.triton_kernels.compile_check
 --arch 90 80 --layouts --jobs 2`` (run with ``TRITON_INTERPRET`` unset).
 """
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
@@ -35,6 +36,27 @@ FP_FUSION = True
 #: Hidden units per program on a GPU: 16 was the fastest slice on our H100 for
 #: H = 128, 256 and 512 (PERF_NOTES.md); narrower only when 16 does not fit.
 PREFERRED_BLOCK_H = 16
+
+TRITON_VERSION = tuple(int(part) for part in re.findall(r"\d+", triton.__version__)[:2])
+
+#: The widest float32 reduction chunk. Triton 3.3's float32 backward needs far more registers
+#: per chunk than later releases' (sm_90, B = 16, H = 256, 8 warps: 128-wide chunks spilled 92
+#: accesses a step at 255 registers, where 3.4 used 255 without a spill in a loop and 3.7.1
+#: 128); 64-wide chunks spill nothing there.
+FLOAT32_BLOCK_K = 64 if TRITON_VERSION < (3, 4) else None
+
+
+@functools.lru_cache(maxsize=None)
+def narrowest_dot() -> int:
+    """The narrowest ``tl.dot`` output this Triton lowers for NVIDIA GPUs: 16 up to 3.4, 1
+    since 3.5. The backward's product is ``block_h`` wide, so narrower slices wait for 3.5."""
+    try:
+        import triton.language as tl
+        from triton.backends.compiler import GPUTarget
+        from triton.backends.nvidia.compiler import min_dot_size
+        return min_dot_size(GPUTarget("cuda", 90, 32))(tl.float16, tl.float16)[1]
+    except (ImportError, AttributeError, TypeError):  # a release that moved it: the old bound is safe
+        return 16
 
 
 @dataclass(frozen=True)
@@ -182,7 +204,7 @@ def _gpu_configs(hidden_size, batch_size, element_size, multiprocessors, vector=
     hidden_pad = next_power_of_2(hidden_size)
     vector = vector_loads(hidden_size) if vector is None else vector
     align = hidden_alignment(hidden_size)
-    widths = [w for w in (PREFERRED_BLOCK_H, 8, 4, 32, 64, 128, 256) if w <= hidden_pad]
+    widths = [w for w in (PREFERRED_BLOCK_H, 8, 4, 32, 64, 128, 256) if narrowest_dot() <= w <= hidden_pad]
     if hidden_pad <= 64:
         widths.insert(0, hidden_pad)  # small H: one program, h in registers
     within_budget, over_budget = [], []
@@ -206,7 +228,8 @@ def _fitting_config(block_b, block_h, hidden_pad, programs_h, programs_b, elemen
     """The widest reduction chunk, then the fewest warps, that fit the budgets; failing the
     register budget, the one with the least register pressure within ``REGISTER_LIMIT``."""
     candidates = []
-    for block_k in dict.fromkeys(k for k in (hidden_pad, 128, 64, 32) if k <= hidden_pad):
+    widest = FLOAT32_BLOCK_K if element_size == 4 and FLOAT32_BLOCK_K else hidden_pad
+    for block_k in dict.fromkeys(k for k in (hidden_pad, 128, 64, 32) if k <= min(hidden_pad, widest)):
         for num_warps in (4, 8, 16):
             config = SweepConfig(block_b, block_h, hidden_pad, programs_h, programs_b, num_warps,
                                  hidden_on_chip=programs_h == 1 and block_h == block_k == hidden_pad,
@@ -233,8 +256,8 @@ def first_launchable(configs, compile_kernels) -> Layout:
     ``compile_kernels(config)`` returns the compiled kernels (``JITFunction.warmup``);
     a config is tried only when the ones before it failed, so a working shape compiles
     once. A config that needs more of an SM than there is, or that the compiler rejects,
-    makes way for the next: a layout may be one that this Triton cannot lower (Triton 3.3
-    has no ``tl.dot`` narrower than 16, which the float32 backward's 8-unit tiles need).
+    makes way for the next: a layout may be one that this Triton cannot lower, though the
+    candidates already leave out what it is known not to (:func:`narrowest_dot`).
     When none compiles, the backend declines the call with the first compiler message
     instead of raising. On the interpreter nothing is compiled: the first config.
     """
