@@ -4,7 +4,8 @@ in a loop.
 ``layout._gpu_configs`` chooses the LSTM's layouts from an estimate
 (``SweepConfig.register_pressure``), ``mogrifier.gpu_config`` the Mogrifier's by rule; this
 checks both against the GPU compiler that ships with the installed Triton, so that a kernel
-change that makes a chosen layout spill fails on CPU CI. Each kernel is compiled as a launch
+change that makes a chosen layout spill fails on CPU CI (``compile_check --layouts`` checks the
+LSTM's picks over a larger grid under each Triton CI installs). Each kernel is compiled as a launch
 specialises it: pointers 16-byte aligned, sizes marked divisible by 16 where they are (what
 decides whether rows load in 16-byte vectors and chunks copy asynchronously).
 """

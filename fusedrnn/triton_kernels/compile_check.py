@@ -2,7 +2,8 @@
 
 The proof, in CPU-only CI, that a Triton release accepts our kernels: CI runs it under
 the oldest Triton we support, under our GPU machine's and under the newest, for sm_90
-and sm_80. Any compile error fails it (exit 1). What it compiles:
+and sm_80. Any compile error fails it (exit 1), and so does an LSTM layout of the grid below
+that the heuristic picks within its register budget and that spills in a loop. What it compiles:
 
 - **flags**: every flag combination a launch can make, on one layout per code path
   (``h`` on chip, a resident ``W_hh`` slice with an exchange, a chunked slice) for the
@@ -15,12 +16,13 @@ and sm_80. Any compile error fails it (exit 1). What it compiles:
   gradient buffers stay float32);
 - **layouts** (``--layouts``): every layout the heuristic picks over a grid of hidden
   sizes 16 to 2048 and batches 1 to 512 (non-powers of two included), in every dtype,
-  with every option on.
+  with every option on, for the first architecture; the LSTM's as a launch at that size
+  specialises it (what decides vector loads and asynchronous copies, and so registers).
 
 Flags and rounds change which code is traced, so they are compiled for every Triton
-and architecture; the layout grid changes only sizes, tiles and warps, so CI compiles
-it under our GPU machine's Triton and the oldest, whose picks differ (``layout.narrowest_dot``,
-``layout.FLOAT32_BLOCK_K``). ``python -m fusedrnn.triton_kernels.compile_check
+and architecture; the layout grid changes sizes, tiles and warps, and which layouts the
+heuristic picks depends on the Triton too (``layout.narrowest_dot``, ``layout.FLOAT32_BLOCK_K``),
+so CI compiles it under every Triton it checks. ``python -m fusedrnn.triton_kernels.compile_check
 --arch 90 80 --layouts --jobs 2`` (run with ``TRITON_INTERPRET`` unset).
 """
 from __future__ import annotations
@@ -96,13 +98,16 @@ def dtype_variants():
 
 
 def layout_variants():
-    """Every layout the heuristic picks first over the grid (what a launch compiles first)."""
+    """Every layout the heuristic picks first over the grid (what a launch compiles first), the
+    LSTM's as a launch at that ``B`` and ``H`` specialises it (``offline.launch_attributes``)."""
     seen = set()
     for dtype, hidden_size, batch_size in itertools.product(DTYPES, GRID_HIDDEN_SIZES, GRID_BATCH_SIZES):
         configs = layout._gpu_configs(hidden_size, batch_size, dtype.itemsize, MULTIPROCESSORS)
-        if configs and (configs[0], dtype) not in seen:
-            seen.add((configs[0], dtype))
-            yield f"lstm H={hidden_size} B={batch_size}", "lstm", configs[0], dtype, {}
+        key = (configs and configs[0], dtype, batch_size % 16 == 0, hidden_size % 16 == 0)
+        if configs and key not in seen:
+            seen.add(key)
+            sizes = {"B": batch_size, "H": hidden_size}
+            yield f"lstm H={hidden_size} B={batch_size}", "lstm", configs[0], dtype, {}, sizes
     for dtype, block_b in itertools.product(DTYPES, sorted({_mogrifier_layout(b).block_b for b in GRID_BATCH_SIZES})):
         yield f"mogrifier block_b={block_b}", "mogrifier", _mogrifier_layout(block_b), dtype, {"rounds": 5}
 
@@ -116,25 +121,40 @@ def _kernels(cell, dtype, flags):
 def jobs(plan):
     """One job per kernel (forward and backward apart) and architecture, for each
     ``(variants, archs)`` of ``plan``; a kernel with the same flags (the backward has
-    fewer), argument types and layout compiles once."""
+    fewer), argument types, layout and launch attributes compiles once. A variant is
+    ``(label, cell, config, dtype, flags)``, then the integer arguments of a launch to
+    compile as (default: none, the least the compiler may assume)."""
     seen = set()
     for variants, archs in plan:
-        for label, cell, config, dtype, flags in variants:
+        for label, cell, config, dtype, flags, *launch in variants:
             for (kernel, signature, kernel_flags), arch in itertools.product(_kernels(cell, dtype, flags), archs):
                 name = offline._jit_function(kernel).fn.__name__  # jobs cross processes by name
-                key = (name, config, dtype, tuple(sorted(kernel_flags.items())), tuple(signature.values()), arch)
+                sizes = launch[0] if launch else None
+                attributes = sizes and offline.launch_attributes(kernel, signature, sizes)
+                key = (name, config, dtype, tuple(sorted(kernel_flags.items())), tuple(signature.values()), arch,
+                       repr(attributes))
                 if key not in seen:
                     seen.add(key)
-                    yield label, name, signature, kernel_flags, config, dtype, arch
+                    yield label, name, signature, kernel_flags, config, dtype, arch, sizes
+
+
+def must_not_spill(job) -> bool:
+    """Whether ``job`` is an LSTM layout the heuristic picks within its register budget, compiled
+    as launched: such a kernel must not spill in a loop (past the budget it may: slower, still right)."""
+    label, name, signature, flags, config, dtype, arch, sizes = job
+    return bool(sizes) and name.startswith("_lstm") and (
+        config.register_pressure(dtype.itemsize, layout.vector_loads(sizes["H"])) <= layout.REGISTER_BUDGET)
 
 
 def _run(job):
-    label, name, signature, flags, config, dtype, arch = job
+    label, name, signature, flags, config, dtype, arch, sizes = job
     kernel = getattr(lstm if name.startswith("_lstm") else mogrifier, name)
     description = f"{label} {name} {str(dtype).replace('torch.', '')} sm_{arch} {config} {flags}"
     values = {**flags, **config.constexprs(), **offline.precision_constexprs(dtype)}
+    attributes = sizes and offline.launch_attributes(kernel, signature, sizes)
     try:
-        return description, offline.compile_kernel(kernel, signature, values, config.launch_options(), arch), None
+        resources = offline.compile_kernel(kernel, signature, values, config.launch_options(), arch, attributes)
+        return description, resources, None
     except Exception as error:  # noqa: BLE001 - every failure is reported, then the check fails
         return description, None, layout.compiler_message(error)
 
@@ -157,9 +177,12 @@ def main(argv=None):
           f"in {args.jobs} processes", flush=True)
     start, failures, most_spilled = time.perf_counter(), [], None
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        for description, resources, error in pool.imap_unordered(_run, work):
+        for job, (description, resources, error) in zip(work, pool.imap(_run, work)):
             if error is not None:
                 failures.append(f"{description}: {error}")
+            elif resources.spills_in_loops and must_not_spill(job):
+                failures.append(f"{description}: {resources.spills_in_loops} spill accesses in loops, within the "
+                                f"register budget ({resources})")
             elif most_spilled is None or resources.spill_bytes > most_spilled[1].spill_bytes:
                 most_spilled = (description, resources)
     print(f"{len(work) - len(failures)} compiled, {len(failures)} failed in {time.perf_counter() - start:.0f} s")
