@@ -108,6 +108,16 @@ def test_report_draws_the_chart_of_a_results_file(command_run, tmp_path):
     assert (tmp_path / "again.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_of_a_file_with_no_timed_row_draws_no_chart(command_run, tmp_path, capsys):
+    """As when every row of a gpu_run.sh stage was declined: the report exits 0, with a notice."""
+    _, _, document, _ = command_run
+    declined = tmp_path / "declined.json"
+    declined.write_text(json.dumps(dict(document, rows=[dict(r, status="n/a", median_ms=None) for r in document["rows"]])))
+    assert main(["--report", str(declined), "--plot", str(tmp_path / "none.png")]) == 0
+    assert not (tmp_path / "none.png").exists()
+    assert "no chart: no row of 21 was timed" in capsys.readouterr().err
+
+
 def test_a_run_stopped_by_a_time_limit_keeps_the_rows_it_finished(monkeypatch, tmp_path):
     """gpu_run.sh stops a stage at its time limit (SIGINT): the JSON holds every configuration
     finished before it, and the report says the run stopped early."""

@@ -10,6 +10,7 @@ import os
 import platform
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -106,11 +107,13 @@ def markdown_report(document: Dict[str, object]) -> str:
 def plot(document: Dict[str, object], path) -> None:
     """A results document's µs per step per configuration, a panel per cell and direction; the
     black line is nn.LSTM float16 on the same sizes (cuDNN fp16: the line to beat; without
-    float16 rows, as on a CPU, nn.LSTM in the dtype measured)."""
+    float16 rows, as on a CPU, nn.LSTM in the dtype measured). No file when no row was timed
+    (a stage stopped before its first row, or every row declined)."""
+    timed = [r for r in document["rows"] if r["median_ms"] is not None]
+    if not timed:
+        return print(f"# no chart: no row of {len(document['rows'])} was timed", file=sys.stderr)
     import matplotlib.pyplot as plt
     plt.switch_backend("agg")  # files only, with or without a display
-
-    timed = [r for r in document["rows"] if r["median_ms"] is not None]
     panels = list(dict.fromkeys((r["cell"], r["direction"]) for r in timed))
     names = list(dict.fromkeys(r["implementation"] for r in timed))
     lstm = [r for r in timed if r["implementation"] == "nn.LSTM"]
