@@ -10,8 +10,8 @@ and in the backward (``grad_a = op(g) W``, ``grad_W = round(g)ᵀ op(a)`` as ``_
 and reports the worst relative error over outputs, final states and every gradient against
 the float64 reference (``fusedrnn.testing``), beside SPEC §6's bfloat16 bound.
 
-``--low-rank`` instead runs the Triton sweep itself (``TRITON_INTERPRET=1`` on a CPU) on
-problems with low-rank rounds, as it rounds (``mogrifier.SPLIT_BELOW_K``) and with ``hi + lo``
+``--low-rank`` instead runs the Triton sweep itself (``TRITON_INTERPRET=1`` on a CPU, rounding
+to bfloat16 as a GPU does: ``testing.round_like_a_gpu_in_the_interpreter``) on problems with low-rank rounds, as it rounds (``mogrifier.SPLIT_BELOW_K``) and with ``hi + lo``
 in every product.
 
     python bench/bf16_mogrifier_error.py [--json PATH]
@@ -127,6 +127,7 @@ def main():
     groups += [(f"T, B, I, H = {', '.join(map(str, shape))}", [(shape, {}, seed) for seed in LARGE_SEEDS])
                for shape in LARGE_SHAPES]
     if args.low_rank:
+        testing.round_like_a_gpu_in_the_interpreter()
         groups = [(f"T, B, I, H = {', '.join(map(str, shape))}, rank {rank}", (shape, rank))
                   for shape, rank in LOW_RANK_CASES]
     rows = []

@@ -15,13 +15,15 @@ from fusedrnn import functional  # noqa: E402
 from fusedrnn.cells import CELLS as CELL_OBJECTS  # noqa: E402
 from fusedrnn.precision import relative_error, tolerance  # noqa: E402,F401 (re-exported to the tests)
 from fusedrnn.testing import (compare, flat_tensors, ground_truth, map_tensors, on_backend,  # noqa: E402,F401
-                              random_problem, random_weights)
+                              random_problem, random_weights, round_like_a_gpu_in_the_interpreter)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 CELLS = list(CELL_OBJECTS)
 _HALF_AND_FLOAT = (torch.float32, torch.bfloat16, torch.float16)
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+if INTERPRETING:  # bfloat16 results as a GPU rounds them, not truncated
+    round_like_a_gpu_in_the_interpreter()
 #: For tests of the interpreter's CPU runs (on a GPU machine the GPU tests cover those paths).
 needs_interpreter = pytest.mark.skipif(not INTERPRETING, reason="needs TRITON_INTERPRET=1 (no CUDA)")
 

@@ -26,13 +26,6 @@ import triton.language as tl
 #: dtypes the Triton sweeps compute in (SPEC §6).
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-#: The dtype a sweep keeps what its backward reads in (the LSTM's activated gates; the
-#: Mogrifier's chains, round and LSTM gates), by input dtype. float16 keeps float16: a product
-#: rounds those values to it anyway, and SPEC §6's bounds hold. Rounded to bfloat16 the gates
-#: cost a G2 ``h0`` gradient of the parity suite 0.022 > 0.02, and the Mogrifier's split
-#: products (``mogrifier.SPLIT_BELOW_K``) need float32 operands, so bfloat16 keeps float32.
-SAVED_DTYPE = {torch.float16: torch.float16, torch.bfloat16: torch.float32, torch.float32: torch.float32}
-
 
 def interpreting() -> bool:
     """Whether Triton runs kernels on the CPU interpreter (``TRITON_INTERPRET=1``)."""

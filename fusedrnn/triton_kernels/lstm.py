@@ -85,8 +85,8 @@ def _lstm_fwd_kernel(
     ``gx (T, B, 4H)`` holds ``x W_ihᵀ + b_ih + b_hh``. Writes the carried state
     ``states (T, B, H)`` (frozen past a row's length), ``out`` (zero past it) when
     there are lengths, and for the backward ``cells (T, B, H)`` (float32) and the activated
-    gates ``gates (T, B, 4H)`` (:data:`common.SAVED_DTYPE`: in float32 they are three quarters
-    of what the sweep keeps).
+    gates ``gates (T, B, 4H)`` in the input's dtype (SPEC §6.1: a bfloat16 or float16 gradient
+    stays within its bound; in float32 the gates were three quarters of what the sweep keeps).
     """
     i_h, i_b = tl.program_id(0), tl.program_id(1)
     H = _aligned(H, H_ALIGN)
@@ -162,11 +162,10 @@ def _lstm_fwd_kernel(
         if SAVE:
             tl.store(cells + p_t, b_c, mask=m_bj)
             p_gates = gates + row[:, None] * (4 * H) + o_j[None, :]
-            SAVED = gates.dtype.element_ty
-            tl.store(p_gates, b_i.to(SAVED), mask=m_bj)
-            tl.store(p_gates + H, b_f.to(SAVED), mask=m_bj)
-            tl.store(p_gates + 2 * H, b_g.to(SAVED), mask=m_bj)
-            tl.store(p_gates + 3 * H, b_o.to(SAVED), mask=m_bj)
+            tl.store(p_gates, b_i.to(DTYPE), mask=m_bj)
+            tl.store(p_gates + H, b_f.to(DTYPE), mask=m_bj)
+            tl.store(p_gates + 2 * H, b_g.to(DTYPE), mask=m_bj)
+            tl.store(p_gates + 3 * H, b_o.to(DTYPE), mask=m_bj)
     tl.store(h_n + p_own, b_h.to(DTYPE), mask=m_bj)
     tl.store(c_n + p_own, b_c.to(DTYPE), mask=m_bj)
 
@@ -275,14 +274,14 @@ def lstm_fwd(gx, weight_hh, h0, c0, lengths, noise, seed, *, reverse, inv_temper
     """Launches the forward sweep on ``gx (T, B, 4H)``.
 
     Returns ``out, states (T, B, H)``, ``h_n, c_n (B, H)`` and, when ``save``, the float32
-    ``cells (T, B, H)`` and the ``gates (T, B, 4H)`` (:data:`common.SAVED_DTYPE`) the backward
-    reads (else ``None``).
+    ``cells (T, B, H)`` and the ``gates (T, B, 4H)`` (in ``gx``'s dtype) the backward reads
+    (else ``None``).
     """
     seq_len, batch_size, hidden_size = gx.shape[0], gx.shape[1], weight_hh.shape[1]
     states = gx.new_empty(seq_len, batch_size, hidden_size, dtype=h0.dtype)
     out = states if lengths is None else torch.empty_like(states)
     cells = torch.empty_like(states, dtype=torch.float32) if save else None
-    gates = gx.new_empty(seq_len, batch_size, 4 * hidden_size, dtype=common.SAVED_DTYPE[h0.dtype]) if save else None
+    gates = gx.new_empty(seq_len, batch_size, 4 * hidden_size) if save else None
     h_n, c_n = torch.empty_like(h0), torch.empty_like(c0)
     _lstm_fwd_kernel[config.grid](
         gx, weight_hh, h0, c0, lengths, noise, seed,
@@ -309,11 +308,11 @@ def lstm_bwd(weight_hh, gates, cells, c0, lengths, d_out, d_h_n, d_c_n, *, rever
     return dz, d_h0, d_c0
 
 
-def _shifted_states(states, h0, reverse):
-    """``h_{t-1}`` of every step in the forward's order: ``(T, B, H)``."""
-    if reverse:
-        return torch.cat([states[1:], h0[None]])
-    return torch.cat([h0[None], states[:-1]])
+def _weight_hh_gradient(dz, states, h0, reverse):
+    """``Σ_t dz_tᵀ h_{t-1}`` over the steps in the forward's order (``h0`` before the first), as
+    two products rather than one over a shifted copy of ``states`` (``T·B·H`` more at the peak)."""
+    first, later, earlier = (-1, slice(None, -1), slice(1, None)) if reverse else (0, slice(1, None), slice(None, -1))
+    return torch.addmm(dz[first].t() @ h0, dz[later].flatten(0, 1).t(), states[earlier].flatten(0, 1))
 
 
 # --------------------------------------------------------------------------- operators
@@ -352,7 +351,7 @@ def _fake_forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, no
     return (states, torch.empty_like(h0), torch.empty_like(c0),
             torch.empty_like(states) if lengths is not None else x.new_empty(0),
             torch.empty_like(states, dtype=torch.float32),
-            x.new_empty(seq_len, batch_size, 4 * hidden_size, dtype=common.SAVED_DTYPE[h0.dtype]))
+            x.new_empty(seq_len, batch_size, 4 * hidden_size))
 
 
 @torch.library.custom_op(
@@ -370,11 +369,11 @@ def _backward_op(d_out, d_h_n, d_c_n, x, h0, c0, weight_ih, weight_hh, lengths, 
         dz, d_h0, d_c0 = lstm_bwd(weight_hh, gates, cells, c0, lengths, d_out, d_h_n, d_c_n, reverse=reverse,
                                   inv_temperature=inv_temperature,
                                   config=config_for(weight_hh.shape[1], x.shape[1], x.dtype, x.device))
-        # Weight gradients as one product over all T·B rows each (SPEC §2).
+        # Weight gradients as products over all T·B rows (SPEC §2).
         dz_rows = dz.flatten(0, 1)
         d_x = (dz_rows @ weight_ih).view_as(x)
         d_weight_ih = dz_rows.t() @ x.flatten(0, 1)
-        d_weight_hh = dz_rows.t() @ _shifted_states(states, h0, reverse).flatten(0, 1)
+        d_weight_hh = _weight_hh_gradient(dz, states, h0, reverse)
         d_bias = dz_rows.sum(0, dtype=torch.float32).to(dz.dtype)
     return d_x, d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_weight_ih, d_weight_hh, d_bias
 

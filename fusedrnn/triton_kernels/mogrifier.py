@@ -236,7 +236,7 @@ def _mogrifier_fwd_kernel(
 ):
     """Forward sweep. ``w_round`` holds round ``j``'s matrix or factors at ``(j - 1)·stride_w``
     (:func:`_round_tensors`); bit ``j - 1`` of ``LOW_RANK`` says round ``j`` is low rank.
-    Buffers in :data:`common.SAVED_DTYPE` but ``cs`` (float32) (``T_BUF = T + 1`` when saving
+    Buffers in :func:`buffer_dtype` but ``cs`` (float32) (``T_BUF = T + 1`` when saving
     for the backward, else 2):
 
     - ``hs (r_h + 1, T_BUF, B, H)``: slot 0 is the state ``h`` (entering step ``t`` at
@@ -347,7 +347,7 @@ def _mogrifier_bwd_kernel(
     Float32 ``d_h, d_c (B, H)`` carry ``∂L/∂h``, ``∂L/∂c`` from step to step (in: those of
     ``h_n, c_n``; out: those of ``h_0, c_0``); ``g_x (B, I)``, ``g_h (B, H)`` hold the
     gradients w.r.t. the current round's ``x`` and ``h`` between phases. Writes, in
-    :func:`gradient_dtype`, ``dz (T, B, 4H)``, ``da_x (r_x, T, B, I)``, ``da_h (r_h, T, B, H)``
+    :func:`buffer_dtype`, ``dz (T, B, 4H)``, ``da_x (r_x, T, B, I)``, ``da_h (r_h, T, B, H)``
     and, for the low-rank rounds, ``d_thin (r, T, B, RANK)`` holding ``da_j left`` for the
     weight gradients; and ``d_x (T, B, I)``. Rounds as in the forward.
     """
@@ -533,22 +533,31 @@ def split_below_k(weights) -> int:
     ``(left, right)`` pairs): :data:`SPLIT_BELOW_K`, unless a round of a rank under it is padded
     to a larger one (:func:`_round_tensors`, mixed ranks): its products then sum fewer terms
     than their ``K`` says, so every product keeps ``hi + lo``."""
-    ranks = {weight[0].shape[1] for weight in weights if isinstance(weight, tuple)}
-    return SPLIT_EVERY if len(ranks) > 1 and min(ranks) < SPLIT_BELOW_K else SPLIT_BELOW_K
+    ranks = [weight[0].shape[1] for weight in weights if isinstance(weight, tuple)]  # SymInts in a fake call: no set
+    mixed = any(rank != ranks[0] for rank in ranks)
+    return SPLIT_EVERY if mixed and min(ranks) < SPLIT_BELOW_K else SPLIT_BELOW_K
 
 
-def gradient_dtype(dtype: torch.dtype, split_below: int, *terms: int) -> torch.dtype:
-    """The dtype of the backward's ``dz``, round gradients and low-rank intermediates, given the
-    call's :func:`split_below_k` and the lengths of the sums that read them: ``I``, ``H``, the
-    ``T·B`` rows and, with low-rank rounds, the rank. Products read them (in the sweep, and the
-    weight gradients after it), and a product over at least ``split_below`` terms rounds its
-    operands to ``dtype`` anyway; a shorter bfloat16 one splits them, which needs float32. The
-    bias gradients, their sums over the rows, then add rounded terms: in bfloat16 that took the
-    worst round-bias gradient from 0.8e-2 to 1.1e-2 at 16 or more rows, and from 1.0e-2 to
-    1.5e-2 below (against 2e-2; TRITON_INTERPRET, widths 16 to 64), so fewer rows keep float32."""
+def buffer_dtype(dtype: torch.dtype, split_below: int, *terms: int) -> torch.dtype:
+    """The dtype of every buffer the sweeps keep but ``cs``: the forward's chains, round and LSTM
+    gates, and the backward's ``dz``, round gradients and low-rank intermediates, given the call's
+    :func:`split_below_k` and the lengths of the sums that read them: ``I``, ``H``, the ``T·B``
+    rows and, with low-rank rounds, the rank. Products read them (in the sweeps, and the weight
+    gradients after them), and a product over at least ``split_below`` terms rounds its operands
+    to ``dtype`` anyway; a shorter bfloat16 one splits them, which needs float32. The bias
+    gradients, sums over the rows, add rounded terms: fewer than ``split_below`` rows keep float32
+    too (bfloat16 took the worst round-bias gradient from 1.0e-2 to 1.5e-2 there, with the
+    interpreter truncating). Rounded as a GPU rounds, bfloat16 buffers in place of float32 ones
+    took the worst error from 6.1e-3 to 1.4e-2 at ``I = H = 16`` and to at most 8.3e-3 at 32 and
+    64 (SPEC §6.1), against 2e-2."""
     if dtype == torch.bfloat16 and min(terms) < split_below:
         return torch.float32
     return dtype
+
+
+def _summed_terms(seq_len, batch_size, input_size, hidden_size, rank):
+    """The lengths of the sums that read a call's buffers (:func:`buffer_dtype`); ``rank`` 0 for full rank."""
+    return (input_size, hidden_size, seq_len * batch_size) + ((rank,) if rank else ())
 
 
 def low_rank_mask(low_rank) -> int:
@@ -577,23 +586,22 @@ def _launchable_layout(batch_size, input_size, hidden_size, rounds, low_rank, dt
 def _compile(batch_size, input_size, hidden_size, rounds, low_rank, dtype, config):
     """Compiles (without launching) both kernels with every optional input, as a call
     that saves for the backward would launch them (over at least 16 rows, full rank or of rank
-    16 or more: otherwise the launch compiles its :func:`gradient_dtype` variant itself)."""
-    f32, i32, i64, saved = torch.float32, torch.int32, torch.int64, common.SAVED_DTYPE[dtype]
-    grad = gradient_dtype(dtype, SPLIT_BELOW_K, input_size, hidden_size, 16)
+    16 or more: otherwise the launch compiles its :func:`buffer_dtype` variant itself)."""
+    f32, i32, i64, kept = torch.float32, torch.int32, torch.int64, buffer_dtype(dtype, SPLIT_BELOW_K, input_size,
+                                                                                hidden_size, 16)
     x_rounds, h_rounds = (dtype if (rounds + 1) // 2 else None), (dtype if rounds // 2 else None)
-    x_buffers, h_buffers = (saved if x_rounds else None), (saved if h_rounds else None)
-    x_grads, h_grads = (grad if x_rounds else None), (grad if h_rounds else None)
-    w_round, thin, d_thin = (dtype if rounds else None), (saved if low_rank else None), (grad if low_rank else None)
+    x_buffers, h_buffers = (kept if x_rounds else None), (kept if h_rounds else None)
+    w_round, thin = (dtype if rounds else None), (kept if low_rank else None)
     sizes = (2, batch_size, input_size, hidden_size, 3, 16, input_size * hidden_size)  # ..., T_BUF, RANK, stride_w
     launch = dict(grid=(config.programs,), ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=False,
                   SPLIT_BELOW_K=SPLIT_BELOW_K, **config.constexprs(), **config.launch_options(),
                   **common.dot_options(dtype))
     forward = _mogrifier_fwd_kernel.warmup(
         dtype, i64, dtype, dtype, f32, w_round, x_rounds, h_rounds,
-        dtype, saved, x_buffers, f32, x_buffers, h_buffers, saved, thin, i32, *sizes, **launch)
+        dtype, kept, x_buffers, f32, x_buffers, h_buffers, kept, thin, i32, *sizes, **launch)
     backward = _mogrifier_bwd_kernel.warmup(
-        dtype, i64, dtype, dtype, w_round, dtype, saved, x_buffers, f32, x_buffers, h_buffers, saved,
-        grad, x_grads, h_grads, d_thin, f32, f32, f32, f32, dtype, i32, *sizes, **launch)
+        dtype, i64, dtype, dtype, w_round, dtype, kept, x_buffers, f32, x_buffers, h_buffers, kept,
+        kept, x_buffers, h_buffers, thin, f32, f32, f32, f32, dtype, i32, *sizes, **launch)
     return forward, backward
 
 
@@ -668,7 +676,7 @@ def _row_product(grad, chain, dtype, split_below):
     return product
 
 
-def _forward_buffers(x, hidden_size, rounds, rank, save):
+def _forward_buffers(x, hidden_size, rounds, rank, split_below, save):
     """The buffers of a forward on ``x (T, B, I)``, ``hs, xs, cs, thin, s_x, s_h, gates`` (see
     :func:`_mogrifier_fwd_kernel`), ``None`` where there would be none (no rounds of a kind,
     no low-rank round, or not ``save``). Allocation only, so the fake forward shares it."""
@@ -676,7 +684,8 @@ def _forward_buffers(x, hidden_size, rounds, rank, save):
     n_x, n_h = (rounds + 1) // 2, rounds // 2
     t_buf = seq_len + 1 if save else 2
     kept = seq_len if save else 0
-    buffer = functools.partial(_buffer, dtype=common.SAVED_DTYPE[x.dtype], device=x.device)
+    dtype = buffer_dtype(x.dtype, split_below, *_summed_terms(seq_len, batch_size, input_size, hidden_size, rank))
+    buffer = functools.partial(_buffer, dtype=dtype, device=x.device)
     hs = buffer(n_h + 1, t_buf, batch_size, hidden_size)
     xs = buffer(n_x, t_buf, batch_size, input_size)
     thin = buffer(rounds, t_buf, batch_size, rank)
@@ -710,7 +719,7 @@ def mogrifier_fwd(x, h0, c0, weight_ih, weight_hh, bias, w_round, rank, q_bias, 
     """
     seq_len, batch_size, input_size = x.shape
     hidden_size = h0.shape[1]
-    buffers = _forward_buffers(x, hidden_size, rounds, rank, save)
+    buffers = _forward_buffers(x, hidden_size, rounds, rank, split_below, save)
     hs, xs, cs, thin, s_x, s_h, gates = buffers
     t_buf = cs.shape[0]
     first, last = (seq_len, 0) if reverse else (0, seq_len)
@@ -742,8 +751,8 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, w_round, rank, saved, d_out,
     hidden_size = weight_hh.shape[1]
     n_x, n_h = (rounds + 1) // 2, rounds // 2
     hs, xs, cs, thin, s_x, s_h, gates = saved
-    sums = (input_size, hidden_size, seq_len * batch_size) + ((rank,) if low_rank else ())
-    grad_buffer = functools.partial(_buffer, dtype=gradient_dtype(x.dtype, split_below, *sums), device=x.device)
+    sums = _summed_terms(seq_len, batch_size, input_size, hidden_size, rank if low_rank else 0)
+    grad_buffer = functools.partial(_buffer, dtype=buffer_dtype(x.dtype, split_below, *sums), device=x.device)
     float32 = functools.partial(_buffer, dtype=torch.float32, device=x.device)
     dz = grad_buffer(seq_len, batch_size, 4 * hidden_size)
     da_x = grad_buffer(n_x, seq_len, batch_size, input_size)
@@ -810,8 +819,9 @@ def _forward_op(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mogrify_weigh
 @_forward_op.register_fake
 def _fake_forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mogrify_weights, mogrify_low_rank,
                   mogrify_right_factors, mogrify_biases, lengths, reverse, save):
+    weights = join_round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors)
     rank = max((right.shape[0] for right in mogrify_right_factors), default=0)
-    buffers = _forward_buffers(x, weight_hh.shape[1], len(mogrify_weights), rank, save)
+    buffers = _forward_buffers(x, weight_hh.shape[1], len(mogrify_weights), rank, split_below_k(weights), save)
     return (x.new_empty(x.shape[0], x.shape[1], weight_hh.shape[1]), torch.empty_like(h0), torch.empty_like(c0),
             [_or_empty(buffer if save else None, x) for buffer in buffers])
 

@@ -61,10 +61,10 @@ def lstm_kernels(dtype, noise=NOISE_PHILOX.value, hard_gates=False, lengths=True
     forward = dict(gx=_pointer(t), w_hh=_pointer(t), h0=_pointer(t), c0=_pointer(t),
                    lengths=_pointer("i64", lengths), noise=_pointer(f32, noise == NOISE_TENSOR.value),
                    seed=_pointer("i64", noise == NOISE_PHILOX.value), states=_pointer(t), out=_pointer(t),
-                   cells=_pointer(f32, save), gates=_pointer(common.SAVED_DTYPE[t], save), h_n=_pointer(t),
+                   cells=_pointer(f32, save), gates=_pointer(t, save), h_n=_pointer(t),
                    c_n=_pointer(t),
                    counters="*i32", T="i32", B="i32", H="i32", inv_temperature="fp32", noise_prob="fp32")
-    backward = dict(w_hh=_pointer(t), gates=_pointer(common.SAVED_DTYPE[t]), cells="*fp32", c0="*fp32",
+    backward = dict(w_hh=_pointer(t), gates=_pointer(t), cells="*fp32", c0="*fp32",
                     lengths=_pointer("i64", lengths),
                     d_out=_pointer(t), d_h_n=_pointer(t), d_c_n=_pointer(t), dz=_pointer(t), d_h0="*fp32",
                     d_c0="*fp32", counters="*i32", T="i32", B="i32", H="i32", inv_temperature="fp32")
@@ -77,9 +77,9 @@ def mogrifier_kernels(dtype, rounds, low_rank=0, lengths=True, bias=True, round_
                       hidden_size=256):
     """Likewise for the Mogrifier as ``mogrifier_fwd`` and ``mogrifier_bwd`` launch it with ``rounds``
     rounds, ``low_rank`` the :func:`mogrifier.low_rank_mask` of those that are low rank, and
-    ``I = H = hidden_size`` over 16 rows, of rank 16 if any (which decide :func:`mogrifier.gradient_dtype`)."""
-    t, f32, kept = dtype, torch.float32, common.SAVED_DTYPE[dtype]
-    grad = mogrifier.gradient_dtype(dtype, mogrifier.SPLIT_BELOW_K, hidden_size, hidden_size, 16)
+    ``I = H = hidden_size`` over 16 rows, of rank 16 if any (which decide :func:`mogrifier.buffer_dtype`)."""
+    t, f32 = dtype, torch.float32
+    kept = mogrifier.buffer_dtype(dtype, mogrifier.SPLIT_BELOW_K, hidden_size, hidden_size, 16)
     x_rounds, h_rounds = (rounds + 1) // 2 > 0, rounds // 2 > 0
     round_bias = round_bias and rounds > 0
     shared = dict(x=_pointer(t), lengths=_pointer("i64", lengths), w_ih=_pointer(t), w_hh=_pointer(t))
@@ -91,8 +91,8 @@ def mogrifier_kernels(dtype, rounds, low_rank=0, lengths=True, bias=True, round_
                    gates=_pointer(kept, save), thin=_pointer(kept, low_rank != 0), counter="*i32", **sizes)
     backward = dict(**shared, w_round=_pointer(t, rounds > 0), d_out=_pointer(t), hs=_pointer(kept),
                     xs=_pointer(kept, x_rounds), cs="*fp32", s_x=_pointer(kept, x_rounds),
-                    s_h=_pointer(kept, h_rounds), gates=_pointer(kept), dz=_pointer(grad),
-                    da_x=_pointer(grad, x_rounds), da_h=_pointer(grad, h_rounds), d_thin=_pointer(grad, low_rank != 0),
+                    s_h=_pointer(kept, h_rounds), gates=_pointer(kept), dz=_pointer(kept),
+                    da_x=_pointer(kept, x_rounds), da_h=_pointer(kept, h_rounds), d_thin=_pointer(kept, low_rank != 0),
                     g_x="*fp32", g_h="*fp32", d_h="*fp32", d_c="*fp32", d_x=_pointer(t), counter="*i32", **sizes)
     split = mogrifier.SPLIT_BELOW_K
     forward_flags = dict(ROUNDS=rounds, LOW_RANK=low_rank, REVERSE=reverse, HAS_LENGTHS=lengths, HAS_BIAS=bias,
