@@ -75,7 +75,7 @@ MAX_ROUNDS = 8
 #: The kernels' ``SPLIT_BELOW_K``: a bfloat16 product over fewer terms takes its float32
 #: operand as ``hi + lo``, two products (bfloat16 keeps 8 bits, and over a handful of terms one
 #: rounding can cost twice SPEC's 2e-2); from 16 terms on it rounds the operand once. One
-#: rounding keeps 2e-2 from 8 terms on at full rank, and gave at most 1.2e-2 with low-rank
+#: rounding keeps 2e-2 from 8 terms on at full rank, and gave at most 7.7e-3 with low-rank
 #: rounds (ranks 8 to 32; bench/results/bf16-mogrifier/).
 SPLIT_BELOW_K = 16
 #: ``SPLIT_BELOW_K`` for a call whose every bfloat16 product splits (:func:`split_below_k`).
@@ -587,8 +587,8 @@ def _compile(batch_size, input_size, hidden_size, rounds, low_rank, dtype, confi
     """Compiles (without launching) both kernels with every optional input, as a call
     that saves for the backward would launch them (over at least 16 rows, full rank or of rank
     16 or more: otherwise the launch compiles its :func:`buffer_dtype` variant itself)."""
-    f32, i32, i64, kept = torch.float32, torch.int32, torch.int64, buffer_dtype(dtype, SPLIT_BELOW_K, input_size,
-                                                                                hidden_size, 16)
+    f32, i32, i64 = torch.float32, torch.int32, torch.int64
+    kept = buffer_dtype(dtype, SPLIT_BELOW_K, input_size, hidden_size, 16)
     x_rounds, h_rounds = (dtype if (rounds + 1) // 2 else None), (dtype if rounds // 2 else None)
     x_buffers, h_buffers = (kept if x_rounds else None), (kept if h_rounds else None)
     w_round, thin = (dtype if rounds else None), (kept if low_rank else None)
@@ -751,7 +751,7 @@ def mogrifier_bwd(x, lengths, weight_ih, weight_hh, w_round, rank, saved, d_out,
     hidden_size = weight_hh.shape[1]
     n_x, n_h = (rounds + 1) // 2, rounds // 2
     hs, xs, cs, thin, s_x, s_h, gates = saved
-    sums = _summed_terms(seq_len, batch_size, input_size, hidden_size, rank if low_rank else 0)
+    sums = _summed_terms(seq_len, batch_size, input_size, hidden_size, rank)
     grad_buffer = functools.partial(_buffer, dtype=buffer_dtype(x.dtype, split_below, *sums), device=x.device)
     float32 = functools.partial(_buffer, dtype=torch.float32, device=x.device)
     dz = grad_buffer(seq_len, batch_size, 4 * hidden_size)
