@@ -11,8 +11,8 @@ and reports the worst relative error over outputs, final states and every gradie
 the float64 reference (``fusedrnn.testing``), beside SPEC §6's bfloat16 bound.
 
 ``--low-rank`` instead runs the Triton sweep itself (``TRITON_INTERPRET=1`` on a CPU, rounding
-to bfloat16 as a GPU does: ``testing.round_like_a_gpu_in_the_interpreter``) on problems with low-rank rounds, as it rounds (``mogrifier.SPLIT_BELOW_K``) and with ``hi + lo``
-in every product.
+to bfloat16 as a GPU does: ``testing.round_like_a_gpu_in_the_interpreter``) on problems with
+low-rank rounds, as it rounds (``mogrifier.SPLIT_BELOW_K``) and with ``hi + lo`` in every product.
 
     python bench/bf16_mogrifier_error.py [--json PATH]
     TRITON_INTERPRET=1 python bench/bf16_mogrifier_error.py --low-rank [--json PATH]
