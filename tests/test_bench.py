@@ -5,16 +5,18 @@ import contextlib
 import importlib.util
 import io
 import json
+import math
 import re
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fusedrnn import BackendUnavailableError
 from fusedrnn.bench import cli, main, report
-from fusedrnn.bench.implementations import Implementation, implementation
+from fusedrnn.bench.implementations import Implementation, implementation, users_noise
 from fusedrnn.bench.measure import Config, cost, measure, truth_for
 from fusedrnn.bench.report import markdown_report
 
@@ -225,6 +227,42 @@ def test_baselines_compute_the_cell(cell, name):
     for direction in ("fwdbwd", "decode"):
         row = measure(impl, _config(cell), truth, direction)
         assert row["status"] == "ok" and row["error"] <= 1e-5, row
+
+
+def _operations(fn) -> int:
+    """How many ATen operations ``fn()`` runs."""
+    count = 0
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            nonlocal count
+            count += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return count
+
+
+def test_the_eager_g2_loop_draws_its_noise_as_users_do():
+    """A few operations a step (torch.rand, logit), not fusedrnn's Philox in plain PyTorch
+    (336 a step), which made the eager G2 loop 3 to 13 times slower than what users write."""
+    config = _config("g2", seq_len=8)
+    problem = truth_for(config, CPU).problem
+    run, _ = implementation("eager").make(problem)
+    with torch.no_grad():
+        given = _operations(lambda: run(problem.x, problem.h0, problem.c0, problem.noise))
+        drawn = _operations(lambda: run(problem.x, problem.h0, problem.c0, None))
+    assert (drawn - given) / config.seq_len <= 4, f"{drawn - given} operations to draw {config.seq_len} steps' noise"
+
+
+def test_the_noise_users_draw_is_logistic():
+    torch.manual_seed(0)
+    noise = users_noise(4096, 8, CPU)
+    assert noise.shape == (4096, 2, 8)
+    assert abs(noise.mean().item()) < 0.05  # 7 standard errors
+    assert noise.var().item() == pytest.approx(math.pi ** 2 / 3, rel=0.05)
+    assert (noise < 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
 
 
 def test_compiled_loop_reports_its_compile_apart_from_the_median():
