@@ -7,8 +7,8 @@ and the Bernoulli draw of ``m`` for the input gate and then for the forget gate.
 ``tl.philox`` of Triton, which the Triton kernels call where they need the noise
 (:func:`fusedrnn.triton_kernels.noise.logistic_noise`); :func:`sample_noise` computes the
 same words in plain PyTorch, for the backends that take the noise as a tensor and for
-anyone who wants a sweep's noise back. The ``cpu`` backend draws the same in C++
-(``csrc/cpu/noise.cpp``, ``torch.ops.fusedrnn.g2_noise``), where this costs more than its sweep.
+anyone who wants a sweep's noise back. The ``cpu`` backend draws the same in vectorised C++
+(``csrc/cpu/noise.h``, ``torch.ops.fusedrnn.g2_noise``), where this costs more than its sweep.
 
 A sweep that draws its own noise takes one seed from the torch generator of its device
 (:func:`draw_seed`), so ``torch.manual_seed`` reproduces a run on every backend, and

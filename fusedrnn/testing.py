@@ -311,6 +311,17 @@ def check(run: Run, truth: Truth) -> Verdict:
     return Verdict(error, tolerance(truth.dtype, truth.device), worst)
 
 
+def assert_same_noise(actual: Tensor, expected: Tensor) -> None:
+    """Two draws of the G2 noise (SPEC §4.5) agree: the same Bernoulli masks, and
+    ℓ = log U − log(1 − U) within a few float32 ulps of the two logarithms (log differs per
+    libm, and the ``cpu`` backend's vectorised one is a polynomial of its own)."""
+    assert torch.equal(actual != 0, expected != 0), "the Bernoulli masks differ"
+    u = torch.sigmoid(expected.double())
+    scale = u.log().abs() + (1 - u).log().abs()
+    error = ((actual.double() - expected.double()).abs() / scale).amax().item() if actual.numel() else 0.0
+    assert error <= 4 * torch.finfo(torch.float32).eps, f"logistic values differ by {error:.3g} of their logs"
+
+
 def round_like_a_gpu_in_the_interpreter() -> None:
     """Makes Triton's CPU interpreter round float32 → bfloat16 casts to nearest even, as a GPU's
     ``cvt.rn.bf16.f32`` does (and as ``torch`` does). The interpreter (3.3 to 3.9 alike) truncates

@@ -24,12 +24,14 @@ INSTRUCTION_SETS = {
 X86_64_LINUX = platform.machine() == "x86_64" and Path("/proc/cpuinfo").exists()
 
 #: Runs in a fresh process (the set is chosen once per process): the cells and gate modes
-#: through the ``cpu`` backend with lengths, reverse and a hidden size that leaves a vector tail.
+#: through the ``cpu`` backend with lengths, reverse and a hidden size that leaves a vector
+#: tail, and the G2 noise the library draws against ``fusedrnn.sample_noise``.
 CHECK_ONE_SET = """
 import sys
 import torch
 from fusedrnn import testing
 from fusedrnn.ext import build
+from fusedrnn.noise import sample_noise
 
 assert build.load_error("cpu") is None, build.load_error("cpu")
 try:
@@ -48,6 +50,13 @@ for cell, options in [("lstm", {}), ("g2", {"gate_mode": "noisy"}), ("g2", {"gat
             verdict = testing.check(testing.on_backend("cpu"), testing.ground_truth(problem, dtype))
             if not verdict.passed:
                 failures.append(f"{cell} {options} {dtype} reverse={reverse}: {verdict}")
+for shape, noise_prob in [((3, 5, 37), 1.0), ((2, 4, 21), 0.3), ((1, 1, 3), 0.8)]:
+    for seed in (0, 2 ** 62 - 3):
+        try:
+            testing.assert_same_noise(torch.ops.fusedrnn.g2_noise(*shape, noise_prob, torch.tensor([seed])),
+                                      sample_noise(*shape, noise_prob, seed=seed))
+        except AssertionError as error:
+            failures.append(f"g2_noise{shape} noise_prob={noise_prob} seed={seed}: {error}")
 print("\\n".join(failures))
 sys.exit(1 if failures else 0)
 """

@@ -14,6 +14,7 @@ import torch
 import fusedrnn
 from fusedrnn import functional
 from fusedrnn.noise import EPS, draw_seed, philox, sample_noise, uniform
+from fusedrnn.testing import assert_same_noise
 
 from conftest import assert_close, random_weights, tolerance
 
@@ -29,16 +30,6 @@ def device_for(backend):
 def skip_unless_runs(backend):
     if backend not in fusedrnn.available_backends():
         pytest.skip(f"backend {backend!r} is unavailable here: {fusedrnn.dispatch.unavailable_reason(backend)}")
-
-
-def assert_same_noise(actual, expected):
-    """The same Bernoulli masks, and ℓ = log U − log(1 − U) within a few float32 ulps of the
-    two logarithms (log differs per libm)."""
-    assert torch.equal(actual != 0, expected != 0), "the Bernoulli masks differ"
-    u = torch.sigmoid(expected.double())
-    scale = u.log().abs() + (1 - u).log().abs()
-    error = ((actual.double() - expected.double()).abs() / scale).amax().item() if actual.numel() else 0.0
-    assert error <= 4 * torch.finfo(torch.float32).eps, f"logistic values differ by {error:.3g} of their logs"
 
 
 # The CPU library's draw (the cpu backend's), against noise.py --------------------------

@@ -15,7 +15,8 @@ namespace {
 // This library's step kernels, looked up per call: the CPU's are chosen at the first one.
 const Kernels& device_kernels() {
 #ifdef FUSEDRNN_CUDA
-  static const Kernels kernels{cuda::cell_forward, cuda::cell_backward, cuda::round_forward, cuda::round_backward};
+  static const Kernels kernels{cuda::cell_forward, cuda::cell_backward, cuda::round_forward, cuda::round_backward,
+                               /*g2_noise=*/nullptr};
   return kernels;
 #else
   return cpu::kernels();

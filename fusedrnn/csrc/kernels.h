@@ -75,11 +75,19 @@ struct RoundBackwardArgs {
   at::Tensor grad_a;       // (B, N) out
 };
 
+// The G2 noise m ⊙ ℓ of a whole sweep (SPEC §4.5), as fusedrnn.noise.sample_noise draws it.
+struct NoiseArgs {
+  at::Tensor noise;        // (T, B, 2, H) float32, out
+  uint64_t seed;           // the Philox key: its low word, then its high word
+  double noise_prob;
+};
+
 struct Kernels {
   void (*cell_forward)(const CellForwardArgs&);
   void (*cell_backward)(const CellBackwardArgs&);
   void (*round_forward)(const RoundForwardArgs&);
   void (*round_backward)(const RoundBackwardArgs&);
+  void (*g2_noise)(const NoiseArgs&);  // the CPU's only: the CUDA backend draws with fusedrnn.sample_noise
 };
 
 // cpu/: float32 and float64 (the CPU backend computes half types in float32), compiled for

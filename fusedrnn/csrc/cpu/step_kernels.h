@@ -1,14 +1,14 @@
 // The CPU step kernels: the LSTM cell's (also the G2 cell's and the Mogrifier's LSTM step),
 // one `at::parallel_for` loop over the batch rows per step with the gate math of cell.h, and
 // the Mogrifier rounds' elementwise part. Float32 and float64 (the CPU backend computes half
-// types in float32).
+// types in float32). And the G2 noise of a whole sweep, from noise.h's element math.
 //
 // Included once per instruction set by isa_*.cpp, which define FUSEDRNN_CPU_ISA (the
 // namespace) and FUSEDRNN_CPU_TARGET (a `GCC target` pragma, or nothing). The pragma comes
 // after every #include on purpose: only the loops below get the wider instructions, so no
 // inline function that the other files also emit (ATen's, cell.h's) is ever compiled with
-// instructions the CPU may lack. cell.h's gate math, defined before it, is inlined into the
-// loops and vectorised at their width.
+// instructions the CPU may lack. cell.h's gate math and noise.h's, defined before it, are
+// inlined into the loops and vectorised at their width.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../cell.h"
+#include "noise.h"
 
 FUSEDRNN_CPU_TARGET
 
@@ -212,6 +213,28 @@ void round_backward(const RoundBackwardArgs& args) {
                              [&] { round_backward_elements<scalar_t>(args); });
 }
 
-extern const Kernels kernels{cell_forward, cell_backward, round_forward, round_backward};
+// ---- The G2 noise (SPEC §4.5): element (t, b, gate, j) from the counters (b·H + j, t, 0, 0).
+
+void g2_noise(const NoiseArgs& args) {
+  const int64_t batch = args.noise.size(1), hidden = args.noise.size(3);
+  const uint32_t key0 = static_cast<uint32_t>(args.seed), key1 = static_cast<uint32_t>(args.seed >> 32);
+  const float noise_prob = static_cast<float>(args.noise_prob);
+  float* out = args.noise.data_ptr<float>();
+  at::parallel_for(0, args.noise.size(0) * batch, grain_rows(2 * hidden), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {  // one (t, b): its two gates' H values
+      const uint32_t t = static_cast<uint32_t>(row / batch), first = static_cast<uint32_t>((row % batch) * hidden);
+      float* __restrict__ input_gate = out + row * 2 * hidden;
+      float* __restrict__ forget_gate = input_gate + hidden;
+#pragma GCC ivdep  // as in the cell loops
+      for (int64_t j = 0; j < hidden; ++j) {
+        const PhiloxWords w = philox(key0, key1, {first + static_cast<uint32_t>(j), t, 0u, 0u});
+        input_gate[j] = gate_noise(w.c0, w.c1, noise_prob);
+        forget_gate[j] = gate_noise(w.c2, w.c3, noise_prob);
+      }
+    }
+  });
+}
+
+extern const Kernels kernels{cell_forward, cell_backward, round_forward, round_backward, g2_noise};
 
 }  // namespace fusedrnn::cpu::FUSEDRNN_CPU_ISA
