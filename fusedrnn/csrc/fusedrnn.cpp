@@ -33,6 +33,10 @@ template <typename Result, typename... Args, c10::Device (*Check)(Args...), Resu
 struct Operator<Check, Sweep> {
   static Result call(Args... args) {
     const c10::DeviceGuard guard(Check(args...));
+    // As ATen's own kernels run under autograd: the sweeps' views of and in-place products into
+    // their own buffers need no view or version tracking, which cost the CPU sweeps at B 4,
+    // H 64 about 1 µs a step for the LSTM and 6 for the five-round Mogrifier (13 % and 22 %).
+    const at::AutoDispatchBelowADInplaceOrView untracked_views;
     return Sweep(device_kernels(), args...);
   }
 };
