@@ -22,6 +22,11 @@ def _cast(tensor, dtype):
     return tensor if tensor is None or tensor.dtype == dtype else tensor.to(dtype)
 
 
+def _stacked(states):
+    # One layer and direction (decoding's usual case): a view, not a copy, saves a few µs a call.
+    return states[0].unsqueeze(0) if len(states) == 1 else torch.stack(states)
+
+
 def _check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -217,7 +222,7 @@ class _RecurrentBase(nn.Module):
             layer_input = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        return layer_input, torch.stack(h_n), torch.stack(c_n)
+        return layer_input, _stacked(h_n), _stacked(c_n)
 
     def extra_repr(self):
         text = f"{self.input_size}, {self.hidden_size}"
