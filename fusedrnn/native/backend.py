@@ -2,9 +2,9 @@
 calls (``torch._VF.lstm``: oneDNN on the CPU, cuDNN on a GPU).
 
 A drop-in must never be slower than what it replaces: for the plain LSTM, ``"auto"`` tries
-this backend first and it takes the calls that :data:`FASTER` says PyTorch's kernel runs
-faster than fusedrnn's own backends, a table measured on the benchmark grid (not a timing
-per call). Named explicitly, it runs every plain LSTM call it can.
+this backend first and it takes the calls that :func:`faster` says PyTorch's kernel runs
+faster than fusedrnn's own backends, a rule measured on a grid of calls (not a timing per
+call). Named explicitly, it runs every plain LSTM call it can.
 """
 from __future__ import annotations
 
@@ -16,21 +16,29 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..sweep import Sweep
 
-#: ``(device type, dtype)`` where PyTorch's kernel beat every fusedrnn backend at every point of
-#: the benchmark grid, forward and forward+backward. CPU: float32, oneDNN against the compiled
-#: ``cpu`` backend, B 4-64, H 64-256, T 64 (`bench/results/cpu-auto/`). GPU: not measured yet.
+#: ``(device type, dtype)`` where PyTorch's kernel beats fusedrnn's backends but on short calls
+#: (below). CPU: float32, oneDNN against the compiled ``cpu`` backend (`bench/results/cpu-auto/`).
+#: GPU: not measured yet.
 FASTER = {("cpu", torch.float32)}
 
-#: Below this many elements per call (``T·B·H``) fixed costs dominate and the ``cpu`` backend's
-#: are the lower: decoding one step at a time (`bench/results/cpu-auto/small-calls.md`; it never
-#: picks ``cpu`` where PyTorch's kernel was faster, and misses a few calls where ``cpu`` was).
+#: Short calls stay on fusedrnn's backends: under ``SMALL_CALL`` elements (``T·B·H``), or of at
+#: most ``SHORT_CALL_STEPS`` steps over at most ``SHORT_CALL_ROWS`` rows. oneDNN's steps are the
+#: faster, but each call pays a fixed cost that grows with ``H²`` (at T = 1, B = 1, H = 1024:
+#: 6-9 ms forward, 46-61 ms forward+backward, against 2.3 and 6-7 ms for the ``cpu`` backend).
+#: The bounds are conservative: a drop-in must never be slower than ``nn.LSTM``, so a call goes
+#: to ``cpu`` only where ``cpu`` won the runs of `bench/results/cpu-auto/` (T 1 to 100, B 1 to
+#: 256, H 32 to 1024, 1 and 2 threads; one outlier row aside, which its README shows is one;
+#: ``bench/dispatch_rule.py``).
 SMALL_CALL = 1024
+SHORT_CALL_STEPS = 2
+SHORT_CALL_ROWS = 32
 
 
 def faster(sweep: Sweep) -> bool:
-    """Whether PyTorch's kernel is the fastest backend for ``sweep`` (see :data:`FASTER`)."""
-    elements = sweep.seq_len * sweep.batch_size * sweep.hidden_size
-    return (sweep.device.type, sweep.dtype) in FASTER and elements >= SMALL_CALL
+    """Whether PyTorch's kernel is the faster backend for ``sweep`` (see :data:`FASTER`)."""
+    short = sweep.seq_len <= SHORT_CALL_STEPS and sweep.batch_size <= SHORT_CALL_ROWS
+    small = sweep.seq_len * sweep.batch_size * sweep.hidden_size < SMALL_CALL
+    return (sweep.device.type, sweep.dtype) in FASTER and not (short or small)
 
 
 #: What the kernel runs: oneDNN and ATen on the CPU have no float16 LSTM.

@@ -1,0 +1,63 @@
+"""How ``auto``'s choice between PyTorch's LSTM kernel and the ``cpu`` backend
+(``fusedrnn.native.backend.faster``) fares on results files that timed both (``--backends torch
+cpu``), beside the rule it replaced (``T·B·H ≥ 1024``)::
+
+    python bench/dispatch_rule.py bench/results/cpu-auto/dispatch-*.json
+
+Per file and rule, over its calls (configuration and direction): those where the choice is
+slower than ``nn.LSTM``'s kernel (``cpu`` chosen, more than 5 % slower: what a drop-in must
+never be), those where it leaves a faster ``cpu`` unused (more than 5 %), and the geometric
+mean of the chosen backend's time over the faster one's.
+"""
+import argparse
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from fusedrnn.native.backend import faster
+
+
+def takes_torch(batch_size, seq_len, hidden_size):
+    call = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, seq_len=seq_len, batch_size=batch_size,
+                           hidden_size=hidden_size)
+    return faster(call)
+
+
+RULES = {"auto (native.faster)": takes_torch,
+         "T·B·H >= 1024 (before)": lambda batch_size, seq_len, hidden_size: seq_len * batch_size * hidden_size >= 1024}
+
+
+def times(path):
+    """``{(direction, B, T, H): {"torch": ms, "cpu": ms}}`` over the file's calls timed on both."""
+    found = {}
+    for row in json.loads(Path(path).read_text())["rows"]:
+        if row["median_ms"] is not None:
+            call = (row["direction"], row["batch_size"], row["seq_len"], row["hidden_size"])
+            found.setdefault(call, {})[row["implementation"]] = row["median_ms"]
+    return {call: both for call, both in found.items() if {"torch", "cpu"} <= both.keys()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("::")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("files", nargs="+", type=Path, help="fusedrnn.bench JSON files timing torch and cpu")
+    for path in parser.parse_args().files:
+        calls = times(path)
+        print(f"{path}: {len(calls)} calls")
+        for name, rule in RULES.items():
+            slower, unused, logs = [], 0, 0.0
+            for call, both in calls.items():
+                on_torch = rule(*call[1:])
+                chosen = both["torch"] if on_torch else both["cpu"]
+                logs += math.log(chosen / min(both.values()))
+                if not on_torch and both["cpu"] > 1.05 * both["torch"]:
+                    slower.append(f"{call[0]} B{call[1]} T{call[2]} H{call[3]} {both['cpu'] / both['torch']:.2f}x")
+                unused += on_torch and both["torch"] > 1.05 * both["cpu"]
+            print(f"  {name:24s} slower than nn.LSTM's kernel: {len(slower)} {slower}; faster cpu unused: {unused}; "
+                  f"geometric mean {math.exp(logs / len(calls)):.3f}x")
+
+
+if __name__ == "__main__":
+    main()
