@@ -1,8 +1,8 @@
 // The G2 noise of fusedrnn/noise.py (SPEC §4.5), one element pair at a time: the same
 // Philox4x32-10 words, hence the same Bernoulli masks and uniforms, and the logistic values
-// within float32 rounding of libm's log. Written without calls or branches, like cell.h's
-// exp, so that step_kernels.h's loop over the hidden units vectorises at each instruction
-// set's width (scalar, this cost more than the sweep it feeds).
+// within 2 float32 ulps of sample_noise's (its own log below, not libm's). Written without
+// calls or branches, like cell.h's exp, so that step_kernels.h's loop over the hidden units
+// vectorises at each instruction set's width (scalar, this cost more than the sweep it feeds).
 #pragma once
 
 #include <cstdint>
