@@ -102,6 +102,20 @@ def test_forward_without_gradients_matches(backend, device, dtype, case, shape, 
         assert_close(f"{backend}/{case} without gradients: {name}", actual, expected, tolerance(dtype, device))
 
 
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
+@pytest.mark.parametrize("shape", [SHAPES[name] for name in ("T9-B2-I16-H16", "T1-B1-I4-H4")],
+                         ids=["T9-B2-I16-H16", "T1-B1-I4-H4"])
+@pytest.mark.parametrize("case", CASES)
+def test_cpu_products_through_packed_weights_match(case, shape, lengths, reverse, monkeypatch):
+    """The ``cpu`` backend's per-step products through oneDNN's packed weights, which it takes
+    for wide layers over long calls (``csrc/step_product.h``), forced here at small sizes."""
+    monkeypatch.setenv("FUSEDRNN_CPU_PACKED_WEIGHTS", "always")
+    truth = ground_truth(problem_of(case, shape, lengths, reverse), torch.float32)
+    for name, actual, expected in compare(run_on("cpu"), truth):
+        assert_close(f"cpu/{case} through packed weights: {name}", actual, expected, tolerance(torch.float32, "cpu"))
+
+
 UNSUPPORTED = [pytest.param(backend, device, dtype, cell, id=f"{backend}-{device}-{dtype_id(dtype)}-{cell}")
                for backend in fusedrnn.BACKENDS for device in DEVICES for dtype in DTYPES
                for cell in CELLS if not supports(backend, cell, device, dtype)]

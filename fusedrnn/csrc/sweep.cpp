@@ -5,46 +5,14 @@
 
 #include <utility>
 
+#include "step_product.h"
+
 namespace fusedrnn {
 namespace {
 
 at::ScalarType acc_type(const Tensor& x) { return at::toOpMathType(x.scalar_type()); }
 
 int64_t time_of(int64_t step, int64_t seq_len, bool reverse) { return reverse ? seq_len - 1 - step : step; }
-
-// out += a @ b, accumulating in out's type (float32 for half inputs, SPEC §6).
-void addmm_acc(Tensor& out, const Tensor& a, const Tensor& b) {
-  if (out.scalar_type() == a.scalar_type()) {
-    out.addmm_(a, b);
-  } else {
-    at::addmm_out(out, out, a, b, out.scalar_type());
-  }
-}
-
-// out = a @ b in out's type.
-void mm_into(Tensor& out, const Tensor& a, const Tensor& b) {
-  if (out.scalar_type() == a.scalar_type()) {
-    at::mm_out(out, a, b);
-  } else {
-    out.zero_();
-    addmm_acc(out, a, b);
-  }
-}
-
-// out = input @ weightᵀ + bias in out's type.
-void linear_into(Tensor out, const Tensor& input, const Tensor& weight, const std::optional<Tensor>& bias) {
-  if (bias.has_value() && bias->defined() && out.scalar_type() == input.scalar_type() &&
-      bias->scalar_type() == out.scalar_type()) {
-    at::addmm_out(out, *bias, input, weight.t());
-    return;
-  }
-  if (bias.has_value() && bias->defined()) {
-    out.copy_(*bias);
-    addmm_acc(out, input, weight.t());
-  } else {
-    mm_into(out, input, weight.t());
-  }
-}
 
 Tensor optional_or_undefined(const std::optional<Tensor>& tensor) { return tensor.has_value() ? *tensor : Tensor(); }
 
@@ -90,6 +58,23 @@ std::vector<RoundWeight> round_weights(at::TensorList weights, const BoolList& l
     }
   }
   return rounds;
+}
+
+// A round's products at every step (StepProduct): by W, or for a low-rank round by its two
+// factors; in the backward, by their transposes.
+struct RoundProducts {
+  StepProduct weight;                // W, or the left factor
+  std::optional<StepProduct> right;  // the right factor of a low-rank round
+};
+
+std::vector<RoundProducts> round_products(const std::vector<RoundWeight>& weights, bool backward, int64_t batch,
+                                          int64_t steps) {
+  auto product = [&](const Tensor& weight) { return StepProduct(backward ? weight.t() : weight, batch, steps); };
+  std::vector<RoundProducts> products;
+  for (const RoundWeight& round : weights) {
+    products.push_back({product(round.weight), round.low_rank() ? std::optional(product(round.right)) : std::nullopt});
+  }
+  return products;
 }
 
 // Step t's slot of a forward buffer: one per step when the backward will read it, else a
@@ -175,13 +160,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
   linear_into(rows(gates), rows(x), weight_ih, bias);
   Tensor h_prev = at::empty({slots(seq_len, save, 2), batch, hidden}, x.options());
   Tensor cells = at::empty({slots(seq_len, save, 2), batch, hidden}, acc_options);
-  const Tensor weight_hh_t = weight_hh.t();
+  const StepProduct recurrent(weight_hh, batch, seq_len);
   auto [output, h_n, c_n] =
       run_forward(kernels, x, h0, c0, gates, h_prev, cells, lengths, noise, reverse, temperature,
-                  gate_mode_named(gate_mode).value(), [&](int64_t t, const Tensor& h) {
-                    Tensor z = gates.select(0, t);
-                    addmm_acc(z, h, weight_hh_t);
-                  });
+                  gate_mode_named(gate_mode).value(),
+                  [&](int64_t t, const Tensor& h) { recurrent.add_into(gates.select(0, t), h); });
   return {output, h_n, c_n, gates, cells, h_prev};
 }
 
@@ -190,11 +173,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const Tensor& x, const Tensor& c0, const Tensor& weight_ih, const Tensor& weight_hh, const Tensor& gates,
     const Tensor& cells, const Tensor& h_prev, const std::optional<Tensor>& lengths, bool reverse,
     double temperature, c10::string_view gate_mode) {
+  const StepProduct recurrent(weight_hh.t(), gates.size(1), gates.size(0));
   auto [grad_z, grad_h0, grad_c0] =
       run_backward(kernels, grad_output, grad_h_n, grad_c_n, c0, gates, cells, lengths, reverse, temperature,
                    gate_mode_named(gate_mode).value(),
                    [&](int64_t, const Tensor& grad_z_t, Tensor& grad_h_carry) {
-                     addmm_acc(grad_h_carry, grad_z_t, weight_hh);
+                     recurrent.add_into(grad_h_carry, grad_z_t);
                    });
   // Weight gradients in one product over all T·B rows (as cuDNN does, SPEC §2).
   const Tensor grad_rows = rows(grad_z);
@@ -227,7 +211,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorLis
   Tensor gates = at::empty({step_slots, batch, 4 * hidden}, acc_options);
   Tensor h_prev = at::empty({state_slots, batch, hidden}, x.options());
   Tensor cells = at::empty({state_slots, batch, hidden}, acc_options);
-  const Tensor weight_hh_t = weight_hh.t();
+  const std::vector<RoundProducts> products = round_products(weights, /*backward=*/false, batch, seq_len);
+  const StepProduct input(weight_ih, batch, seq_len), recurrent(weight_hh, batch, seq_len);
   auto [output, h_n, c_n] = run_forward(
       kernels, x, h0, c0, gates, h_prev, cells, lengths, std::nullopt, reverse, 1.0, GateMode::kSoft,
       [&](int64_t t, const Tensor&) {
@@ -237,17 +222,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorLis
           Tensor gate = at_step(round_gates[j - 1], t);
           std::optional<Tensor> round_bias;
           if (!mogrify_biases.empty()) round_bias = mogrify_biases[j - 1];
+          const RoundProducts& product = products[j - 1];
           if (round.low_rank()) {  // a = (v rightᵀ) leftᵀ + b: B·k·(m + n) multiply-adds, not B·m·n
-            linear_into(thin[j - 1], value(j - 1), round.right, std::nullopt);
-            linear_into(gate, thin[j - 1], round.weight, round_bias);
+            product.right->assign(thin[j - 1], value(j - 1));
+            product.weight.assign(gate, thin[j - 1], round_bias);
           } else {
-            linear_into(gate, value(j - 1), round.weight, round_bias);
+            product.weight.assign(gate, value(j - 1), round_bias);
           }
           kernels.round_forward({gate, value(j - 2), at_step(chains[j - 1], t)});
         }
         Tensor z = at_step(gates, t);
-        linear_into(z, value(last_x(rounds)), weight_ih, bias);
-        addmm_acc(z, value(last_h(rounds)), weight_hh_t);
+        input.assign(z, value(last_x(rounds)), bias);
+        recurrent.add_into(z, value(last_h(rounds)));
       });
   return {output, h_n, c_n, gates, cells, h_prev, chains, round_gates};
 }
@@ -277,11 +263,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorLis
   // ∂L/∂(last x) and ∂L/∂(last h) of one step, carried down through the rounds.
   Tensor grad_chain_x = at::empty({x.size(1), x.size(2)}, x.options().dtype(acc));
   Tensor grad_chain_h = at::empty({x.size(1), weight_hh.size(1)}, grad_chain_x.options());
+  const int64_t batch = x.size(1), seq_len = x.size(0);
+  const std::vector<RoundProducts> products = round_products(weights, /*backward=*/true, batch, seq_len);
+  const StepProduct input(weight_ih.t(), batch, seq_len), recurrent(weight_hh.t(), batch, seq_len);
   auto [grad_z, grad_h0, grad_c0] = run_backward(
       kernels, grad_output, grad_h_n, grad_c_n, c0, gates, cells, lengths, reverse, 1.0, GateMode::kSoft,
       [&](int64_t t, const Tensor& grad_z_t, Tensor& grad_h_carry) {
-        mm_into(grad_chain_x, grad_z_t, weight_ih);
-        mm_into(grad_chain_h, grad_z_t, weight_hh);
+        input.assign(grad_chain_x, grad_z_t);
+        recurrent.assign(grad_chain_h, grad_z_t);
         for (int64_t j = rounds; j >= 1; --j) {
           const RoundWeight& round = weights[j - 1];
           const bool odd = j % 2 == 1;
@@ -290,12 +279,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, TensorList, TensorLis
           Tensor grad_a_t = grad_a[j - 1].select(0, t);
           kernels.round_backward(
               {grad, chain_value(j - 2, x, h_prev, chains).select(0, t), round_gates[j - 1].select(0, t), grad_a_t});
+          const RoundProducts& product = products[j - 1];
           if (round.low_rank()) {  // δv += (da left) right, through the k-wide da left
             Tensor grad_thin_t = grad_thin[j - 1].select(0, t);
-            mm_into(grad_thin_t, grad_a_t, round.weight);
-            addmm_acc(grad_other, grad_thin_t, round.right);
+            product.weight.assign(grad_thin_t, grad_a_t);
+            product.right->add_into(grad_other, grad_thin_t);
           } else {
-            addmm_acc(grad_other, grad_a_t, round.weight);
+            product.weight.add_into(grad_other, grad_a_t);
           }
         }
         grad_x.select(0, t).copy_(grad_chain_x);

@@ -27,9 +27,9 @@ SOURCE_DIR = Path(__file__).resolve().parents[1] / "csrc"
 
 #: Every source of each library, relative to ``SOURCE_DIR``.
 SOURCES: Dict[str, List[str]] = {
-    "cpu": ["fusedrnn.cpp", "checks.cpp", "sweep.cpp", "cpu/kernels.cpp", "cpu/isa_baseline.cpp", "cpu/isa_avx2.cpp",
-            "cpu/isa_avx512.cpp", "cpu/noise.cpp"],
-    "cuda": ["fusedrnn.cpp", "checks.cpp", "sweep.cpp", "cuda/lstm.cu", "cuda/mogrifier.cu"],
+    "cpu": ["fusedrnn.cpp", "checks.cpp", "sweep.cpp", "step_product.cpp", "cpu/kernels.cpp", "cpu/isa_baseline.cpp",
+            "cpu/isa_avx2.cpp", "cpu/isa_avx512.cpp", "cpu/noise.cpp"],
+    "cuda": ["fusedrnn.cpp", "checks.cpp", "sweep.cpp", "step_product.cpp", "cuda/lstm.cu", "cuda/mogrifier.cu"],
 }
 #: ``-fno-trapping-math`` lets GCC if-convert the clamp in cell.h's exp, without which it
 #: leaves the gate loops scalar ("control flow in loop"); nothing here reads FP exceptions.

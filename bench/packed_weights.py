@@ -1,0 +1,71 @@
+"""How the ``cpu`` backend's rule for oneDNN's packed weights (``fusedrnn/csrc/step_product.h``)
+fares on results files of the same calls timed with ``FUSEDRNN_CPU_PACKED_WEIGHTS=never``,
+``=always`` and unset (the rule), and ``nn.LSTM``'s kernel beside them::
+
+    python bench/packed_weights.py bench/results/cpu-packed/grid-{never,always,rule}-2threads.json
+
+Per call (configuration and direction): each time in ms, the rule's over the faster of never
+and always (what the rule loses, > 1), and the rule's over ``nn.LSTM``'s kernel (``torch``, the
+median of the files' runs). Then the geometric mean of each ratio and the calls where the rule
+is more than 5 % slower than the faster path. Files without ``always`` (held-out calls): never
+against the rule, per cell.
+"""
+import argparse
+import json
+import math
+import statistics
+from pathlib import Path
+
+
+def times(path):
+    """``{(cell, direction, B, T, H): {implementation: ms}}`` over the file's timed rows."""
+    found = {}
+    for row in json.loads(Path(path).read_text())["rows"]:
+        if row["median_ms"] is not None:
+            call = (row["cell"], row["direction"], row["batch_size"], row["seq_len"], row["hidden_size"])
+            found.setdefault(call, {})[row["implementation"]] = row["median_ms"]
+    return found
+
+
+def geometric_mean(values):
+    return math.exp(sum(map(math.log, values)) / len(values))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("::")[0], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("never", type=Path)
+    parser.add_argument("always", type=Path, nargs="?", help="omit for held-out files: never against the rule")
+    parser.add_argument("rule", type=Path)
+    args = parser.parse_args()
+    files = {name: times(path) for name, path in vars(args).items() if path is not None}
+    calls = sorted(set.intersection(*(set(found) for found in files.values())),
+                   key=lambda c: (c[0], c[1], c[4], c[2], c[3]))
+    losses, against_torch, slower = [], [], []
+    print("| cell | dir | B | T | H | " + " | ".join(f"{name} ms" for name in files)
+          + " | rule / best | rule / nn.LSTM |")
+    print("|---" * (7 + len(files)) + "|")
+    for call in calls:
+        cpu = {name: found[call]["cpu"] for name, found in files.items()}
+        loss = cpu["rule"] / min(t for name, t in cpu.items() if name != "rule")
+        torch_ms = [found[call]["torch"] for found in files.values() if "torch" in found[call]]
+        versus = cpu["rule"] / statistics.median(torch_ms) if torch_ms else None
+        losses.append(loss)
+        if versus is not None:
+            against_torch.append(versus)
+        if loss > 1.05:
+            slower.append(f"{call[0]} {call[1]} B{call[2]} T{call[3]} H{call[4]} {loss:.2f}x")
+        print(f"| {' | '.join(map(str, call))} | " + " | ".join(f"{t:.3f}" for t in cpu.values())
+              + f" | {loss:.2f} | " + (f"{versus:.2f} |" if versus is not None else "- |"))
+    print(f"\n{len(calls)} calls; rule over the faster path: geometric mean {geometric_mean(losses):.3f}, "
+          f"more than 5 % slower in {len(slower)}: {slower}")
+    if against_torch:
+        print(f"rule over nn.LSTM's kernel: geometric mean {geometric_mean(against_torch):.3f}, "
+              f"range {min(against_torch):.2f}-{max(against_torch):.2f}")
+    for cell in sorted({call[0] for call in calls}):
+        gains = [files["never"][c]["cpu"] / files["rule"][c]["cpu"] for c in calls if c[0] == cell]
+        print(f"{cell}: never over the rule (the speed-up), geometric mean {geometric_mean(gains):.2f}, "
+              f"range {min(gains):.2f}-{max(gains):.2f}")
+
+
+if __name__ == "__main__":
+    main()
