@@ -30,14 +30,20 @@ RULES = {"auto (native.faster)": takes_torch,
          "T·B·H >= 1024 (before)": lambda batch_size, seq_len, hidden_size: seq_len * batch_size * hidden_size >= 1024}
 
 
-def times(path):
-    """``{(direction, B, T, H): {"torch": ms, "cpu": ms}}`` over the file's calls timed on both."""
+def timed_calls(path):
+    """``{(cell, direction, B, T, H): {implementation: ms}}`` over a results file's timed rows."""
     found = {}
     for row in json.loads(Path(path).read_text())["rows"]:
         if row["median_ms"] is not None:
-            call = (row["direction"], row["batch_size"], row["seq_len"], row["hidden_size"])
+            call = (row["cell"], row["direction"], row["batch_size"], row["seq_len"], row["hidden_size"])
             found.setdefault(call, {})[row["implementation"]] = row["median_ms"]
-    return {call: both for call, both in found.items() if {"torch", "cpu"} <= both.keys()}
+    return found
+
+
+def times(path):
+    """``{(direction, B, T, H): {"torch": ms, "cpu": ms}}`` over the file's LSTM calls timed on both."""
+    return {call[1:]: both for call, both in timed_calls(path).items()
+            if call[0] == "lstm" and {"torch", "cpu"} <= both.keys()}
 
 
 def main():

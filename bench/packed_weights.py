@@ -11,24 +11,10 @@ is more than 5 % slower than the faster path. Files without ``always`` (held-out
 against the rule, per cell.
 """
 import argparse
-import json
-import math
 import statistics
 from pathlib import Path
 
-
-def times(path):
-    """``{(cell, direction, B, T, H): {implementation: ms}}`` over the file's timed rows."""
-    found = {}
-    for row in json.loads(Path(path).read_text())["rows"]:
-        if row["median_ms"] is not None:
-            call = (row["cell"], row["direction"], row["batch_size"], row["seq_len"], row["hidden_size"])
-            found.setdefault(call, {})[row["implementation"]] = row["median_ms"]
-    return found
-
-
-def geometric_mean(values):
-    return math.exp(sum(map(math.log, values)) / len(values))
+from dispatch_rule import timed_calls
 
 
 def main():
@@ -37,7 +23,7 @@ def main():
     parser.add_argument("always", type=Path, nargs="?", help="omit for held-out files: never against the rule")
     parser.add_argument("rule", type=Path)
     args = parser.parse_args()
-    files = {name: times(path) for name, path in vars(args).items() if path is not None}
+    files = {name: timed_calls(path) for name, path in vars(args).items() if path is not None}
     calls = sorted(set.intersection(*(set(found) for found in files.values())),
                    key=lambda c: (c[0], c[1], c[4], c[2], c[3]))
     losses, against_torch, slower = [], [], []
@@ -56,14 +42,14 @@ def main():
             slower.append(f"{call[0]} {call[1]} B{call[2]} T{call[3]} H{call[4]} {loss:.2f}x")
         print(f"| {' | '.join(map(str, call))} | " + " | ".join(f"{t:.3f}" for t in cpu.values())
               + f" | {loss:.2f} | " + (f"{versus:.2f} |" if versus is not None else "- |"))
-    print(f"\n{len(calls)} calls; rule over the faster path: geometric mean {geometric_mean(losses):.3f}, "
+    print(f"\n{len(calls)} calls; rule over the faster path: geometric mean {statistics.geometric_mean(losses):.3f}, "
           f"more than 5 % slower in {len(slower)}: {slower}")
     if against_torch:
-        print(f"rule over nn.LSTM's kernel: geometric mean {geometric_mean(against_torch):.3f}, "
+        print(f"rule over nn.LSTM's kernel: geometric mean {statistics.geometric_mean(against_torch):.3f}, "
               f"range {min(against_torch):.2f}-{max(against_torch):.2f}")
     for cell in sorted({call[0] for call in calls}):
         gains = [files["never"][c]["cpu"] / files["rule"][c]["cpu"] for c in calls if c[0] == cell]
-        print(f"{cell}: never over the rule (the speed-up), geometric mean {geometric_mean(gains):.2f}, "
+        print(f"{cell}: never over the rule (the speed-up), geometric mean {statistics.geometric_mean(gains):.2f}, "
               f"range {min(gains):.2f}-{max(gains):.2f}")
 
 

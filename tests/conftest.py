@@ -11,6 +11,7 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
+import fusedrnn  # noqa: E402
 from fusedrnn import functional  # noqa: E402
 from fusedrnn.cells import CELLS as CELL_OBJECTS  # noqa: E402
 from fusedrnn.precision import relative_error, tolerance  # noqa: E402,F401 (re-exported to the tests)
@@ -20,6 +21,8 @@ from fusedrnn.testing import (compare, flat_tensors, ground_truth, map_tensors, 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 CELLS = list(CELL_OBJECTS)
+#: Each cell's module.
+MODULES = {"lstm": fusedrnn.LSTM, "mogrifier": fusedrnn.MogrifierLSTM, "g2": fusedrnn.G2LSTM}
 _HALF_AND_FLOAT = (torch.float32, torch.bfloat16, torch.float16)
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 if INTERPRETING:  # bfloat16 results as a GPU rounds them, not truncated

@@ -7,11 +7,10 @@ import pytest
 import torch
 from torch.profiler import profile
 
-import fusedrnn
+from conftest import MODULES
 from fusedrnn.ext import build
 
 REORDER = "mkldnn::_reorder_linear_weight"
-MODULES = {"lstm": fusedrnn.LSTM, "g2": fusedrnn.G2LSTM, "mogrifier": fusedrnn.MogrifierLSTM}
 
 
 @pytest.fixture(autouse=True)

@@ -4,11 +4,10 @@ import pytest
 import torch
 
 import fusedrnn
-from conftest import assert_close, random_weights, supports
+from conftest import MODULES, assert_close, random_weights, supports
 from fusedrnn import dispatch, functional
 from fusedrnn.sweep import join_round_weights, split_round_weights
 
-MODULES = {"lstm": fusedrnn.LSTM, "mogrifier": fusedrnn.MogrifierLSTM, "g2": fusedrnn.G2LSTM}
 COMPILED_BACKENDS = ["cpu", "reference"]
 #: (backend, compiler) pairs checked under torch.compile on CPU tensors. Inductor over the
 #: reference backend's Python loop compiles for minutes and tests nothing of ours that

@@ -97,8 +97,7 @@ StepProduct::StepProduct(const at::Tensor& weight, int64_t batch, int64_t steps)
   }
   try {
     packed_ = onednn()->reorder.call(weight.contiguous(), batch);
-  } catch (const c10::Error&) {  // a oneDNN that cannot run here: addmm as without it
-    packed_ = at::Tensor();
+  } catch (const c10::Error&) {  // a oneDNN that cannot run here: packed_ stays undefined, addmm as without it
   }
 }
 
