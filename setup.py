@@ -38,7 +38,8 @@ def extension_options():
     def sources(kind):
         return [str((build.SOURCE_DIR / source).relative_to(ROOT)) for source in build.SOURCES[kind]]
 
-    modules = [CppExtension("fusedrnn.ext._cpu", sources("cpu"), extra_compile_args=build.CXX_FLAGS)]
+    modules = [CppExtension("fusedrnn.ext._cpu", sources("cpu"), extra_compile_args=build.CXX_FLAGS + build.OPENMP_FLAGS,
+                            extra_link_args=build.OPENMP_FLAGS)]
     if torch.version.cuda is not None and CUDA_HOME is not None:
         modules.append(CUDAExtension("fusedrnn.ext._cuda", sources("cuda"), extra_compile_args={
             "cxx": build.CXX_FLAGS + build.CUDA_DEFINES, "nvcc": build.NVCC_FLAGS + build.CUDA_DEFINES}))

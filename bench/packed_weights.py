@@ -1,8 +1,9 @@
-"""How the ``cpu`` backend's rule for oneDNN's packed weights (``fusedrnn/csrc/step_product.h``)
-fares on results files of the same calls timed with ``FUSEDRNN_CPU_PACKED_WEIGHTS=never``,
-``=always`` and unset (the rule), and ``nn.LSTM``'s kernel beside them::
+"""How the ``cpu`` backend's rule for packing its per-step weights into panels
+(``fusedrnn/csrc/step_product.h``) fares on results files of the same calls timed with
+``FUSEDRNN_CPU_PACKED_WEIGHTS=never``, ``=always`` and unset (the rule), and ``nn.LSTM``'s
+kernel beside them::
 
-    python bench/packed_weights.py bench/results/cpu-packed/grid-{never,always,rule}-2threads.json
+    python bench/packed_weights.py bench/results/cpu-panels/grid-{never,always,rule}-1threads.json
 
 Per call (configuration and direction): each time in ms, the rule's over the faster of never
 and always (what the rule loses, > 1), and the rule's over ``nn.LSTM``'s kernel (``torch``, the

@@ -1,66 +1,85 @@
-"""The ``cpu`` backend's rule for its per-step products (``fusedrnn/csrc/step_product.h``):
-a float32 weight of at least 4·512² elements, over at least 2 rows and 16 steps (32 for the
-backward's transposed weights), is reordered once per sweep into oneDNN's layout and multiplied
-through oneDNN; anything else goes through ATen's addmm. Parity through both paths is in
-``test_parity.py``; here, which path runs, seen as the oneDNN operators the profiler records."""
+"""The ``cpu`` backend's rule for its per-step products (``fusedrnn/csrc/step_product.h``): in
+float32, a sweep of at least 4 steps over 2 rows or more (16 steps over one row) copies each weight
+it multiplies at every step once into panels and multiplies through ATen's batch-reduce GEMM;
+anything else goes through ATen's addmm.
+Parity through both paths is in ``test_parity.py``; here, which path runs, seen as the
+``fusedrnn::pack_step_weight`` events the profiler records, and the panels split among threads."""
 import pytest
 import torch
 from torch.profiler import profile
 
-from conftest import MODULES
+from conftest import MODULES, assert_close, tolerance
 from fusedrnn.ext import build
+from fusedrnn.testing import compare, ground_truth, random_problem
 
-REORDER = "mkldnn::_reorder_linear_weight"
+PACK = "fusedrnn::pack_step_weight"
 
 
 @pytest.fixture(autouse=True)
-def cpu_extension_and_onednn():
+def cpu_extension():
     reason = build.load_error("cpu")
     if reason is not None:
         pytest.fail(f"the cpu extension does not build here: {reason}")
-    if not torch.backends.mkldnn.is_available():
-        pytest.skip("this torch has no oneDNN: every product is addmm")
 
 
-def reorders(cell, seq_len, batch_size, hidden_size, train=False, **options):
-    """How many weights a call of ``cell`` on the ``cpu`` backend (I = H) reorders for oneDNN."""
-    module = MODULES[cell](hidden_size, hidden_size, backend="cpu", **options)
-    x = torch.randn(seq_len, batch_size, hidden_size, requires_grad=train)
+def packs(cell, seq_len, batch_size, hidden_size, train=False, dtype=torch.float32, **options):
+    """How many weights a call of ``cell`` on the ``cpu`` backend (I = H) copies into panels."""
+    module = MODULES[cell](hidden_size, hidden_size, backend="cpu", dtype=dtype, **options)
+    x = torch.randn(seq_len, batch_size, hidden_size, dtype=dtype, requires_grad=train)
     with profile() as trace:
         output, _ = module(x)
         if train:
             output.sum().backward()
-    return sum(event.count for event in trace.key_averages() if event.key == REORDER)
+    return sum(event.count for event in trace.key_averages() if event.key == PACK)
 
 
-@pytest.mark.parametrize("cell, seq_len, batch_size, hidden_size, train, expected", [
-    ("lstm", 16, 2, 512, False, 1),  # W_hh (4H x H = 4·512²): from 16 steps and 2 rows
-    ("lstm", 15, 2, 512, False, 0),  # a step short
-    ("lstm", 16, 1, 512, False, 0),  # one row: oneDNN's linear is no faster than addmm
-    ("lstm", 16, 2, 511, False, 0),  # under 4·512² elements
-    ("lstm", 16, 2, 512, True, 1),   # the backward's W_hhᵀ needs 32 steps to repay its copy
-    ("lstm", 32, 2, 512, True, 2),
-    ("g2", 32, 2, 512, True, 2),     # the same sweep
-    # W_ih and W_hh both (I = H), each in both directions; the rounds' H x H matrices are 512²
-    ("mogrifier", 32, 2, 512, True, 4),
-])
-def test_wide_weights_over_long_calls_are_packed(cell, seq_len, batch_size, hidden_size, train, expected):
-    assert reorders(cell, seq_len, batch_size, hidden_size, train) == expected
+@pytest.mark.parametrize("cell, seq_len, batch_size, train, options, expected", [
+    ("lstm", 4, 2, False, {}, 1),   # W_hh: from 4 steps over 2 rows
+    ("lstm", 3, 2, False, {}, 0),   # a step short: the copy would not repay itself
+    ("lstm", 16, 1, False, {}, 1),  # one row gains less a step: from 16 steps
+    ("lstm", 15, 1, False, {}, 0),
+    ("lstm", 4, 2, True, {}, 2),    # and W_hhᵀ in the backward
+    ("g2", 4, 2, True, {}, 2),      # the same sweep
+    # W_ih and W_hh each step (I = H), and the 5 rounds, each in both directions
+    ("mogrifier", 4, 2, True, {}, 14),
+    ("mogrifier", 4, 2, False, {"mogrify_steps": 2, "mogrify_rank": 2}, 6),  # a low-rank round's two factors
+], ids=["lstm", "lstm-short", "lstm-one-row", "lstm-one-row-short", "lstm-backward", "g2", "mogrifier", "mogrifier-low-rank"])
+def test_weights_of_sweeps_of_a_few_steps_are_packed(cell, seq_len, batch_size, train, options, expected):
+    assert packs(cell, seq_len, batch_size, 8, train, **options) == expected
 
 
-@pytest.mark.parametrize("mode, expected", [("always", 2), ("never", 0)])
-def test_the_environment_overrides_the_rule(monkeypatch, mode, expected):
+def test_only_float32_is_packed():
+    assert packs("lstm", 8, 2, 8, train=True, dtype=torch.float64) == 0
+
+
+@pytest.mark.parametrize("mode, seq_len, expected", [("always", 1, 2), ("never", 32, 0)])
+def test_the_environment_overrides_the_rule(monkeypatch, mode, seq_len, expected):
     monkeypatch.setenv("FUSEDRNN_CPU_PACKED_WEIGHTS", mode)
-    assert reorders("lstm", 3, 1, 8, train=True) == expected
+    assert packs("lstm", seq_len, 1, 8, train=True) == expected
 
 
 def test_disabling_onednn_in_torch_disables_packing(monkeypatch):
+    """``torch.backends.mkldnn.enabled = False`` turns off oneDNN's GEMM kernel: addmm, as before."""
     monkeypatch.setenv("FUSEDRNN_CPU_PACKED_WEIGHTS", "always")
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
-    assert reorders("lstm", 3, 1, 8, train=True) == 0
+    assert packs("lstm", 3, 1, 8, train=True) == 0
 
 
 def test_a_misspelled_mode_is_refused_by_name(monkeypatch):
     monkeypatch.setenv("FUSEDRNN_CPU_PACKED_WEIGHTS", "sometimes")
     with pytest.raises(ValueError, match="FUSEDRNN_CPU_PACKED_WEIGHTS must be 'always', 'never' or unset"):
-        reorders("lstm", 3, 1, 8)
+        packs("lstm", 3, 1, 8)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "mogrifier"])
+def test_panels_split_among_threads_match(cell):
+    """Wide enough products split their panels among threads (csrc/step_product.cpp's grain:
+    64 rows by 256 columns by 64 gives each panel a thread); each thread's share is right."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        truth = ground_truth(random_problem(cell, (4, 64, 256, 256)), torch.float32)
+        for name, actual, expected in compare(lambda problem: (problem.call("cpu"), problem.leaves()), truth):
+            assert_close(f"cpu/{cell} on 2 threads: {name}", actual, expected, tolerance(torch.float32, "cpu"))
+    finally:
+        torch.set_num_threads(previous)

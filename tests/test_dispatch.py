@@ -77,15 +77,17 @@ def test_an_empty_batch_runs_on_every_backend_as_nn_lstm(backend):
 
 @pytest.mark.parametrize("shape, to_onednn", [
     ((1, 1, 8), False), ((16, 1, 32), False), ((1, 1, 1024), False), ((2, 32, 256), False),
-    ((2, 64, 256), True), ((3, 1, 512), True), ((64, 4, 64), True)],
+    ((2, 64, 256), True), ((3, 2, 512), True), ((8, 1, 512), False), ((9, 1, 512), True), ((8, 1, 511), True),
+    ((64, 4, 64), True)],
     ids=["decode-step", "under-1024-elements", "decode-step-H1024", "2-steps-32-rows", "2-steps-64-rows",
-         "3-steps", "sequence"])
+         "3-steps", "8-steps-one-wide-row", "9-steps-one-row", "8-steps-one-narrower-row", "sequence"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
 def test_auto_takes_pytorchs_kernel_for_float32_lstm_calls_but_small_and_short_ones(dtype, shape, to_onednn):
     """The plain LSTM's speed floor on the CPU: float32 LSTM calls run nn.LSTM's kernel
-    (oneDNN), but those under T·B·H = 1024 elements or of at most 2 steps over at most 32 rows,
-    where oneDNN's fixed cost per call made it the slower (bench/results/cpu-auto/); other
-    cells and dtypes run fusedrnn's own backends."""
+    (oneDNN), but those under T·B·H = 1024 elements, of at most 2 steps over at most 32 rows, or
+    of at most 8 steps over one row of a layer at least 512 wide, where oneDNN's fixed cost per
+    call made it the slower (bench/results/cpu-auto/); other cells and dtypes run fusedrnn's own
+    backends."""
     seq_len, batch_size, hidden_size = shape
     x = torch.randn(seq_len, batch_size, 3, dtype=dtype)
     w_ih, w_hh = torch.randn(4 * hidden_size, 3, dtype=dtype), torch.randn(4 * hidden_size, hidden_size, dtype=dtype)

@@ -1,8 +1,10 @@
-"""The compiled backends: the CUDA sources compile and a failed build is reported clearly.
+"""The compiled backends: the CUDA sources compile, the CPU library runs its loops on torch's
+threads, and a failed build is reported clearly.
 (G2 noise drawn by a backend: tests/test_noise.py.)"""
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 import warnings
 from pathlib import Path
@@ -28,6 +30,28 @@ def torch_include_flags():
     if not any((Path(path) / "c10/cuda/impl/cuda_cmake_macros.h").exists() for path in include_paths()):
         flags.append("-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE")
     return flags
+
+
+def mapped_libraries():
+    """The shared libraries this process has loaded (Linux)."""
+    return {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if ".so" in line}
+
+
+def test_the_cpu_library_runs_its_loops_on_torchs_openmp_threads():
+    """Without OpenMP, at::parallel_for (a header template) compiles to a plain loop: the cell
+    kernels and the panel products would run on one thread whatever torch.set_num_threads says.
+    Built with it on Linux, the library calls OpenMP, and the process maps one libgomp (torch's):
+    one pool of threads, sized by torch."""
+    assert build.load_error("cpu") is None, "the cpu extension does not build here"
+    if not sys.platform.startswith("linux"):
+        assert build.OPENMP_FLAGS == []
+        return
+    ours = [path for path in mapped_libraries()
+            if Path(path).name.startswith((build.library_name("cpu") + ".", "_cpu."))]
+    assert len(ours) == 1, f"expected one loaded fusedrnn CPU library, found {ours}"
+    assert b"GOMP_parallel" in Path(ours[0]).read_bytes(), f"{ours[0]} was built without OpenMP"
+    runtimes = [path for path in mapped_libraries() if Path(path).name.startswith("libgomp")]
+    assert len(runtimes) == 1, f"two OpenMP runtimes, two thread pools: {runtimes}"
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")

@@ -104,12 +104,13 @@ def test_forward_without_gradients_matches(backend, device, dtype, case, shape, 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
-@pytest.mark.parametrize("shape", [SHAPES[name] for name in ("T9-B2-I16-H16", "T1-B1-I4-H4")],
-                         ids=["T9-B2-I16-H16", "T1-B1-I4-H4"])
+@pytest.mark.parametrize("shape", [SHAPES["T9-B2-I16-H16"], SHAPES["T1-B1-I4-H4"], (5, 3, 20, 40)],
+                         ids=["T9-B2-I16-H16", "T1-B1-I4-H4", "T5-B3-I20-H40"])
 @pytest.mark.parametrize("case", CASES)
 def test_cpu_products_through_packed_weights_match(case, shape, lengths, reverse, monkeypatch):
-    """The ``cpu`` backend's per-step products through oneDNN's packed weights, which it takes
-    for wide layers over long calls (``csrc/step_product.h``), forced here at small sizes."""
+    """The ``cpu`` backend's per-step products through weights packed into panels of 64 columns,
+    which it takes for calls of a few steps (``csrc/step_product.h``), forced here for every call:
+    one panel (4H = 64), a part-filled one (16), two and a part (160, and the Mogrifier's 20 x 40)."""
     monkeypatch.setenv("FUSEDRNN_CPU_PACKED_WEIGHTS", "always")
     truth = ground_truth(problem_of(case, shape, lengths, reverse), torch.float32)
     for name, actual, expected in compare(run_on("cpu"), truth):

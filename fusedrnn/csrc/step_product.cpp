@@ -1,8 +1,11 @@
 #include "step_product.h"
 
-#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/Parallel.h>
+#include <ATen/native/CPUBlas.h>
+#include <ATen/record_function.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -10,43 +13,28 @@
 namespace fusedrnn {
 namespace {
 
-// oneDNN's reorder and linear, the operators ATen registers for Inductor's CPU linear
-// (mkldnn::_reorder_linear_weight, mkldnn::_linear_pointwise.binary), found through the
-// dispatcher: a torch built without oneDNN has neither, and sweeps then use addmm.
-struct OneDnn {
-  c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, std::optional<int64_t>)> reorder;
-  c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                      const std::optional<at::Tensor>&, c10::string_view)>
-      linear_add;  // linear_add(a, out, packed, bias, "add") = a @ weightᵀ + bias + out
-};
+// ATen's float32 batch-reduce GEMM (at::native::cpublas::brgemm: a oneDNN micro-kernel, MKL's
+// sgemm where oneDNN has none for this CPU) exists from the torch that defines this macro.
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+constexpr bool kHasBrgemm = true;
+#else
+constexpr bool kHasBrgemm = false;
+#endif
 
-const OneDnn* onednn() {
-  static const std::optional<OneDnn> found = []() -> std::optional<OneDnn> {
-    auto& dispatcher = c10::Dispatcher::singleton();
-    const auto reorder = dispatcher.findSchema({"mkldnn::_reorder_linear_weight", ""});
-    const auto linear = dispatcher.findSchema({"mkldnn::_linear_pointwise", "binary"});
-    if (!reorder || !linear) return std::nullopt;
-    try {  // a torch whose schemas differ from these signatures throws here
-      return OneDnn{reorder->typed<at::Tensor(const at::Tensor&, std::optional<int64_t>)>(),
-                    linear->typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                             const std::optional<at::Tensor>&, c10::string_view)>()};
-    } catch (const c10::Error&) {
-      return std::nullopt;
-    }
-  }();
-  return found ? &*found : nullptr;
-}
+// Columns of out per panel, and the least work worth a thread of its own: multiply-adds of a
+// product, elements of the copy into panels.
+constexpr int64_t kPanelWidth = 64;
+constexpr int64_t kGrainMacs = int64_t{1} << 16;
+constexpr int64_t kGrainElements = int64_t{1} << 14;
 
-// The rule, from bench/results/cpu-packed/ (LSTM, B 1-64, T 4-64, H 128-1024, 1 and 2 threads):
-// oneDNN's linear pays from 4·512² weight elements and 2 rows (below, or at B = 1, it is no
-// faster than addmm, or slower), and the reorder (milliseconds at H 1024) from 16 steps, or
-// 32 for a transposed weight (the backward's), which must first be copied into a plain one.
-constexpr int64_t kMinElements = 4 * 512 * 512;
-constexpr int64_t kMinRows = 2;
-constexpr int64_t kMinSteps = 16;
-constexpr int64_t kMinStepsTransposed = 32;
+// The rule, from bench/results/cpu-panels/ (LSTM, B 1-64, T 1-32, H 64-1024, one thread): the
+// copy into panels (milliseconds at H 1024, a transposition in the forward) repays itself from
+// 4 steps over 2 rows or more, but one row's products gain less per step (MKL's matrix-vector
+// product is itself close to reading the weight once): 16 steps there.
+constexpr int64_t kMinSteps = 4;
+constexpr int64_t kMinStepsOneRow = 16;
 
-bool worth_packing(const at::Tensor& weight, int64_t batch, int64_t steps) {
+bool worth_packing(int64_t batch, int64_t steps) {
   const char* forced = std::getenv("FUSEDRNN_CPU_PACKED_WEIGHTS");
   if (forced != nullptr && *forced != '\0') {
     const std::string mode = forced;
@@ -54,8 +42,41 @@ bool worth_packing(const at::Tensor& weight, int64_t batch, int64_t steps) {
                       "FUSEDRNN_CPU_PACKED_WEIGHTS must be 'always', 'never' or unset, got '", mode, "'");
     return mode == "always";
   }
-  const int64_t min_steps = weight.is_contiguous() ? kMinSteps : kMinStepsTransposed;
-  return weight.numel() >= kMinElements && batch >= kMinRows && steps >= min_steps;
+  return steps >= (batch == 1 ? kMinStepsOneRow : kMinSteps);
+}
+
+// weight (m, n), any strides, as panels (ceil(m / 64), n, 64): panel j is the contiguous
+// (n, 64) block of weightᵀ holding out's columns 64 j to 64 j + 63 (the last one part filled).
+at::Tensor pack_panels(const at::Tensor& weight) {
+  RECORD_FUNCTION("fusedrnn::pack_step_weight", std::vector<c10::IValue>({weight}));
+  const int64_t m = weight.size(0), n = weight.size(1);
+  const int64_t row_stride = weight.stride(0), col_stride = weight.stride(1);
+  at::Tensor panels = at::empty({(m + kPanelWidth - 1) / kPanelWidth, n, kPanelWidth}, weight.options());
+  const float* source = weight.data_ptr<float>();
+  float* target = panels.data_ptr<float>();
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / (n * kPanelWidth));
+  at::parallel_for(0, panels.size(0), grain, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t width = std::min(kPanelWidth, m - j * kPanelWidth);
+      const float* from = source + j * kPanelWidth * row_stride;
+      float* to = target + j * n * kPanelWidth;
+      if (row_stride == 1) {  // weight = Wᵀ, W contiguous (the backward's): a copy of W's rows
+        for (int64_t k = 0; k < n; ++k) {
+          for (int64_t p = 0; p < width; ++p) to[k * kPanelWidth + p] = from[k * col_stride + p];
+        }
+      } else {  // a transposition, reading along weight's rows
+        for (int64_t p = 0; p < width; ++p) {
+          for (int64_t k = 0; k < n; ++k) to[k * kPanelWidth + p] = from[p * row_stride + k * col_stride];
+        }
+      }
+    }
+  });
+  return panels;
+}
+
+// Whether brgemm can read t (rows, cols) as it is: unit column stride, rows at least cols apart.
+bool plain_rows(const at::Tensor& t) {
+  return t.stride(1) == 1 && (t.size(0) <= 1 || t.stride(0) >= t.size(1));
 }
 
 }  // namespace
@@ -91,35 +112,56 @@ void linear_into(at::Tensor out, const at::Tensor& input, const at::Tensor& weig
 }
 
 StepProduct::StepProduct(const at::Tensor& weight, int64_t batch, int64_t steps) : weight_(weight) {
-  if (!weight.device().is_cpu() || weight.scalar_type() != at::kFloat || !at::globalContext().userEnabledMkldnn() ||
-      onednn() == nullptr || !worth_packing(weight, batch, steps)) {
-    return;
-  }
-  try {
-    packed_ = onednn()->reorder.call(weight.contiguous(), batch);
-  } catch (const c10::Error&) {  // a oneDNN that cannot run here: packed_ stays undefined, addmm as without it
+  if (kHasBrgemm && weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.numel() > 0 &&
+      batch > 0 && at::globalContext().userEnabledMkldnn() && worth_packing(batch, steps)) {
+    panels_ = pack_panels(weight);
   }
 }
 
+bool StepProduct::through_panels(const at::Tensor& out, const at::Tensor& a) const {
+  return panels_.defined() && out.scalar_type() == at::kFloat && a.scalar_type() == at::kFloat && out.size(0) > 0;
+}
+
+void StepProduct::panel_products(at::Tensor out, const at::Tensor& a, bool accumulate) const {
+#ifdef CPUBLAS_BRGEMM_F32F32F32
+  at::Tensor target = plain_rows(out) ? out : out.contiguous();
+  const at::Tensor rows = plain_rows(a) ? a : a.contiguous();
+  const int64_t batch = rows.size(0), n = rows.size(1), m = target.size(1);
+  const int64_t lda = batch > 1 ? rows.stride(0) : n, ldc = batch > 1 ? target.stride(0) : m;
+  const float* a_data = rows.data_ptr<float>();
+  const float* panels = panels_.data_ptr<float>();
+  float* c = target.data_ptr<float>();
+  const int64_t grain = std::max<int64_t>(1, kGrainMacs / (batch * n * kPanelWidth));
+  at::parallel_for(0, panels_.size(0), grain, [&](int64_t begin, int64_t end) {
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t column = j * kPanelWidth;
+      at::native::cpublas::brgemm(batch, std::min(kPanelWidth, m - column), n, lda, kPanelWidth, ldc, accumulate,
+                                  a_data, panels + j * n * kPanelWidth, c + column);
+    }
+  });
+  if (!target.is_same(out)) out.copy_(target);
+#else
+  TORCH_INTERNAL_ASSERT(false, "panels without brgemm");
+#endif
+}
+
 void StepProduct::add_into(at::Tensor out, const at::Tensor& a) const {
-  if (!packed_.defined()) {
-    addmm_acc(out, a, weight_.t());
+  if (through_panels(out, a)) {
+    panel_products(out, a, /*accumulate=*/true);
   } else {
-    out.copy_(onednn()->linear_add.call(a.contiguous(), out, packed_, std::nullopt, "add"));
+    addmm_acc(out, a, weight_.t());
   }
 }
 
 void StepProduct::assign(at::Tensor out, const at::Tensor& a, const std::optional<at::Tensor>& bias) const {
-  if (!packed_.defined()) {
+  if (!through_panels(out, a)) {
     linear_into(out, a, weight_, bias);
-    return;
-  }
-  if (bias.has_value() && bias->defined()) {
+  } else if (bias.has_value() && bias->defined()) {
     out.copy_(*bias);
+    panel_products(out, a, /*accumulate=*/true);
   } else {
-    out.zero_();
+    panel_products(out, a, /*accumulate=*/false);
   }
-  add_into(out, a);
 }
 
 }  // namespace fusedrnn

@@ -1,5 +1,5 @@
 // The matrix products of the sweeps, through ATen, and the one every step repeats with the
-// same weight (StepProduct), which on the CPU goes through oneDNN's blocked layout.
+// same weight (StepProduct), which on the CPU goes through panels of the weight and a GEMM kernel.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -20,14 +20,15 @@ void linear_into(at::Tensor out, const at::Tensor& input, const at::Tensor& weig
 
 // a (B, n) @ weightᵀ, weight (m, n), into or onto out (B, m), at every step of a sweep over B rows.
 //
-// ATen's addmm (MKL on x86) reads the weight in its plain layout at every step, and is slow for
-// the few rows of a recurrence: an LSTM forward at B 4, T 64, H 1024 on 2 threads took 122 ms
-// through it and 32 ms through oneDNN's blocked layout. So on the CPU, in float32, a sweep long
-// enough to repay it reorders the weight once into that layout (what nn.LSTM's oneDNN kernel does
-// at every call) and multiplies through oneDNN's linear; otherwise (on CUDA, short sweeps, a torch
-// without oneDNN, torch.backends.mkldnn.enabled = False) through ATen as above. The environment
-// variable FUSEDRNN_CPU_PACKED_WEIGHTS=always or =never overrides the rule (for tests and
-// bench/results/cpu-packed/).
+// ATen's addmm (MKL on x86) repacks the weight at every call and pays a dispatch each time,
+// which dominates the few rows of a recurrence: B 4, H 1024 took 1.6 ms a step through it on
+// one thread. So on the CPU, in float32, a sweep of a few steps copies the weight once into
+// panels of 64 output columns, each a contiguous (n, 64) block of weightᵀ, and multiplies by
+// them with ATen's batch-reduce GEMM (oneDNN's micro-kernel, no dispatch), the panels split
+// among threads: 0.37 ms at that size (bench/results/cpu-panels/). Otherwise (on CUDA, other
+// dtypes, a torch without that GEMM, torch.backends.mkldnn.enabled = False, a sweep too short
+// to repay the copy) through ATen as above. The environment variable
+// FUSEDRNN_CPU_PACKED_WEIGHTS=always or =never overrides the rule (for tests and benchmarks).
 class StepProduct {
  public:
   // `steps`: how many products the sweep will take, which the rule weighs.
@@ -38,8 +39,12 @@ class StepProduct {
   void assign(at::Tensor out, const at::Tensor& a, const std::optional<at::Tensor>& bias = std::nullopt) const;
 
  private:
+  bool through_panels(const at::Tensor& out, const at::Tensor& a) const;
+  // out = a @ weightᵀ, or out += a @ weightᵀ with `accumulate`, panel by panel.
+  void panel_products(at::Tensor out, const at::Tensor& a, bool accumulate) const;
+
   at::Tensor weight_;  // as given, for ATen's products
-  at::Tensor packed_;  // oneDNN's layout of weight, or undefined
+  at::Tensor panels_;  // weightᵀ in panels, or undefined
 };
 
 }  // namespace fusedrnn

@@ -34,6 +34,11 @@ SOURCES: Dict[str, List[str]] = {
 #: ``-fno-trapping-math`` lets GCC if-convert the clamp in cell.h's exp, without which it
 #: leaves the gate loops scalar ("control flow in loop"); nothing here reads FP exceptions.
 CXX_FLAGS = ["-O3", "-fno-trapping-math"]
+#: The CPU library's ``at::parallel_for`` loops (the cell kernels, the per-step products) run on
+#: torch's OpenMP threads only when compiled with OpenMP; without it they run on one thread. On
+#: Linux the library then links the ``libgomp.so.1`` that torch has already loaded: one pool,
+#: sized by ``torch.set_num_threads``.
+OPENMP_FLAGS = ["-fopenmp"] if sys.platform.startswith("linux") else []
 #: ``FUSEDRNN_CUDA`` makes fusedrnn.cpp register the CUDA kernels instead of the schemas.
 CUDA_DEFINES = ["-DFUSEDRNN_CUDA"]
 NVCC_FLAGS = ["-O3"]
@@ -90,7 +95,8 @@ def _compile(kind: str) -> None:
         load(
             name=library_name(kind),
             sources=[str(SOURCE_DIR / source) for source in SOURCES[kind]],
-            extra_cflags=CXX_FLAGS + (CUDA_DEFINES if cuda else []),
+            extra_cflags=CXX_FLAGS + (CUDA_DEFINES if cuda else OPENMP_FLAGS),
+            extra_ldflags=[] if cuda else OPENMP_FLAGS,
             extra_cuda_cflags=NVCC_FLAGS + CUDA_DEFINES,
             with_cuda=cuda,
             is_python_module=False,

@@ -32,13 +32,20 @@ FASTER = {("cpu", torch.float32)}
 SMALL_CALL = 1024
 SHORT_CALL_STEPS = 2
 SHORT_CALL_ROWS = 32
+#: So do calls of one row over at most ``ONE_ROW_STEPS`` steps of a layer at least
+#: ``ONE_ROW_WIDTH`` wide, since the ``cpu`` backend's products go through its weights in
+#: panels (``bench/results/cpu-auto/after-panels/``: 0.19-0.89× oneDNN's time there, 1 and 2
+#: threads; at 16 steps H = 1024 was even at one thread).
+ONE_ROW_STEPS = 8
+ONE_ROW_WIDTH = 512
 
 
 def faster(sweep: Sweep) -> bool:
     """Whether PyTorch's kernel is the faster backend for ``sweep`` (see :data:`FASTER`)."""
     short = sweep.seq_len <= SHORT_CALL_STEPS and sweep.batch_size <= SHORT_CALL_ROWS
     small = sweep.seq_len * sweep.batch_size * sweep.hidden_size < SMALL_CALL
-    return (sweep.device.type, sweep.dtype) in FASTER and not (short or small)
+    one_wide_row = sweep.batch_size == 1 and sweep.seq_len <= ONE_ROW_STEPS and sweep.hidden_size >= ONE_ROW_WIDTH
+    return (sweep.device.type, sweep.dtype) in FASTER and not (short or small or one_wide_row)
 
 
 #: What the kernel runs: oneDNN and ATen on the CPU have no float16 LSTM.
