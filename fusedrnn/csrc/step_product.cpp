@@ -13,9 +13,11 @@
 namespace fusedrnn {
 namespace {
 
-// ATen's float32 batch-reduce GEMM (at::native::cpublas::brgemm: a oneDNN micro-kernel, MKL's
-// sgemm where oneDNN has none for this CPU) exists from the torch that defines this macro.
-#ifdef CPUBLAS_BRGEMM_F32F32F32
+// ATen's float32 batch-reduce GEMM (at::native::cpublas::brgemm) exists from the torch that
+// defines this macro. It is a oneDNN micro-kernel on x86-64 CPUs with AVX2; elsewhere ATen falls
+// back to one BLAS call per panel, never measured here, so the panels are for x86-64 only.
+#if defined(CPUBLAS_BRGEMM_F32F32F32) && (defined(__x86_64__) || defined(_M_X64))
+#define FUSEDRNN_PANELS 1
 constexpr bool kHasBrgemm = true;
 #else
 constexpr bool kHasBrgemm = false;
@@ -123,7 +125,7 @@ bool StepProduct::through_panels(const at::Tensor& out, const at::Tensor& a) con
 }
 
 void StepProduct::panel_products(at::Tensor out, const at::Tensor& a, bool accumulate) const {
-#ifdef CPUBLAS_BRGEMM_F32F32F32
+#ifdef FUSEDRNN_PANELS
   at::Tensor target = plain_rows(out) ? out : out.contiguous();
   const at::Tensor rows = plain_rows(a) ? a : a.contiguous();
   const int64_t batch = rows.size(0), n = rows.size(1), m = target.size(1);
