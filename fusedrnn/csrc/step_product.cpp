@@ -18,9 +18,8 @@ namespace {
 // back to one BLAS call per panel, never measured here, so the panels are for x86-64 only.
 #if defined(CPUBLAS_BRGEMM_F32F32F32) && (defined(__x86_64__) || defined(_M_X64))
 #define FUSEDRNN_PANELS 1
-constexpr bool kHasBrgemm = true;
 #else
-constexpr bool kHasBrgemm = false;
+#define FUSEDRNN_PANELS 0
 #endif
 
 // Columns of out per panel, and the least work worth a thread of its own: multiply-adds of a
@@ -114,7 +113,7 @@ void linear_into(at::Tensor out, const at::Tensor& input, const at::Tensor& weig
 }
 
 StepProduct::StepProduct(const at::Tensor& weight, int64_t batch, int64_t steps) : weight_(weight) {
-  if (kHasBrgemm && weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.numel() > 0 &&
+  if (FUSEDRNN_PANELS && weight.device().is_cpu() && weight.scalar_type() == at::kFloat && weight.numel() > 0 &&
       batch > 0 && at::globalContext().userEnabledMkldnn() && worth_packing(batch, steps)) {
     panels_ = pack_panels(weight);
   }
@@ -125,7 +124,7 @@ bool StepProduct::through_panels(const at::Tensor& out, const at::Tensor& a) con
 }
 
 void StepProduct::panel_products(at::Tensor out, const at::Tensor& a, bool accumulate) const {
-#ifdef FUSEDRNN_PANELS
+#if FUSEDRNN_PANELS
   at::Tensor target = plain_rows(out) ? out : out.contiguous();
   const at::Tensor rows = plain_rows(a) ? a : a.contiguous();
   const int64_t batch = rows.size(0), n = rows.size(1), m = target.size(1);
