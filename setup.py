@@ -38,11 +38,11 @@ def extension_options():
     def sources(kind):
         return [str((build.SOURCE_DIR / source).relative_to(ROOT)) for source in build.SOURCES[kind]]
 
-    modules = [CppExtension("fusedrnn.ext._cpu", sources("cpu"), extra_compile_args=build.CXX_FLAGS + build.OPENMP_FLAGS,
-                            extra_link_args=build.OPENMP_FLAGS)]
+    modules = [CppExtension("fusedrnn.ext._cpu", sources("cpu"), extra_compile_args=build.cxx_flags("cpu"),
+                            extra_link_args=build.link_flags("cpu"))]
     if torch.version.cuda is not None and CUDA_HOME is not None:
         modules.append(CUDAExtension("fusedrnn.ext._cuda", sources("cuda"), extra_compile_args={
-            "cxx": build.CXX_FLAGS + build.CUDA_DEFINES, "nvcc": build.NVCC_FLAGS + build.CUDA_DEFINES}))
+            "cxx": build.cxx_flags("cuda"), "nvcc": build.NVCC_FLAGS + build.CUDA_DEFINES}))
     return {"ext_modules": modules, "cmdclass": {"build_ext": BuildExtension}}
 
 

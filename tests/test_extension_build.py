@@ -46,11 +46,12 @@ def test_the_cpu_library_runs_its_loops_on_torchs_openmp_threads():
     if not sys.platform.startswith("linux"):
         assert build.OPENMP_FLAGS == []
         return
-    ours = [path for path in mapped_libraries()
-            if Path(path).name.startswith((build.library_name("cpu") + ".", "_cpu."))]
+    assert build.OPENMP_FLAGS == ["-fopenmp"], f"torch's load() appended to the module's own flags: {build.OPENMP_FLAGS}"
+    libraries = mapped_libraries()
+    ours = [path for path in libraries if Path(path).name.startswith((build.library_name("cpu") + ".", "_cpu."))]
     assert len(ours) == 1, f"expected one loaded fusedrnn CPU library, found {ours}"
     assert b"GOMP_parallel" in Path(ours[0]).read_bytes(), f"{ours[0]} was built without OpenMP"
-    runtimes = [path for path in mapped_libraries() if Path(path).name.startswith("libgomp")]
+    runtimes = [path for path in libraries if Path(path).name.startswith("libgomp")]
     assert len(runtimes) == 1, f"two OpenMP runtimes, two thread pools: {runtimes}"
 
 

@@ -42,6 +42,17 @@ OPENMP_FLAGS = ["-fopenmp"] if sys.platform.startswith("linux") else []
 #: ``FUSEDRNN_CUDA`` makes fusedrnn.cpp register the CUDA kernels instead of the schemas.
 CUDA_DEFINES = ["-DFUSEDRNN_CUDA"]
 NVCC_FLAGS = ["-O3"]
+
+
+def cxx_flags(kind: str) -> List[str]:
+    """The C++ compiler's flags for library ``kind`` (first-use and ahead-of-time builds alike),
+    a new list: ``torch.utils.cpp_extension.load`` appends to the lists it is given."""
+    return CXX_FLAGS + (CUDA_DEFINES if kind == "cuda" else OPENMP_FLAGS)
+
+
+def link_flags(kind: str) -> List[str]:
+    """The linker's flags for library ``kind``, a new list, as :func:`cxx_flags`."""
+    return [] if kind == "cuda" else list(OPENMP_FLAGS)
 #: A load that takes longer than this is a build, and says so.
 BUILD_NOTICE_AFTER_S = 2.0
 
@@ -95,8 +106,8 @@ def _compile(kind: str) -> None:
         load(
             name=library_name(kind),
             sources=[str(SOURCE_DIR / source) for source in SOURCES[kind]],
-            extra_cflags=CXX_FLAGS + (CUDA_DEFINES if cuda else OPENMP_FLAGS),
-            extra_ldflags=[] if cuda else OPENMP_FLAGS,
+            extra_cflags=cxx_flags(kind),
+            extra_ldflags=link_flags(kind),
             extra_cuda_cflags=NVCC_FLAGS + CUDA_DEFINES,
             with_cuda=cuda,
             is_python_module=False,
