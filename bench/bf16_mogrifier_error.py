@@ -131,7 +131,7 @@ def main():
         groups = [(f"T, B, I, H = {', '.join(map(str, shape))}, rank {rank}", (shape, rank))
                   for shape, rank in LOW_RANK_CASES]
     rows = []
-    print(f"| problems | cases | with hi + lo | one rounding | SPEC bound |\n|---|---|---|---|---|")
+    print("| problems | cases | with hi + lo | one rounding | SPEC bound |\n|---|---|---|---|---|")
     for label, cases in groups:
         worst = triton_low_rank_errors(*cases) if args.low_rank else worst_errors(cases)
         count = len(LOW_RANK_SEEDS) if args.low_rank else len(cases)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fusedrnn.bench import cli
-from fusedrnn.bench.implementations import default_names
+from fusedrnn.bench.implementations import DEFAULT_NAMES, unavailable
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -23,7 +23,7 @@ def pytest_generate_tests(metafunc):
         return
     preset = metafunc.config.getoption("--bench-preset")
     torch.set_num_threads(cli.PRESET_THREADS.get(preset) or torch.get_num_threads())
-    grid = cli.cases(cli.PRESETS[preset], default_names(DEVICE), DEVICE)
+    grid = cli.cases(cli.PRESETS[preset], [n for n in DEFAULT_NAMES if not unavailable(n)], DEVICE)
     cases = [(config, direction, impl) for config, pairs in grid.items() for direction, impl in pairs]
     metafunc.parametrize("case", cases, ids=[f"{c.cell}-{c.shape}-{c.dtype}-{d}-{i.name}" for c, d, i in cases])
 

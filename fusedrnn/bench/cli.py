@@ -15,7 +15,7 @@ import torch
 from .. import cells
 from ..cells import MOGRIFY_STEPS
 from . import report
-from .implementations import NAMES, default_names, implementation, unavailable
+from .implementations import DEFAULT_NAMES, NAMES, implementation, unavailable
 from .measure import DIRECTIONS, DTYPES, Config, measure, truth_for
 
 CELLS = tuple(cells.CELLS)
@@ -135,7 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     preset = args.preset or ("gpu" if device.type == "cuda" else "cpu")
     groups = [replace(g, cells=tuple(c for c in g.cells if c in (args.cells or CELLS)), shapes=args.shapes or g.shapes,
                       dtypes=args.dtypes or g.dtypes, directions=args.directions or g.directions) for g in PRESETS[preset]]
-    grid = cases(groups, [n for n in args.backends if not unavailable(n)] if args.backends else default_names(device), device)
+    grid = cases(groups, [n for n in args.backends or DEFAULT_NAMES if not unavailable(n)], device)
     from tqdm import tqdm  # a bench extra: imported once the arguments are known good
 
     previous_threads = torch.get_num_threads()

@@ -161,6 +161,9 @@ BASELINES = {
 #: Where a fusedrnn backend runs at all (the Triton interpreter on a CPU is a correctness tool).
 BACKEND_DEVICES = {"triton": ("cuda",), "cuda": ("cuda",), "cpu": ("cpu",)}
 NAMES = ("auto",) + dispatch.BACKENDS + tuple(BASELINES)
+#: ``auto``, fusedrnn's own backends (not ``torch``, nn.LSTM's kernel; not ``reference``: the
+#: eager loop is the slow baseline), then the baselines.
+DEFAULT_NAMES = tuple(n for n in NAMES if n not in ("torch", "reference"))
 
 
 def implementation(name: str) -> Implementation:
@@ -178,10 +181,3 @@ def unavailable(name: str) -> Optional[str]:
     if name == "flashrnn":
         return None if importlib.util.find_spec("flashrnn") else "flashrnn is not installed"
     return None if name in BASELINES or name == "auto" else dispatch.unavailable_reason(name)
-
-
-def default_names(device: torch.device) -> List[str]:
-    """``auto``, fusedrnn's own backends (not ``torch``, nn.LSTM's kernel; not ``reference``:
-    the eager loop is the slow baseline), then the baselines that run on ``device``."""
-    names = ["auto"] + [n for n in dispatch.available_backends() if n not in ("torch", "reference")] + list(BASELINES)
-    return [n for n in names if unavailable(n) is None and device.type in implementation(n).device_types]
