@@ -229,8 +229,12 @@ class Truth:
         dtype, device: where the implementations under test run.
         grad_seeds: ``∂L/∂output, ∂L/∂h_n, ∂L/∂c_n`` (rounded to ``dtype``, on ``device``),
             or ``None`` when only the forward is checked.
+        leaf_seeds: for second-order checks, one direction ``v`` per leaf (like ``grad_seeds``):
+            the gradients, taken with ``create_graph``, are differentiated once more as
+            ``∂⟨∇L, v⟩/∂leaf`` (what a gradient penalty backpropagates); else ``None``.
         names: what each entry of ``expected`` is.
-        expected: output, h_n, c_n, then the gradient of every leaf (float64).
+        expected: output, h_n, c_n, then the gradient of every leaf, then (second order) the
+            gradient of ``⟨∇L, v⟩`` for every leaf (float64).
     """
 
     problem: Problem
@@ -239,9 +243,11 @@ class Truth:
     grad_seeds: Optional[List[Tensor]]
     names: List[str]
     expected: List[Tensor]
+    leaf_seeds: Optional[List[Tensor]] = None
 
     def forward_only(self) -> "Truth":
-        return dataclasses.replace(self, grad_seeds=None, names=self.names[:3], expected=self.expected[:3])
+        return dataclasses.replace(self, grad_seeds=None, leaf_seeds=None, names=self.names[:3],
+                                   expected=self.expected[:3])
 
 
 #: ``run(problem) -> ((output, h_n, c_n), leaves)``: an implementation on a problem's inputs,
@@ -254,38 +260,56 @@ def on_backend(backend: str) -> Run:
     return lambda problem: (problem.call(backend), problem.leaves())
 
 
-def _evaluate(run: Run, problem: Problem, grad_seeds) -> List[Tensor]:
+def _evaluate(run: Run, problem: Problem, grad_seeds, leaf_seeds=None) -> List[Tensor]:
     with torch.set_grad_enabled(grad_seeds is not None):
         outputs, leaves = run(problem)
     results = [t.detach() for t in outputs]
     if grad_seeds is not None:
-        grads = torch.autograd.grad(outputs, leaves, grad_seeds, allow_unused=True)
-        results += [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, grads)]
+        grads = torch.autograd.grad(outputs, leaves, grad_seeds, allow_unused=True, create_graph=leaf_seeds is not None)
+        grads = [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, grads)]
+        results += [g.detach() for g in grads]
+    if leaf_seeds is not None:
+        penalty = sum((g * v).sum() for g, v in zip(grads, leaf_seeds) if g.requires_grad)
+        second = torch.autograd.grad(penalty, leaves, allow_unused=True)
+        results += [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, second)]
     return results
 
 
-def ground_truth(problem: Problem, dtype: torch.dtype, device="cpu", with_grads: bool = True) -> Truth:
-    """Rounds ``problem`` to ``dtype``, draws gradient seeds and runs the float64 reference
-    on ``device``."""
+def _seeds(shapes, dtype, device) -> List[Tensor]:
+    """Random ``N(0, 1)`` tensors, rounded to ``dtype`` (both sides see the same values), on ``device``."""
+    return [torch.randn(shape, dtype=torch.float64).to(dtype).to(device) for shape in shapes]
+
+
+def ground_truth(problem: Problem, dtype: torch.dtype, device="cpu", with_grads: bool = True,
+                 second_order: bool = False) -> Truth:
+    """Rounds ``problem`` to ``dtype``, draws gradient seeds (and, for ``second_order``, leaf
+    seeds: see :class:`Truth`) and runs the float64 reference on ``device``."""
+    if second_order and not with_grads:
+        raise ValueError("second_order=True needs with_grads=True: second-order gradients differentiate the first")
     device = torch.device(device)
     problem = problem.rounded_to(dtype)
-    grad_seeds = None
+    grad_seeds = leaf_seeds = None
     if with_grads:
         seq_len, batch_size, hidden_size = problem.x.shape[0], problem.x.shape[1], problem.h0.shape[1]
-        shapes = [(seq_len, batch_size, hidden_size), (batch_size, hidden_size), (batch_size, hidden_size)]
-        grad_seeds = [torch.randn(shape, dtype=torch.float64).to(dtype).to(device) for shape in shapes]
+        grad_seeds = _seeds([(seq_len, batch_size, hidden_size), (batch_size, hidden_size), (batch_size, hidden_size)],
+                            dtype, device)
+    if second_order:
+        leaf_seeds = _seeds([leaf.shape for leaf in problem.leaves()], dtype, device)
+    as_float64 = lambda seeds: None if seeds is None else [seed.double() for seed in seeds]  # noqa: E731
     expected = _evaluate(on_backend("reference"), problem.to(torch.float64, device, requires_grad=with_grads),
-                         None if grad_seeds is None else [seed.double() for seed in grad_seeds])
-    names = ["output", "h_n", "c_n"] + ([f"grad {name}" for name in problem.leaf_names()] if with_grads else [])
-    return Truth(problem, dtype, device, grad_seeds, names, expected)
+                         as_float64(grad_seeds), as_float64(leaf_seeds))
+    leaf_names = problem.leaf_names()
+    names = (["output", "h_n", "c_n"] + ([f"grad {name}" for name in leaf_names] if with_grads else [])
+             + ([f"second-order grad {name}" for name in leaf_names] if second_order else []))
+    return Truth(problem, dtype, device, grad_seeds, names, expected, leaf_seeds)
 
 
 def compare(run: Run, truth: Truth) -> List[Tuple[str, Tensor, Tensor]]:
     """Runs ``run`` on the truth's inputs in its dtype on its device (under ``no_grad``
     without gradients); returns ``[(name, actual, expected)]`` for the outputs, final
-    states and (when the truth has them) every gradient."""
+    states and (when the truth has them) every gradient and every second-order gradient."""
     problem = truth.problem.to(truth.dtype, truth.device, requires_grad=truth.grad_seeds is not None)
-    return list(zip(truth.names, _evaluate(run, problem, truth.grad_seeds), truth.expected))
+    return list(zip(truth.names, _evaluate(run, problem, truth.grad_seeds, truth.leaf_seeds), truth.expected))
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,17 @@ its values have the logistic law and the Bernoulli mask; and
 one seed gives one result on every backend, which the reference reproduces when fed the
 regenerated noise tensor.
 """
+import dataclasses
 import math
 
 import pytest
 import torch
 
 import fusedrnn
-from fusedrnn import functional
 from fusedrnn.noise import EPS, draw_seed, philox, sample_noise, uniform
-from fusedrnn.testing import assert_same_noise
+from fusedrnn.testing import assert_same_noise, compare, ground_truth, random_problem
 
-from conftest import assert_close, random_weights, tolerance
+from conftest import assert_close, tolerance
 
 CUDA = torch.cuda.is_available()
 WORD = 0xFFFFFFFF
@@ -122,14 +122,13 @@ def torch_words(seed, seq_len, batch_size, hidden_size):
     return torch.stack(philox(seed, counter, step, zero, zero), dim=2)
 
 
-@pytest.mark.skipif(CUDA, reason="compares on the Triton interpreter; the GPU comparison is the next test")
 @pytest.mark.parametrize("seed", SEEDS,
                          ids=["seed0", "seed-small", "seed-high-word-1", "seed-max", "seed-both-words"])
 @pytest.mark.parametrize("shape, noise_prob", [((3, 5, 7), 1.0), ((2, 9, 37), 0.3), ((1, 1, 1), 0.6),
                                                ((4, 16, 32), 0.85)],
                          ids=["T3-B5-H7", "T2-B9-H37-p0.3", "T1-B1-H1-p0.6", "T4-B16-H32-p0.85"])
 def test_torch_philox_is_the_triton_draw_bit_for_bit(seed, shape, noise_prob):
-    check_against_triton(seed, shape, noise_prob, "cpu")
+    check_against_triton(seed, shape, noise_prob, device_for("triton"))  # without a GPU, the interpreter
 
 
 @pytest.mark.gpu
@@ -208,41 +207,40 @@ def test_sample_noise_draws_its_seed_as_a_sweep_does():
 
 # One seed, one result on every backend --------------------------------------------------
 
+SEED, NOISE_PROB = 20240611, 0.6
+
+
+def drawing_its_own_noise(backend, seed):
+    """A run of ``backend`` on a noisy G2 problem that ignores the problem's noise and draws its
+    own after ``manual_seed(seed)`` on its device's generator."""
+    def run(problem):
+        generator = torch.cuda if problem.x.is_cuda else torch
+        generator.manual_seed(seed)
+        options = {**problem.options, "noise": None, "noise_prob": NOISE_PROB}
+        return dataclasses.replace(problem, options=options).call(backend), problem.leaves()
+    return run
+
+
 @pytest.mark.parametrize("backend", ["reference", "cpu", "triton", "cuda"])
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_one_seed_gives_one_result_on_every_backend(backend, reverse):
     """``torch.manual_seed(s)`` then a noisy G2 call that draws its own noise: outputs, final
-    states and gradients match the float64 reference fed the regenerated noise."""
+    states, gradients and second-order gradients (``create_graph``, where the Triton sweeps
+    regenerate the noise from the seed) match the float64 reference fed the regenerated noise."""
     skip_unless_runs(backend)
     device = device_for(backend)
-    seq_len, batch_size, input_size, hidden_size = 6, 3, 8, 24
-    weights = {name: w.to(device, torch.float32) for name, w in random_weights("g2", input_size, hidden_size).items()}
-    x = torch.randn(seq_len, batch_size, input_size, device=device)
-    lengths = torch.tensor([6, 2, 4], device=device)
-    options = dict(gate_mode="noisy", noise_prob=0.6, temperature=0.8, lengths=lengths, reverse=reverse)
-
-    def run(inputs, **extra):
-        leaves = {name: tensor.clone().requires_grad_() for name, tensor in inputs.items()}
-        out, (h_n, c_n) = functional.g2_lstm(leaves.pop("x"), **leaves, **options, **extra)
-        weighting = torch.linspace(-1, 1, out.numel(), device=out.device, dtype=out.dtype).view_as(out)
-        grads = torch.autograd.grad((out * weighting).sum() + h_n.sum() + c_n.square().sum(),
-                                    [*leaves.values()])
-        return dict(output=out, h_n=h_n, c_n=c_n, **{f"grad {name}": g for name, g in zip(leaves, grads)})
-
-    inputs = dict(x=x, **weights)
-    generator = torch.cuda if device == "cuda" else torch
-    generator.manual_seed(20240611)
-    actual = run(inputs, backend=backend)
-    generator.manual_seed(20240611)
-    noise = sample_noise(seq_len, batch_size, hidden_size, options["noise_prob"], device=device)
-    assert noise.any(), "the regenerated noise is all zero"
-    expected = run({name: t.double() for name, t in inputs.items()}, noise=noise, backend="reference")
-    for name, value in expected.items():
-        assert_close(f"{backend} {name}", actual[name], value, tolerance(torch.float32, device))
+    shape = (6, 3, 8, 24)  # (T, B, I, H)
+    problem = random_problem("g2", shape, lengths=True, reverse=reverse, gate_mode="noisy", temperature=0.8)
+    (torch.cuda if device == "cuda" else torch).manual_seed(SEED)
+    problem.options["noise"] = sample_noise(shape[0], shape[1], shape[3], NOISE_PROB, device=device)
+    assert problem.noise.any(), "the regenerated noise is all zero"
+    truth = ground_truth(problem, torch.float32, device, second_order=True)
+    pairs = compare(drawing_its_own_noise(backend, SEED), truth)
+    for name, actual, expected in pairs:
+        assert_close(f"{backend} {name}", actual, expected, tolerance(torch.float32, device))
     # Another seed is another result: the noise was not ignored.
-    generator.manual_seed(20240612)
-    other = run(inputs, backend=backend)
-    assert relative_change(other["output"], actual["output"]) > 1e-2, "a new seed left the output unchanged"
+    (_, other, _), *_ = compare(drawing_its_own_noise(backend, SEED + 1), truth.forward_only())
+    assert relative_change(other, pairs[0][1]) > 1e-2, "a new seed left the output unchanged"
 
 
 def relative_change(a, b):

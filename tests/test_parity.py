@@ -90,16 +90,29 @@ def test_matches_float64_reference(backend, device, dtype, case, shape, lengths,
         assert_close(f"{backend}/{case}/{dtype_id(dtype)}: {name}", actual, expected, tolerance(dtype, device))
 
 
+#: Every backend and case in float32, on one shape.
+FLOAT32_CALLS = [p for p in supported_calls({"T7-B3-I5-H6": SHAPES["T7-B3-I5-H6"]}) if p.values[2] == torch.float32]
+
+
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("backend, device, dtype, case, shape",
-                         [p for p in supported_calls({"T7-B3-I5-H6": SHAPES["T7-B3-I5-H6"]})
-                          if p.values[2] == torch.float32])
+@pytest.mark.parametrize("backend, device, dtype, case, shape", FLOAT32_CALLS)
 def test_forward_without_gradients_matches(backend, device, dtype, case, shape, reverse):
     """Under ``torch.no_grad()`` a backend may keep less state (nothing is saved for a
     backward): outputs and final states still match, with lengths."""
     truth = ground_truth(problem_of(case, shape, lengths=True, reverse=reverse), dtype, device, with_grads=False)
     for name, actual, expected in compare(run_on(backend), truth):  # under no_grad: no gradients to check
         assert_close(f"{backend}/{case} without gradients: {name}", actual, expected, tolerance(dtype, device))
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("backend, device, dtype, case, shape", FLOAT32_CALLS)
+def test_second_order_gradients_match(backend, device, dtype, case, shape, reverse):
+    """With ``create_graph`` (a gradient penalty), the gradients and the gradient of their inner
+    product with a random direction match the reference's, for every leaf, with lengths: a
+    backward that is not itself differentiable must recompute, not go silently wrong."""
+    truth = ground_truth(problem_of(case, shape, lengths=True, reverse=reverse), dtype, device, second_order=True)
+    for name, actual, expected in compare(run_on(backend), truth):
+        assert_close(f"{backend}/{case} with create_graph: {name}", actual, expected, tolerance(dtype, device))
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])

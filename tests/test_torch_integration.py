@@ -1,5 +1,6 @@
 """fusedrnn inside PyTorch's machinery: ``torch.compile`` without graph breaks, the registered
-operators (``torch.library.opcheck``), and second-order gradients on every backend."""
+operators (``torch.library.opcheck``), second-order gradients (the reference's against finite
+differences; every backend's against the reference in test_parity), autocast."""
 import pytest
 import torch
 
@@ -8,7 +9,6 @@ from conftest import MODULES, assert_close, random_weights, supports
 from fusedrnn import dispatch, functional
 from fusedrnn.sweep import join_round_weights, split_round_weights
 
-COMPILED_BACKENDS = ["cpu", "reference"]
 #: (backend, compiler) pairs checked under torch.compile on CPU tensors. Inductor over the
 #: reference backend's Python loop compiles for minutes and tests nothing of ours that
 #: aot_eager does not. The Triton sweeps run CPU tensors on the interpreter (on a GPU:
@@ -153,12 +153,10 @@ def test_triton_operators_pass_opcheck(cell):
     torch.library.opcheck(backward, backward_arguments)
 
 
-@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @pytest.mark.parametrize("cell", list(MODULES))
-def test_second_order_gradients_are_right(cell, backend):
-    """``create_graph`` backward (e.g. a gradient penalty) is differentiable on every backend."""
-    if dispatch.unavailable_reason(backend) is not None:
-        pytest.skip(dispatch.unavailable_reason(backend))
+def test_reference_second_order_gradients_pass_gradgradcheck(cell):
+    """The reference's ``create_graph`` backward, the truth the fused backends' second-order
+    gradients are compared with (test_parity), against finite differences in float64."""
     weights = random_weights(cell, 3, 4, mogrify_steps=2, mogrify_rank=[2, None])
     options, rounds = {}, []
     if cell == "mogrifier":  # a low-rank round and a full-rank one, their factors differentiated too
@@ -168,18 +166,20 @@ def test_second_order_gradients_are_right(cell, backend):
         options = dict(temperature=0.8, gate_mode="noisy", noise=torch.randn(3, 2, 2, 4, dtype=torch.float64))
     function = getattr(functional, {"lstm": "lstm", "mogrifier": "mogrifier_lstm", "g2": "g2_lstm"}[cell])
     x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0, c0 = (torch.randn(2, 4, dtype=torch.float64, requires_grad=True) for _ in range(2))
     parameters = [w.requires_grad_() for w in [*weights.values(), *rounds]]
 
-    def outputs(x, *tensors):
+    def outputs(x, h0, c0, *tensors):
         kwargs = dict(zip(weights, tensors))
         if cell == "mogrifier":
             matrices, right_factors, biases = tensors[-5:-3], tensors[-3:-2], tensors[-2:]
             kwargs.update(mogrify_weights=join_round_weights(matrices, low_rank, right_factors),
                           mogrify_biases=biases)
-        output, (h_n, c_n) = function(x, **kwargs, **options, lengths=torch.tensor([3, 2]), backend=backend)
+        output, (h_n, c_n) = function(x, h0=h0, c0=c0, **kwargs, **options, lengths=torch.tensor([3, 2]),
+                                      backend="reference")
         return output, h_n, c_n
 
-    assert torch.autograd.gradgradcheck(outputs, (x, *parameters))
+    assert torch.autograd.gradgradcheck(outputs, (x, h0, c0, *parameters))
 
 
 def test_gradient_penalty_step_matches_nn_lstm():
@@ -196,30 +196,6 @@ def test_gradient_penalty_step_matches_nn_lstm():
         gradients.append({name: p.grad for name, p in model.named_parameters()})
     for name, expected in gradients[0].items():
         assert_close(f"gradient-penalty {name}", gradients[1][name], expected, 1e-10)
-
-
-@pytest.mark.parametrize("cell, options", [(cell, {}) for cell in MODULES] + [("mogrifier", {"mogrify_rank": 2})],
-                         ids=list(MODULES) + ["mogrifier-rank2"])
-def test_triton_second_order_gradients_match_the_reference(cell, options):
-    """The Triton sweeps' ``create_graph`` backward (float32 here) against the float64 reference."""
-    if dispatch.unavailable_reason("triton") is not None:
-        pytest.skip(dispatch.unavailable_reason("triton"))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = MODULES[cell](3, 4, backend="triton", device=device, **options)
-    if cell == "g2":
-        model.eval()
-    x = torch.randn(4, 2, 3, device=device, generator=None)
-    gradients = []
-    for dtype, backend in ((torch.float32, "triton"), (torch.float64, "reference")):
-        model.to(dtype).zero_grad()
-        model.backend = backend
-        inputs = x.to(dtype).requires_grad_()
-        output, _ = model(inputs)
-        (grad_x,) = torch.autograd.grad(output.sum(), inputs, create_graph=True)
-        grad_x.square().sum().backward()
-        gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
-    for name, expected in gradients[1].items():
-        assert_close(f"{cell} {name}", gradients[0][name], expected, 1e-5)
 
 
 AUTOCAST = [("cpu", torch.bfloat16)] + ([("cuda", torch.float16)] if torch.cuda.is_available() else [])
