@@ -7,6 +7,7 @@ objects; adding a cell (README, "Adding a cell") starts here.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -16,7 +17,7 @@ GATE_MODES = ("noisy", "soft", "hard")
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy's floats too
 
 
 def _is_int(value) -> bool:
@@ -56,8 +57,11 @@ class Option:
         return self.convert(value)
 
 
-TEMPERATURE = Option("temperature", 1.0, _is_number, "a number",
-                     lambda v: math.isfinite(v) and v > 0, "finite and > 0", float)
+#: The smallest temperature: float32's smallest normal number, 2**-126. The kernels multiply
+#: by 1/τ in float32, which overflows below about 2.9e-39 (inf · 0 is NaN in the gradients).
+MIN_TEMPERATURE = 2.0 ** -126
+TEMPERATURE = Option("temperature", 1.0, _is_number, "a number", lambda v: math.isfinite(v) and v >= MIN_TEMPERATURE,
+                     "finite and >= 2**-126 (float32's smallest normal number)", float)
 NOISE_PROB = Option("noise_prob", 1.0, _is_number, "a number", lambda v: 0 < v <= 1, "in (0, 1]", float)
 GATE_MODE = Option("gate_mode", "noisy", lambda v: isinstance(v, str), "a str", lambda v: v in GATE_MODES,
                    f"one of {GATE_MODES}")

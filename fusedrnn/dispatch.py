@@ -62,7 +62,10 @@ def _load(name: str):
 
 
 def check_name(name: str) -> None:
-    """Raises ``ValueError`` unless ``name`` is ``"auto"`` or a backend's name."""
+    """Raises ``ValueError`` unless ``name`` is ``"auto"`` or a backend's name (``TypeError``
+    unless it is a str)."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a str, 'auto' or one of {BACKENDS}, got {type(name).__name__}")
     if name != "auto" and name not in _MODULES:
         raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {name!r}")
 

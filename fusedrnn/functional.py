@@ -35,11 +35,16 @@ def _check_lengths(lengths, seq_len, batch_size, device):
     if lengths is None:
         return None
     if not isinstance(lengths, Tensor):
-        lengths = torch.as_tensor(lengths)
+        try:
+            lengths = torch.as_tensor(lengths)
+        except (TypeError, ValueError, RuntimeError) as error:  # None entries, strings, ints beyond int64
+            raise TypeError(f"lengths must be an integer tensor or a sequence of int64 values, got {lengths!r}") from error
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise TypeError(f"lengths must be an integer tensor, got {lengths.dtype}")
     if tuple(lengths.shape) != (batch_size,):
         raise ValueError(f"lengths must have shape ({batch_size},) (one per batch row), got {tuple(lengths.shape)}")
+    if lengths.device.type != "cpu" and lengths.device != torch.device(device):
+        raise ValueError(f"lengths must be on the CPU or on the input's device {device}, got {lengths.device}")
     if lengths.device.type == "cpu" and batch_size > 0:
         low, high = int(lengths.min()), int(lengths.max())
         if low < 0 or high > seq_len:
@@ -61,9 +66,15 @@ def _validated_call(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
         raise ValueError("input must have at least one time step (T >= 1, as torch.nn.LSTM requires), got T = 0")
     if input.dtype not in _FLOATS:
         raise TypeError(f"input must be float16, bfloat16, float32 or float64, got {input.dtype}")
-    if not isinstance(weight_hh, Tensor) or weight_hh.dim() != 2 or weight_hh.shape[0] != 4 * weight_hh.shape[1]:
-        shape = tuple(weight_hh.shape) if isinstance(weight_hh, Tensor) else type(weight_hh).__name__
-        raise ValueError(f"weight_hh must have shape (4 * hidden_size, hidden_size), got {shape}")
+    if input.shape[2] == 0:  # as torch.nn.LSTM's input_size
+        raise ValueError(f"input must have at least one feature (I >= 1), got shape {tuple(input.shape)}")
+    if not isinstance(weight_hh, Tensor):
+        raise TypeError(f"weight_hh must be a torch.Tensor, got {type(weight_hh).__name__}")
+    if weight_hh.dim() != 2 or weight_hh.shape[0] != 4 * weight_hh.shape[1] or weight_hh.shape[1] == 0:
+        raise ValueError(f"weight_hh must have shape (4 * hidden_size, hidden_size) with hidden_size >= 1, "
+                         f"got {tuple(weight_hh.shape)}")
+    if not isinstance(reverse, bool):
+        raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
     seq_len, batch_size, input_size = input.shape
     hidden_size = weight_hh.shape[1]
     _check_tensor("weight_hh", weight_hh, (4 * hidden_size, hidden_size), input)
@@ -79,7 +90,7 @@ def _validated_call(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
     _check_tensor("h0", h0, state_shape, input)
     _check_tensor("c0", c0, state_shape, input)
     lengths = _check_lengths(lengths, seq_len, batch_size, input.device)
-    return Sweep(cell, input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, bool(reverse), **options)
+    return Sweep(cell, input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, **options)
 
 
 def _run(sweep: Sweep, backend: str):
@@ -150,13 +161,20 @@ def mogrifier_lstm(
             if len(weight) != 2:
                 raise ValueError(f"mogrify_weights[{j - 1}] must be a tensor or a (left, right) pair")
             left, right = weight
-            _check_tensor(f"mogrify_weights[{j - 1}][0]", left, (shape[0], left.shape[-1]), input)
-            _check_tensor(f"mogrify_weights[{j - 1}][1]", right, (left.shape[-1], shape[1]), input)
+            if not isinstance(left, Tensor):
+                raise TypeError(f"mogrify_weights[{j - 1}][0] must be a torch.Tensor, got {type(left).__name__}")
+            if left.dim() != 2 or left.shape[1] == 0:
+                raise ValueError(f"mogrify_weights[{j - 1}][0] must have shape ({shape[0]}, rank) with rank >= 1, "
+                                 f"got {tuple(left.shape)}")
+            _check_tensor(f"mogrify_weights[{j - 1}][0]", left, (shape[0], left.shape[1]), input)
+            _check_tensor(f"mogrify_weights[{j - 1}][1]", right, (left.shape[1], shape[1]), input)
             weights.append((left, right))
         else:
             _check_tensor(f"mogrify_weights[{j - 1}]", weight, shape, input)
             weights.append(weight)
     if mogrify_biases is not None:
+        if not isinstance(mogrify_biases, (list, tuple)):
+            raise TypeError(f"mogrify_biases must be a list of tensors or None, got {type(mogrify_biases).__name__}")
         if len(mogrify_biases) != len(weights):
             raise ValueError(f"mogrify_biases must have one bias per round ({len(weights)}), got {len(mogrify_biases)}")
         for j, bias in enumerate(mogrify_biases, start=1):
@@ -188,12 +206,13 @@ def g2_lstm(
     """G2-LSTM (SPEC §4) over a whole sequence.
 
     Args:
-        temperature: ``τ > 0`` dividing the input and forget gate pre-activations.
+        temperature: ``τ ≥ 2**-126`` (finite) dividing the input and forget gate pre-activations.
         noise_prob: probability in ``(0, 1]`` that an element gets noise.
         gate_mode: ``"noisy"`` (training), ``"soft"`` ``σ(z/τ)`` or ``"hard"`` ``1[z ≥ 0]``.
         noise: ``(T, B, 2, H)`` float32 ``m ⊙ ℓ`` for the i and f gates (see
             :func:`fusedrnn.sample_noise`); ``None`` lets the backend draw it from a seed
-            of the device's torch generator, the same noise on every backend.
+            of the device's torch generator, the same noise on every backend. A constant:
+            it must not require grad.
     Other arguments and the return value as :func:`lstm`.
     """
     options = G2.check_options(temperature=temperature, noise_prob=noise_prob, gate_mode=gate_mode)
@@ -202,11 +221,15 @@ def g2_lstm(
         if gate_mode != "noisy":
             raise ValueError(f"noise is only used with gate_mode='noisy', got gate_mode={gate_mode!r}")
         shape = (sweep.seq_len, sweep.batch_size, 2, sweep.hidden_size)
-        if not isinstance(noise, Tensor) or tuple(noise.shape) != shape:
-            got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
-            raise ValueError(f"noise must have shape {shape} (T, B, 2, H), got {got}")
-        if noise.device != input.device or not noise.dtype.is_floating_point:
-            raise ValueError(f"noise must be a floating tensor on {input.device}, got {noise.dtype} on {noise.device}")
+        if not isinstance(noise, Tensor) or not noise.dtype.is_floating_point:
+            got = noise.dtype if isinstance(noise, Tensor) else type(noise).__name__
+            raise TypeError(f"noise must be a floating-point torch.Tensor, got {got}")
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {shape} (T, B, 2, H), got {tuple(noise.shape)}")
+        if noise.device != input.device:
+            raise ValueError(f"noise must be on the input's device {input.device}, got {noise.device}")
+        if noise.requires_grad:  # a sample, not a parameter: no backend but the reference would differentiate it
+            raise ValueError("noise must not require grad (no gradient flows to the G2 noise); pass noise.detach()")
         sweep = dataclasses.replace(sweep, noise=noise.float())
     return _run(sweep, backend)
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import cells, dispatch, functional
-from .precision import autocast_off
+from .precision import autocast_enabled, autocast_off
 
 
 def _cast(tensor, dtype):
@@ -63,6 +63,8 @@ class _RecurrentBase(nn.Module):
             raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
         if proj_size:
             raise ValueError(f"proj_size is not supported by fusedrnn yet (got proj_size={proj_size}); use 0")
+        if dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            raise TypeError(f"dtype must be float16, bfloat16, float32 or float64 (or None), got {dtype}")
         if dropout and num_layers == 1:
             warnings.warn(f"dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
                           f"expects num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}")
@@ -116,7 +118,7 @@ class _RecurrentBase(nn.Module):
     def _autocast_dtype(self, input):
         """The dtype ``torch.autocast`` runs this module in, as it runs ``nn.LSTM``, or ``None``."""
         device_type = input.device.type
-        if self.weight_hh_l0.dtype == torch.float32 and torch.is_autocast_enabled(device_type):
+        if self.weight_hh_l0.dtype == torch.float32 and autocast_enabled(device_type):
             return torch.get_autocast_dtype(device_type)
         return None
 
@@ -183,7 +185,9 @@ class _RecurrentBase(nn.Module):
         if autocast is not None and input.is_floating_point():
             # As nn.LSTM under autocast: input, states and weights in the autocast dtype.
             input = input.to(autocast)
-            hx = hx if hx is None else tuple(_cast(state, autocast) for state in hx)
+            if isinstance(hx, (tuple, list)):  # floating states only: _check_hx refuses the others
+                hx = tuple(_cast(state, autocast) if isinstance(state, torch.Tensor) and state.is_floating_point()
+                           else state for state in hx)
         elif input.dtype != weight.dtype:
             raise TypeError(f"input must have the module's dtype {weight.dtype}, got {input.dtype}")
         if input.device != weight.device:
@@ -349,7 +353,7 @@ class MogrifierLSTM(_RecurrentBase):
 class G2LSTM(_RecurrentBase):
     """G2-LSTM, the Gumbel-gate LSTM (SPEC §4; Li et al., ICML 2018).
 
-    ``nn.LSTM``'s arguments and parameters plus ``temperature`` (``τ > 0``),
+    ``nn.LSTM``'s arguments and parameters plus ``temperature`` (``τ ≥ 2**-126``, finite),
     ``noise_prob`` (in ``(0, 1]``) and ``eval_gate_mode`` (``"soft"``, ``"hard"`` or
     ``"noisy"``). Training mode always adds noise; evaluation mode uses
     ``eval_gate_mode``.

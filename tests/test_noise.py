@@ -54,7 +54,8 @@ def test_cpu_library_draws_the_torch_noise(cpu_library, seed, shape, noise_prob)
     ((2, 2, 3, 1.5, torch.tensor([1])), ValueError, "noise_prob must be in"),
     ((2, 2, 3, 0.5, torch.tensor([1, 2])), ValueError, "seed must be a CPU tensor of one element"),
     ((2, 2, 3, 0.5, torch.tensor([1.0])), TypeError, "seed must be torch.int64"),
-], ids=["negative-size", "noise_prob-above-1", "two-seeds", "float-seed"])
+    ((2 ** 40, 2 ** 40, 1, 0.5, torch.tensor([1])), ValueError, "has more elements than int64 can count"),
+], ids=["negative-size", "noise_prob-above-1", "two-seeds", "float-seed", "beyond-int64"])
 def test_cpu_library_noise_refuses_bad_arguments(cpu_library, arguments, error, message):
     with pytest.raises(error, match=message):
         torch.ops.fusedrnn.g2_noise(*arguments)

@@ -118,6 +118,7 @@ def lengths_with(args, value):
 
 
 SHAPE = "(T, B, I from x, H from weight_hh), got"
+TEMPERATURE = "temperature must be finite and >= 2**-126 (float32's smallest normal number)"
 
 # (operator, argument, what is wrong, bad value from the valid arguments, error, message fragment)
 CHECKS = [
@@ -186,13 +187,21 @@ CHECKS = [
      "noise must be given exactly when gate_mode is 'noisy', got noise with gate_mode 'soft'"),
     ("lstm_forward", "gate_mode", "a name in capitals", lambda a: "NOISY", ValueError,
      "gate_mode must be one of ('noisy', 'soft', 'hard'), got 'NOISY'"),
-    ("lstm_forward", "temperature", "0", lambda a: 0.0, ValueError, "temperature must be finite and > 0, got 0"),
-    ("lstm_forward", "temperature", "negative", lambda a: -0.5, ValueError,
-     "temperature must be finite and > 0, got -0.5"),
-    ("lstm_forward", "temperature", "nan", lambda a: float("nan"), ValueError,
-     "temperature must be finite and > 0, got nan"),
-    ("lstm_forward", "temperature", "inf", lambda a: float("inf"), ValueError,
-     "temperature must be finite and > 0, got inf"),
+    ("lstm_forward", "temperature", "0", lambda a: 0.0, ValueError, f"{TEMPERATURE}, got 0"),
+    ("lstm_forward", "temperature", "negative", lambda a: -0.5, ValueError, f"{TEMPERATURE}, got -0.5"),
+    ("lstm_forward", "temperature", "nan", lambda a: float("nan"), ValueError, f"{TEMPERATURE}, got nan"),
+    ("lstm_forward", "temperature", "inf", lambda a: float("inf"), ValueError, f"{TEMPERATURE}, got inf"),
+    ("lstm_forward", "temperature", "1/τ beyond float32", lambda a: 1e-39, ValueError, f"{TEMPERATURE}, got 1e-39"),
+    # As torch.nn.LSTM, no empty input or hidden size (the products would reshape nothing).
+    ("lstm_forward", "x", "I=0", lambda a: a["x"][..., :0], ValueError,
+     "fusedrnn.lstm_forward: x (T, B, I) and weight_hh (4H, H) must have I >= 1 and H >= 1, got I = 0 and H = 32"),
+    ("lstm_forward", "weight_hh", "H=0", lambda a: torch.zeros(0, 0), ValueError,
+     "must have I >= 1 and H >= 1, got I = 16 and H = 0"),
+    # A meta tensor among CPU ones reaches the fake implementation, past the C++ checks.
+    ("lstm_forward", "lengths", "on meta", lambda a: a["lengths"].to("meta"), ValueError,
+     "fusedrnn::lstm_forward: lengths must be on x's device cpu, got meta"),
+    ("lstm_forward", "noise", "on meta", lambda a: a["noise"].to("meta"), ValueError,
+     "noise must be on x's device cpu, got meta"),
     # lstm_backward: the forward's saved tensors must hold all T steps.
     ("lstm_backward", "x", "rank 2", lambda a: a["x"][0], ValueError,
      "fusedrnn.lstm_backward: x must have 3 dimensions (T, B, I)"),
@@ -229,8 +238,9 @@ CHECKS = [
      "lengths must be torch.int64 (steps per batch row), got torch.int32"),
     ("lstm_backward", "gate_mode", "empty name", lambda a: "", ValueError,
      "fusedrnn.lstm_backward: gate_mode must be one of ('noisy', 'soft', 'hard'), got ''"),
-    ("lstm_backward", "temperature", "0", lambda a: 0.0, ValueError,
-     "fusedrnn.lstm_backward: temperature must be finite and > 0, got 0"),
+    ("lstm_backward", "temperature", "0", lambda a: 0.0, ValueError, f"fusedrnn.lstm_backward: {TEMPERATURE}, got 0"),
+    ("lstm_backward", "gates", "on meta", lambda a: a["gates"].to("meta"), ValueError,
+     "fusedrnn::lstm_backward: gates must be on x's device cpu, got meta"),
     # mogrifier_forward: round j (1-based) maps the other chain to its own.
     ("mogrifier_forward", "x", "rank 2", lambda a: a["x"][0], ValueError,
      "fusedrnn.mogrifier_forward: x must have 3 dimensions (T, B, I)"),
@@ -274,6 +284,12 @@ CHECKS = [
     ("mogrifier_forward", "mogrify_weights", "round 3 left factor strided",
      lambda a: replaced(a["mogrify_weights"], 2, strided(a["mogrify_weights"][2])), ValueError,
      "mogrify_weights[2] (round 3) must be contiguous"),
+    ("mogrifier_forward", "mogrify_weights", "round 3 left factor of rank 0",
+     lambda a: replaced(a["mogrify_weights"], 2, torch.zeros(I, 0)), ValueError,
+     "mogrify_weights[2] (round 3) must have rank k >= 1, got shape (16, 0)"),
+    ("mogrifier_forward", "mogrify_weights", "round 1 on meta",
+     lambda a: replaced(a["mogrify_weights"], 0, a["mogrify_weights"][0].to("meta")), ValueError,
+     "fusedrnn::mogrifier_forward: mogrify_weights must be on x's device cpu, got meta"),
     ("mogrifier_forward", "mogrify_right_factors", "rank k - 1", lambda a: [a["mogrify_right_factors"][0][1:]],
      ValueError, "mogrify_right_factors[0] (round 3) must have shape (k, H) = (4, 32) (k from mogrify_weights[2] "
      "(round 3), H from weight_hh), got (3, 32)"),
@@ -346,6 +362,8 @@ CHECKS = [
      "fusedrnn.mogrifier_backward: lengths must lie in [0, 5] (the sequence length T), got values in [0, 6]"),
     ("mogrifier_backward", "lengths", "one too many", lambda a: torch.cat([a["lengths"], a["lengths"][:1]]),
      ValueError, f"lengths must have shape (B,) = (64,) {SHAPE} (65,)"),
+    ("mogrifier_backward", "chains", "round 2 on meta", lambda a: replaced(a["chains"], 1, a["chains"][1].to("meta")),
+     ValueError, "fusedrnn::mogrifier_backward: chains must be on x's device cpu, got meta"),
 ]
 
 
@@ -356,6 +374,19 @@ def test_bad_argument_is_refused(op, argument, what, bad, error, message):
     args[argument] = bad(args)
     with pytest.raises(error, match=re.escape(message)):
         operator(op)(**args)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "mogrifier"])
+def test_a_forward_without_save_refuses_inputs_that_require_grad(cell):
+    """Without ``save`` the forward keeps a ring of steps that no backward could read: a call
+    that autograd would record is refused at once, not at the backward."""
+    args = forward_args(cell, save=False)
+    args["x"].requires_grad_()
+    with pytest.raises(ValueError, match=re.escape(f"fusedrnn::{cell}_forward: an input requires grad, so the "
+                                                   "forward must run with save=True")):
+        operator(f"{cell}_forward")(**args)
+    with torch.no_grad():  # nothing recorded: allowed
+        operator(f"{cell}_forward")(**args)
 
 
 def test_every_check_starts_from_a_valid_call():

@@ -1,13 +1,14 @@
 """Bad input gets a clear ValueError/TypeError that names the argument."""
 import math
 
+import numpy
 import pytest
 import torch
 
 import fusedrnn
 from fusedrnn import functional
 
-from conftest import CELLS
+from conftest import CELLS, MODULES
 
 T, B, I, H = 5, 3, 4, 6
 
@@ -34,7 +35,18 @@ FUNCTIONAL_CASES = {
     "lengths negative": (dict(lengths=torch.tensor([-1, 1, 1])), ValueError, "lengths must lie in"),
     "lengths size": (dict(lengths=torch.tensor([1, 1])), ValueError, "lengths must have shape"),
     "lengths float": (dict(lengths=torch.tensor([1.0, 1.0, 1.0])), TypeError, "lengths must be an integer"),
+    "lengths of None": (dict(lengths=[None, 1, 1]), TypeError, "lengths must be an integer tensor or a sequence"),
+    "lengths beyond int64": (dict(lengths=[2 ** 70, 1, 1]), TypeError, "lengths must be an integer tensor or a"),
+    "lengths on meta": (dict(lengths=torch.ones(B, dtype=torch.long, device="meta")), ValueError,
+                        "lengths must be on the CPU or on the input's device"),
+    "no input features": (dict(input=torch.randn(T, B, 0), weight_ih=torch.randn(4 * H, 0)), ValueError,
+                          r"input must have at least one feature \(I >= 1\)"),
+    "no hidden units": (dict(weight_ih=torch.randn(0, I), weight_hh=torch.randn(0, 0), bias_ih=None, bias_hh=None),
+                        ValueError, "hidden_size >= 1"),
+    "weight_hh None": (dict(weight_hh=None), TypeError, "weight_hh must be a torch.Tensor, got NoneType"),
+    "reverse not a bool": (dict(reverse="no"), TypeError, "reverse must be a bool, got str"),
     "unknown backend": (dict(backend="fast"), ValueError, "backend must be 'auto' or one of"),
+    "backend not a str": (dict(backend=["cpu"]), TypeError, "backend must be a str"),
 }
 
 
@@ -49,8 +61,10 @@ def test_functional_rejects(cell, case):
 
 
 @pytest.mark.parametrize("change, error, message", [
-    (dict(temperature=0.0), ValueError, "temperature must be finite and > 0"),
-    (dict(temperature=-1.0), ValueError, "temperature must be finite and > 0"),
+    (dict(temperature=0.0), ValueError, r"temperature must be finite and >= 2\*\*-126"),
+    (dict(temperature=-1.0), ValueError, r"temperature must be finite and >= 2\*\*-126"),
+    # 1/τ overflows float32: the kernels' gradients would be NaN.
+    (dict(temperature=1e-39), ValueError, r"temperature must be finite and >= 2\*\*-126 \(float32's smallest"),
     (dict(temperature=math.nan), ValueError, "temperature must be finite"),
     (dict(temperature=math.inf), ValueError, "temperature must be finite"),
     (dict(temperature="hot"), TypeError, "temperature must be a number"),
@@ -59,10 +73,19 @@ def test_functional_rejects(cell, case):
     (dict(gate_mode="sharp"), ValueError, "gate_mode must be one of"),
     (dict(noise=torch.zeros(T, B, 2, H + 1)), ValueError, "noise must have shape"),
     (dict(noise=torch.zeros(T, B, 2, H), gate_mode="soft"), ValueError, "noise is only used with"),
+    (dict(noise=torch.zeros(T, B, 2, H, dtype=torch.long)), TypeError, "noise must be a floating-point"),
+    (dict(noise=torch.zeros(T, B, 2, H, requires_grad=True)), ValueError, "noise must not require grad"),
 ])
 def test_g2_rejects(change, error, message):
     with pytest.raises(error, match=message):
         functional.g2_lstm(**_args(), **change)
+
+
+def test_g2_takes_numpy_numbers_as_options():
+    args = dict(_args(), gate_mode="soft")
+    expected = functional.g2_lstm(**args, temperature=0.5, noise_prob=0.25)
+    got = functional.g2_lstm(**args, temperature=numpy.float32(0.5), noise_prob=numpy.float64(0.25))
+    assert torch.equal(got[0], expected[0])
 
 
 @pytest.mark.parametrize("change, error, message", [
@@ -70,6 +93,9 @@ def test_g2_rejects(change, error, message):
     (dict(mogrify_weights=[torch.randn(H, I)]), ValueError, r"mogrify_weights\[0\] must have shape"),
     (dict(mogrify_weights=[torch.randn(I, H), torch.randn(I, H)]), ValueError, r"mogrify_weights\[1\]"),
     (dict(mogrify_weights=[(torch.randn(I, 2), torch.randn(3, H))]), ValueError, r"mogrify_weights\[0\]\[1\]"),
+    (dict(mogrify_weights=[(None, torch.randn(2, H))]), TypeError, r"mogrify_weights\[0\]\[0\] must be a torch"),
+    (dict(mogrify_weights=[(torch.randn(I, 0), torch.randn(0, H))]), ValueError, "with rank >= 1"),
+    (dict(mogrify_weights=[torch.randn(I, H)], mogrify_biases=5), TypeError, "mogrify_biases must be a list"),
     (dict(mogrify_weights=[torch.randn(I, H)], mogrify_biases=[]), ValueError, "one bias per round"),
     (dict(mogrify_weights=[torch.randn(I, H)], mogrify_biases=[torch.randn(H)]), ValueError,
      r"mogrify_biases\[0\] must have shape"),
@@ -89,7 +115,8 @@ MODULE_CASES = {
     "mogrify_rank zero": (fusedrnn.MogrifierLSTM, dict(mogrify_rank=0), ValueError, "mogrify_rank must be positive"),
     "mogrify_rank large": (fusedrnn.MogrifierLSTM, dict(mogrify_rank=I + 1), ValueError,
                            r"mogrify_rank must be at most min\(input_size, hidden_size\)"),
-    "temperature": (fusedrnn.G2LSTM, dict(temperature=0), ValueError, "temperature must be finite and > 0"),
+    "temperature": (fusedrnn.G2LSTM, dict(temperature=0), ValueError, r"temperature must be finite and >= 2\*\*-126"),
+    "dtype": (fusedrnn.LSTM, dict(dtype=torch.complex64), TypeError, "dtype must be float16, bfloat16, float32"),
     "temperature nan": (fusedrnn.G2LSTM, dict(temperature=math.nan), ValueError, "temperature must be finite"),
     "noise_prob": (fusedrnn.G2LSTM, dict(noise_prob=0), ValueError, r"noise_prob must be in \(0, 1\]"),
     "eval_gate_mode": (fusedrnn.G2LSTM, dict(eval_gate_mode="binary"), ValueError, "eval_gate_mode must be one of"),
@@ -118,6 +145,26 @@ def test_module_constructor_rejects(case):
 def test_module_call_rejects(input, hx, error, message):
     with pytest.raises(error, match=message):
         fusedrnn.LSTM(I, H)(input, hx)
+
+
+@pytest.mark.parametrize("state, message", [
+    (torch.ones(1, B, H, dtype=torch.long), r"h_0 must have the input's dtype torch.bfloat16, got torch.int64"),
+    ([[0.0] * H] * B, "h_0 must be a torch.Tensor, got list"),
+], ids=["int64", "list"])
+def test_module_under_autocast_refuses_states_it_cannot_cast(state, message):
+    """Autocast casts floating states to its dtype, as nn.LSTM's; other states are still refused."""
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(TypeError, match=message):
+        fusedrnn.LSTM(I, H)(torch.randn(T, B, I), (state, torch.zeros(1, B, H)))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_module_runs_on_the_meta_device_as_nn_lstm(cell):
+    """Shapes without data (as ``nn.LSTM`` on ``meta``), forward and backward."""
+    model = MODULES[cell](I, H, num_layers=2, bidirectional=True, device="meta")
+    output, (h_n, c_n) = model(torch.randn(T, B, I, device="meta"))
+    assert (output.shape, h_n.shape, output.device) == ((T, B, 2 * H), (4, B, H), torch.device("meta"))
+    output.sum().backward()
+    assert model.weight_hh_l1_reverse.grad.shape == (4 * H, H)
 
 
 def test_module_rejects_lengths_with_packed_input():

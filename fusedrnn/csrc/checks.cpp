@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -95,6 +96,9 @@ class Checker {
     TORCH_CHECK_VALUE(weight_hh.dim() == 2 && weight_hh.size(0) == 4 * weight_hh.size(1), op_,
                       ": weight_hh must have shape (4H, H), got ", shape_str(weight_hh.sizes()));
     hidden_ = weight_hh.size(1);
+    // As torch.nn.LSTM: at least one input feature and one hidden unit.
+    TORCH_CHECK_VALUE(x.size(2) >= 1 && hidden_ >= 1, op_, ": x (T, B, I) and weight_hh (4H, H) must have I >= 1 and ",
+                      "H >= 1, got I = ", x.size(2), " and H = ", hidden_);
     layout("weight_hh", weight_hh, like_x());
   }
 
@@ -161,8 +165,10 @@ class Checker {
   }
 
   void temperature(double temperature) const {
-    TORCH_CHECK_VALUE(std::isfinite(temperature) && temperature > 0, op_,
-                      ": temperature must be finite and > 0, got ", temperature);
+    // As fusedrnn.cells.MIN_TEMPERATURE: 1/temperature must be finite in float32.
+    TORCH_CHECK_VALUE(std::isfinite(temperature) && temperature >= std::numeric_limits<float>::min(), op_,
+                      ": temperature must be finite and >= 2**-126 (float32's smallest normal number), got ",
+                      temperature);
   }
 
   // A list argument of `size` entries, one per Mogrifier round.
@@ -176,6 +182,7 @@ class Checker {
     TORCH_CHECK_VALUE(left.dim() == 2 && left.size(0) == round_width(j), op_, ": ", name, " must have shape (",
                       round_letter(j), ", k) = (", round_width(j), ", k) (the left factor of a low-rank round; ",
                       round_letter(j), " from ", j % 2 == 1 ? "x" : "weight_hh", "), got ", shape_str(left.sizes()));
+    TORCH_CHECK_VALUE(left.size(1) >= 1, op_, ": ", name, " must have rank k >= 1, got shape ", shape_str(left.sizes()));
     layout(name, left, like_x());
     return left.size(1);
   }
@@ -336,6 +343,11 @@ void check_g2_noise(int64_t seq_len, int64_t batch_size, int64_t hidden_size, do
   TORCH_CHECK_VALUE(seq_len >= 0 && batch_size >= 0 && hidden_size >= 0,
                     "fusedrnn.g2_noise: seq_len, batch_size and hidden_size must be >= 0, got ", seq_len, ", ",
                     batch_size, ", ", hidden_size);
+  // The element count of (T, B, 2, H), in floating point so that the check cannot overflow itself.
+  TORCH_CHECK_VALUE(2.0 * static_cast<double>(seq_len) * static_cast<double>(batch_size) *
+                            static_cast<double>(hidden_size) < 0x1p63,
+                    "fusedrnn.g2_noise: the noise (T, B, 2, H) = (", seq_len, ", ", batch_size, ", 2, ", hidden_size,
+                    ") has more elements than int64 can count");
   TORCH_CHECK_VALUE(noise_prob >= 0.0 && noise_prob <= 1.0, "fusedrnn.g2_noise: noise_prob must be in [0, 1], got ",
                     noise_prob);
   TORCH_CHECK_VALUE(seed.device().is_cpu() && seed.numel() == 1,

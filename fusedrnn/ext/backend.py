@@ -30,8 +30,6 @@ class ExtensionBackend:
         reason = build.load_error(self.device_type)
         if reason is not None:
             build.warn_unavailable(self.name, reason)
-        else:
-            ops.register()
         return reason
 
     def unsupported(self, sweep: Sweep, explicit: bool) -> Optional[str]:

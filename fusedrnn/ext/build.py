@@ -134,13 +134,16 @@ def load_error(kind: str) -> Optional[str]:
     try:
         if prebuilt is not None:
             torch.ops.load_library(str(prebuilt))
-            return None
-        missing = _missing_tools(kind)
-        if missing is not None:
-            return missing
-        _compile(kind)
+        else:
+            missing = _missing_tools(kind)
+            if missing is not None:
+                return missing
+            _compile(kind)
     except Exception as error:  # any failure of the toolchain becomes the backend's reason
         return f"building the {kind} extension failed: {_summary(error)}"
+    from . import ops  # here, not at the top: setup.py loads this file alone, outside the package
+
+    ops.register()  # the operators' fake implementations and autograd, with the library
     return None
 
 

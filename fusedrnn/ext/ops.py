@@ -22,6 +22,9 @@ goes through :mod:`fusedrnn.reference.double_backward` instead.
 """
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 
 from ..noise import draw_seed
@@ -52,8 +55,16 @@ def _fake_lstm_backward(grad_output, grad_h_n, grad_c_n, x, c0, weight_ih, weigh
             grad_output.new_empty(weight_hh.shape), gates.new_empty(4 * hidden_size))
 
 
+def _refuse_unsaved(op, save):
+    """Without ``save`` the forward keeps one or two steps, not the T a backward reads."""
+    if not save:
+        raise ValueError(f"fusedrnn::{op}: an input requires grad, so the forward must run with save=True "
+                         "(save=False keeps too little for a backward)")
+
+
 def _setup_lstm(ctx, inputs, output):
     x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, reverse, temperature, gate_mode, save = inputs
+    _refuse_unsaved("lstm_forward", save)
     _, _, _, gates, cells, h_prev = output
     ctx.mark_non_differentiable(gates, cells, h_prev)
     ctx.save_for_backward(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, gates, cells, h_prev)
@@ -106,7 +117,8 @@ def _fake_mogrifier_backward(grad_output, grad_h_n, grad_c_n, x, c0, weight_ih, 
 
 def _setup_mogrifier(ctx, inputs, output):
     (x, h0, c0, weight_ih, weight_hh, bias, mogrify_weights, low_rank, right_factors, mogrify_biases, lengths,
-     reverse, _) = inputs
+     reverse, save) = inputs
+    _refuse_unsaved("mogrifier_forward", save)
     _, _, _, gates, cells, h_prev, chains, round_gates = output
     ctx.mark_non_differentiable(gates, cells, h_prev, *chains, *round_gates)
     ctx.rounds, ctx.low_rank, ctx.has_round_biases = len(mogrify_weights), tuple(low_rank), bool(mogrify_biases)
@@ -156,6 +168,25 @@ def g2_noise(seq_len, batch_size, hidden_size, noise_prob):
     return torch.ops.fusedrnn.g2_noise(seq_len, batch_size, hidden_size, noise_prob, draw_seed("cpu"))
 
 
+def _checking_devices(op, fake):
+    """``fake`` behind csrc/checks.cpp's device check: a call with a meta tensor among others
+    dispatches to the fake implementation, not to the C++ kernel and its checks, and would
+    return uninitialised memory on x's device."""
+    signature = inspect.signature(fake)
+
+    @functools.wraps(fake)
+    def checked(*args, **kwargs):
+        arguments = signature.bind(*args, **kwargs).arguments
+        device = arguments["x"].device
+        for name, value in arguments.items():
+            for tensor in value if isinstance(value, (list, tuple)) else (value,):
+                if isinstance(tensor, torch.Tensor) and tensor.device != device:
+                    raise ValueError(f"fusedrnn::{op}: {name} must be on x's device {device}, got {tensor.device}")
+        return fake(*args, **kwargs)
+
+    return checked
+
+
 _registered = False
 
 
@@ -168,10 +199,11 @@ def register() -> None:
     for name, fake, backward, setup in (
             ("lstm_forward", _fake_lstm_forward, _lstm_backward, _setup_lstm),
             ("mogrifier_forward", _fake_mogrifier_forward, _mogrifier_backward, _setup_mogrifier)):
-        torch.library.register_fake(f"fusedrnn::{name}", fake)
+        torch.library.register_fake(f"fusedrnn::{name}", _checking_devices(name, fake))
         torch.library.register_autograd(f"fusedrnn::{name}", backward, setup_context=setup)
-    torch.library.register_fake("fusedrnn::lstm_backward", _fake_lstm_backward)
-    torch.library.register_fake("fusedrnn::mogrifier_backward", _fake_mogrifier_backward)
+    torch.library.register_fake("fusedrnn::lstm_backward", _checking_devices("lstm_backward", _fake_lstm_backward))
+    torch.library.register_fake("fusedrnn::mogrifier_backward",
+                                _checking_devices("mogrifier_backward", _fake_mogrifier_backward))
     torch.library.register_fake("fusedrnn::g2_noise", _fake_g2_noise)
     _registered = True
 
