@@ -8,7 +8,7 @@ import fusedrnn
 from fusedrnn import functional
 from fusedrnn.noise import sample_noise
 
-from conftest import assert_close, random_weights
+from conftest import assert_close, random_weights, supports
 
 T, B, I, H = 6, 3, 5, 4
 
@@ -109,16 +109,15 @@ def test_g2_reference_gradcheck(gate_mode):
     assert torch.autograd.gradcheck(run, leaves)
 
 
-@pytest.mark.parametrize("backend", fusedrnn.BACKENDS)
+@pytest.mark.parametrize("backend", [b for b in fusedrnn.BACKENDS if supports(b, "g2", "cpu", torch.float32)])
 def test_g2_without_noise_at_unit_temperature_is_the_lstm(backend):
+    if fusedrnn.dispatch.unavailable_reason(backend) is not None:
+        pytest.skip(fusedrnn.dispatch.unavailable_reason(backend))
     x, h0, c0 = _inputs(torch.float32)
     weights = {k: v.float() for k, v in random_weights("g2", I, H).items()}
-    try:
-        lstm = functional.lstm(x, h0=h0, c0=c0, **weights, backend=backend)
-        zero_noise = functional.g2_lstm(x, h0=h0, c0=c0, **weights, noise=torch.zeros(T, B, 2, H), backend=backend)
-        soft = functional.g2_lstm(x, h0=h0, c0=c0, **weights, gate_mode="soft", backend=backend)
-    except fusedrnn.BackendUnavailableError as error:
-        pytest.skip(str(error))
+    lstm = functional.lstm(x, h0=h0, c0=c0, **weights, backend=backend)
+    zero_noise = functional.g2_lstm(x, h0=h0, c0=c0, **weights, noise=torch.zeros(T, B, 2, H), backend=backend)
+    soft = functional.g2_lstm(x, h0=h0, c0=c0, **weights, gate_mode="soft", backend=backend)
     for name, g2 in (("zero noise", zero_noise), ("soft", soft)):
         for e, a in zip(torch.utils._pytree.tree_leaves(lstm), torch.utils._pytree.tree_leaves(g2)):
             assert_close(f"{backend} {name}", a, e, 1e-6)

@@ -117,9 +117,11 @@ def test_second_order_gradients_match(backend, device, dtype, case, shape, rever
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
-@pytest.mark.parametrize("shape", [SHAPES["T9-B2-I16-H16"], SHAPES["T1-B1-I4-H4"], (5, 3, 20, 40)],
-                         ids=["T9-B2-I16-H16", "T1-B1-I4-H4", "T5-B3-I20-H40"])
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case, shape", [
+    pytest.param(case, shape, id=f"{case}-{name}") for case in CASES
+    for name, shape in {**{name: SHAPES[name] for name in ("T9-B2-I16-H16", "T1-B1-I4-H4")},
+                        "T5-B3-I20-H40": (5, 3, 20, 40)}.items()
+    if not ill_conditioned(case, shape, torch.float32)])
 def test_cpu_products_through_packed_weights_match(case, shape, lengths, reverse, monkeypatch):
     """The ``cpu`` backend's per-step products through weights packed into panels of 64 columns,
     which it takes for calls of a few steps (``csrc/step_product.h``), forced here for every call:
