@@ -55,11 +55,12 @@ def assert_close(name, actual, expected, tol):
 
 
 def assert_matches_reference(backend, cell, shape, dtype, device, *, lengths=False, reverse=False,
-                             weight_options=None, **options):
+                             weight_options=None, with_grads=True, **options):
     """Runs fresh random inputs of ``cell`` (``fusedrnn.testing.random_problem``) on ``backend``
-    and checks outputs, final states and every gradient against the float64 reference."""
+    and checks outputs, final states and (``with_grads``; else under ``no_grad``) every gradient
+    against the float64 reference."""
     problem = random_problem(cell, shape, lengths=lengths, reverse=reverse, weight_options=weight_options, **options)
-    pairs = compare(on_backend(backend), ground_truth(problem, dtype, device))
+    pairs = compare(on_backend(backend), ground_truth(problem, dtype, device, with_grads=with_grads))
     for name, actual, expected in pairs:
         assert_close(f"{backend}/{cell}/{str(dtype).replace('torch.', '')} {options}: {name}", actual, expected,
                      tolerance(dtype, device))

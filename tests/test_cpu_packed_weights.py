@@ -12,7 +12,7 @@ from torch.profiler import profile
 
 from conftest import MODULES, assert_close, tolerance
 from fusedrnn.ext import build
-from fusedrnn.testing import compare, ground_truth, random_problem
+from fusedrnn.testing import compare, ground_truth, on_backend, random_problem
 
 PACK = "fusedrnn::pack_step_weight"
 #: The panels are built for x86-64 only (where ATen's float32 brgemm is oneDNN's micro-kernel).
@@ -83,7 +83,7 @@ def test_panels_split_among_threads_match(cell):
     torch.set_num_threads(2)
     try:
         truth = ground_truth(random_problem(cell, (4, 64, 256, 256)), torch.float32)
-        for name, actual, expected in compare(lambda problem: (problem.call("cpu"), problem.leaves()), truth):
+        for name, actual, expected in compare(on_backend("cpu"), truth):
             assert_close(f"cpu/{cell} on 2 threads: {name}", actual, expected, tolerance(torch.float32, "cpu"))
     finally:
         torch.set_num_threads(previous)

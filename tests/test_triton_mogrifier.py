@@ -15,9 +15,10 @@ import pytest
 import torch
 
 import fusedrnn
-from conftest import assert_close, assert_matches_reference, map_tensors, needs_interpreter, random_weights, tolerance
+from conftest import assert_matches_reference, map_tensors, needs_interpreter, random_weights
 from interpreter_threads import concurrent_programs
 from fusedrnn import functional
+from fusedrnn.testing import random_problem
 from fusedrnn.triton_kernels import common, layout, mogrifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,8 @@ def test_half_precision_saves_about_half_the_bytes_of_float32(dtype):
     but ``c`` (``mogrifier.buffer_dtype``): autograd holds about half a float32 call's bytes at
     this shape, inputs and weights included (0.74 when the buffers were float32 for every dtype)."""
     def saved_bytes(dtype):
-        (x, h0, c0, weights), lengths = inference_inputs(4, 4, 16, 16, dtype, "cpu")
+        problem = random_problem("mogrifier", (4, 4, 16, 16), lengths=True).to(dtype)
+        problem.x.requires_grad_()
         sizes = []
 
         def pack(tensor):
@@ -106,35 +108,19 @@ def test_half_precision_saves_about_half_the_bytes_of_float32(dtype):
             return tensor
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            functional.mogrifier_lstm(x.requires_grad_(), h0=h0, c0=c0, **weights, lengths=lengths, backend="triton")
+            problem.call("triton")
         return sum(sizes)
 
     ratio = saved_bytes(dtype) / saved_bytes(torch.float32)
     assert ratio <= 0.55, f"a {dtype} call saves {ratio:.2f} of the bytes a float32 call saves for the backward"
 
 
-def inference_inputs(seq_len, batch_size, input_size, hidden_size, dtype, device, rounds=5):
-    weights = random_weights("mogrifier", input_size, hidden_size, mogrify_steps=rounds)
-    x = torch.randn(seq_len, batch_size, input_size, dtype=torch.float64)
-    h0 = torch.randn(batch_size, hidden_size, dtype=torch.float64) * 0.5
-    c0 = torch.randn(batch_size, hidden_size, dtype=torch.float64) * 0.5
-    lengths = torch.randint(1, seq_len + 1, (batch_size,))
-    return map_tensors((x, h0, c0, weights), lambda t: t.to(dtype).to(device)), lengths.to(device)
-
-
 @pytest.mark.parametrize("seq_len", [5, 6], ids=lambda t: f"T{t}")
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_inference_path(seq_len, reverse):
     """Without gradients the forward keeps two time slots instead of all ``T + 1``."""
-    (x, h0, c0, weights), lengths = inference_inputs(seq_len, 3, 6, 5, torch.float32, "cpu")
-    with torch.no_grad():
-        actual = functional.mogrifier_lstm(x, h0=h0, c0=c0, **weights, lengths=lengths, reverse=reverse,
-                                           backend="triton")
-        expected = functional.mogrifier_lstm(x.double(), h0=h0.double(), c0=c0.double(),
-                                             **map_tensors(weights, torch.Tensor.double), lengths=lengths,
-                                             reverse=reverse, backend="reference")
-    for label, a, e in zip(("output", "h_n", "c_n"), (actual[0], *actual[1]), (expected[0], *expected[1])):
-        assert_close(label, a, e, tolerance(torch.float32))
+    assert_matches_reference("triton", "mogrifier", (seq_len, 3, 6, 5), torch.float32, "cpu", lengths=True,
+                             reverse=reverse, with_grads=False)
 
 
 def test_declines_more_rounds_than_unrolled():
@@ -235,11 +221,4 @@ def test_gpu_barrier_with_many_programs(programs, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_gpu_inference_path(dtype):
-    (x, h0, c0, weights), lengths = inference_inputs(40, 33, 70, 90, dtype, "cuda")
-    with torch.no_grad():
-        actual = functional.mogrifier_lstm(x, h0=h0, c0=c0, **weights, lengths=lengths, backend="triton")
-        expected = functional.mogrifier_lstm(x.double(), h0=h0.double(), c0=c0.double(),
-                                             **map_tensors(weights, torch.Tensor.double), lengths=lengths,
-                                             backend="reference")
-    for label, a, e in zip(("output", "h_n", "c_n"), (actual[0], *actual[1]), (expected[0], *expected[1])):
-        assert_close(label, a, e, tolerance(dtype, "cuda"))
+    assert_matches_reference("triton", "mogrifier", (40, 33, 70, 90), dtype, "cuda", lengths=True, with_grads=False)
