@@ -38,7 +38,8 @@ def _check_lengths(lengths, seq_len, batch_size, device):
         try:
             lengths = torch.as_tensor(lengths)
         except (TypeError, ValueError, RuntimeError) as error:  # None entries, strings, ints beyond int64
-            raise TypeError(f"lengths must be an integer tensor or a sequence of int64 values, got {lengths!r}") from error
+            raise TypeError(f"lengths must be an integer tensor or a sequence of int64 values, "
+                            f"got {lengths!r}") from error
     if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
         raise TypeError(f"lengths must be an integer tensor, got {lengths.dtype}")
     if tuple(lengths.shape) != (batch_size,):
@@ -57,17 +58,20 @@ def _check_lengths(lengths, seq_len, batch_size, device):
     return lengths.to(device=device, dtype=torch.int64, non_blocking=True)
 
 
-def _validated_call(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, **options):
+def _validated_call(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, *,
+                    input_name="input", **options):
+    """The checked call as a :class:`Sweep` (``input_name``: what the caller calls ``input``)."""
     if not isinstance(input, Tensor):
-        raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
+        raise TypeError(f"{input_name} must be a torch.Tensor, got {type(input).__name__}")
     if input.dim() != 3:
-        raise ValueError(f"input must have 3 dimensions (T, B, I), got shape {tuple(input.shape)}")
+        raise ValueError(f"{input_name} must have 3 dimensions (T, B, I), got shape {tuple(input.shape)}")
     if input.shape[0] == 0:
-        raise ValueError("input must have at least one time step (T >= 1, as torch.nn.LSTM requires), got T = 0")
+        raise ValueError(f"{input_name} must have at least one time step (T >= 1, as torch.nn.LSTM requires), "
+                         "got T = 0")
     if input.dtype not in _FLOATS:
-        raise TypeError(f"input must be float16, bfloat16, float32 or float64, got {input.dtype}")
+        raise TypeError(f"{input_name} must be float16, bfloat16, float32 or float64, got {input.dtype}")
     if input.shape[2] == 0:  # as torch.nn.LSTM's input_size
-        raise ValueError(f"input must have at least one feature (I >= 1), got shape {tuple(input.shape)}")
+        raise ValueError(f"{input_name} must have at least one feature (I >= 1), got shape {tuple(input.shape)}")
     if not isinstance(weight_hh, Tensor):
         raise TypeError(f"weight_hh must be a torch.Tensor, got {type(weight_hh).__name__}")
     if weight_hh.dim() != 2 or weight_hh.shape[0] != 4 * weight_hh.shape[1] or weight_hh.shape[1] == 0:
@@ -150,10 +154,18 @@ def mogrifier_lstm(
             ``j``, or ``None``.
     Other arguments and the return value as :func:`lstm`.
     """
+    sweep = _validated_call("lstm", input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse)
+    weights, biases = _validated_rounds(mogrify_weights, mogrify_biases, input, sweep.hidden_size)
+    sweep = dataclasses.replace(sweep, cell="mogrifier", mogrify_weights=weights, mogrify_biases=biases)
+    return _run(sweep, backend)
+
+
+def _validated_rounds(mogrify_weights, mogrify_biases, input, hidden_size):
+    """The Mogrifier's rounds checked against ``input (T, B, I)`` and ``hidden_size``: the
+    weights and the biases (or ``None``) as tuples."""
     if not isinstance(mogrify_weights, (list, tuple)):
         raise TypeError(f"mogrify_weights must be a list of tensors, got {type(mogrify_weights).__name__}")
-    sweep = _validated_call("lstm", input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse)
-    input_size, hidden_size = sweep.input_size, sweep.hidden_size
+    input_size = input.shape[2]
     weights = []
     for j, weight in enumerate(mogrify_weights, start=1):
         shape = mogrify_round_shape(j, input_size, hidden_size)
@@ -181,9 +193,7 @@ def mogrifier_lstm(
             _check_tensor(f"mogrify_biases[{j - 1}]", bias, mogrify_round_shape(j, input_size, hidden_size)[:1],
                           input)
         mogrify_biases = tuple(mogrify_biases)
-    sweep = dataclasses.replace(sweep, cell="mogrifier", mogrify_weights=tuple(weights),
-                                mogrify_biases=mogrify_biases)
-    return _run(sweep, backend)
+    return tuple(weights), mogrify_biases
 
 
 def g2_lstm(

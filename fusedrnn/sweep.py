@@ -4,6 +4,9 @@ Shape letters (docs/SPEC.md): T time steps, B batch, I input size, H hidden size
 """
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -51,14 +54,53 @@ def unflatten_rounds(tensors: Sequence[Optional[torch.Tensor]], low_rank: Sequen
 
 
 def call_operator(op, *arguments, save: bool):
-    """``op(*arguments)``, a sweep's forward operator. Without ``save`` (no backward can follow,
+    """``op(*arguments)``, a sweep's forward operator, its arguments validated (see
+    :func:`call_validated`). Without ``save`` (no backward can follow,
     :attr:`Sweep.needs_backward`) the call skips the Python autograd layer that
     ``torch.library.register_autograd`` runs before the kernel even under ``no_grad``: about
     13 µs a layer, and at T = 1 the host time is the cost. torch.compile traces the plain call."""
     if save or torch.compiler.is_compiling():
-        return op(*arguments)
+        return call_validated(op, *arguments)
     with torch._C._AutoDispatchBelowAutograd():
+        return call_validated(op, *arguments)
+
+
+#: Set while fusedrnn calls an operator whose arguments it validated itself.
+VALIDATED = contextvars.ContextVar("fusedrnn_validated_operator_call", default=False)
+
+
+def call_validated(op, *arguments):
+    """``op(*arguments)`` where fusedrnn built and validated the arguments (the functional API's
+    checks, or a forward's own saved tensors): operators that check their arguments in Python
+    (triton_kernels/checks.py: 9 µs a forward, 18 µs a backward on this CPU) skip the checks, as at T = 1 the host
+    time is the cost. Direct calls, and compiled graphs, are checked."""
+    if torch.compiler.is_compiling():  # dynamo does not trace ContextVar.set
         return op(*arguments)
+    token = VALIDATED.set(True)
+    try:
+        return op(*arguments)
+    finally:
+        VALIDATED.reset(token)
+
+
+def checking_devices(op: str, fake):
+    """An operator's fake implementation ``fake`` behind a device check: a call with a meta
+    tensor among others dispatches to the fake implementation, not to the kernel and its checks
+    (csrc/checks.cpp, triton_kernels/checks.py), and would return uninitialised memory on x's
+    device. Every tensor must be on ``x``'s."""
+    signature = inspect.signature(fake)
+
+    @functools.wraps(fake)
+    def checked(*args, **kwargs):
+        arguments = signature.bind(*args, **kwargs).arguments
+        device = arguments["x"].device
+        for name, value in arguments.items():
+            for tensor in value if isinstance(value, (list, tuple)) else (value,):
+                if isinstance(tensor, torch.Tensor) and tensor.device != device:
+                    raise ValueError(f"fusedrnn::{op}: {name} must be on x's device {device}, got {tensor.device}")
+        return fake(*args, **kwargs)
+
+    return checked
 
 
 @dataclass(frozen=True)

@@ -154,6 +154,62 @@ def test_triton_operators_pass_opcheck(cell):
     torch.library.opcheck(backward, backward_arguments)
 
 
+def _by_name(op, arguments):
+    return {argument.name: value for argument, value in zip(op.default._schema.arguments, arguments)}
+
+
+# (cell, forward or backward, argument, what is wrong, bad value from the valid ones, error, message)
+TRITON_CHECKS = [
+    ("lstm", "forward", "h0", "batch + 1", lambda a: torch.cat([a["h0"], a["h0"][:1]]), ValueError,
+     r"fusedrnn::triton_lstm_forward: h0 must have shape \(2, 4\), got \(3, 4\)"),
+    ("lstm", "forward", "weight_ih", "float64", lambda a: a["weight_ih"].double(), TypeError,
+     "weight_ih must have the input's dtype torch.float32, got torch.float64"),
+    ("lstm", "forward", "x", "float64 throughout", None, TypeError, r"x must be one of \(torch.float32"),
+    ("lstm", "forward", "lengths", "on meta", lambda a: a["lengths"].to("meta"), ValueError,
+     "fusedrnn::triton_lstm_forward: lengths must be on x's device .*, got meta"),
+    ("lstm", "forward", "noise", "(T, B, H, 2)", lambda a: torch.zeros(3, 2, 4, 2, device=a["x"].device), ValueError,
+     r"noise must have shape \(3, 2, 2, 4\), got \(3, 2, 4, 2\)"),
+    ("g2", "forward", "seed", "int32", lambda a: a["seed"].int(), TypeError, "seed must be torch.int64"),
+    ("g2", "forward", "noise", "with a seed", lambda a: torch.zeros(3, 2, 2, 4, device=a["x"].device), ValueError,
+     "noise and seed must not both be given"),
+    ("g2", "forward", "inv_temperature", "inf", lambda a: float("inf"), ValueError,
+     r"inv_temperature must be in \(0, 2\*\*126\]"),
+    ("lstm", "backward", "gates", "T - 1 steps", lambda a: a["gates"][1:], ValueError,
+     r"fusedrnn::triton_lstm_backward: gates must have shape \(3, 2, 16\), got \(2, 2, 16\)"),
+    ("lstm", "backward", "cells", "float64", lambda a: a["cells"].double(), TypeError,
+     "cells must be torch.float32, got torch.float64"),
+    ("lstm", "backward", "d_out", "hidden - 1", lambda a: a["d_out"][..., 1:], ValueError, "d_out must have shape"),
+    ("mogrifier", "forward", "mogrify_low_rank", "a flag short", lambda a: a["mogrify_low_rank"][:1], ValueError,
+     "fusedrnn::triton_mogrifier_forward: mogrify_low_rank must have one flag per round"),
+    ("mogrifier", "forward", "mogrify_biases", "round 1 of width I - 1",
+     lambda a: [a["mogrify_biases"][0][1:], *a["mogrify_biases"][1:]], ValueError,
+     r"mogrify_biases\[0\] must have shape \(4,\), got \(3,\)"),
+    ("mogrifier", "backward", "saved", "one buffer short", lambda a: a["saved"][:-1], ValueError,
+     "fusedrnn::triton_mogrifier_backward: saved must hold the forward's"),
+    ("mogrifier", "backward", "saved", "float64 buffers", lambda a: [t.double() for t in a["saved"]], TypeError,
+     r"saved\[0\] must be torch"),
+]
+
+
+@pytest.mark.parametrize("cell, kind, argument, what, bad, error, message",
+                         [pytest.param(*row, id=f"{row[0]}-{row[1]}-{row[2]}-{row[3]}") for row in TRITON_CHECKS])
+def test_triton_operators_refuse_what_does_not_fit(cell, kind, argument, what, bad, error, message):
+    """Public in torch.ops, the Triton operators check their tensors (triton_kernels/checks.py)
+    before their kernels index memory with the shapes they are handed."""
+    _skip_unless_available("triton")
+    op, arguments = _triton_forward_call(cell, requires_grad=False)
+    if kind == "backward":
+        op, arguments = _triton_backward_call(cell, arguments, op(*arguments))
+    arguments = _by_name(op, arguments)
+    if bad is None:  # every floating tensor
+        arguments = {name: value.double() if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+                     for name, value in arguments.items()}
+    else:
+        arguments[argument] = bad(arguments)
+    with pytest.raises(error, match=message):
+        op(**arguments)
+
+
 @pytest.mark.parametrize("cell", list(MODULES))
 def test_reference_second_order_gradients_pass_gradgradcheck(cell):
     """The reference's ``create_graph`` backward, the truth the fused backends' second-order

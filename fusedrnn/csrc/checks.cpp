@@ -182,7 +182,8 @@ class Checker {
     TORCH_CHECK_VALUE(left.dim() == 2 && left.size(0) == round_width(j), op_, ": ", name, " must have shape (",
                       round_letter(j), ", k) = (", round_width(j), ", k) (the left factor of a low-rank round; ",
                       round_letter(j), " from ", j % 2 == 1 ? "x" : "weight_hh", "), got ", shape_str(left.sizes()));
-    TORCH_CHECK_VALUE(left.size(1) >= 1, op_, ": ", name, " must have rank k >= 1, got shape ", shape_str(left.sizes()));
+    TORCH_CHECK_VALUE(left.size(1) >= 1, op_, ": ", name, " must have rank k >= 1, got shape ",
+                      shape_str(left.sizes()));
     layout(name, left, like_x());
     return left.size(1);
   }

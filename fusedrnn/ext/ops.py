@@ -22,9 +22,6 @@ goes through :mod:`fusedrnn.reference.double_backward` instead.
 """
 from __future__ import annotations
 
-import functools
-import inspect
-
 import torch
 
 from ..noise import draw_seed
@@ -32,7 +29,7 @@ from ..precision import accumulation_dtype
 from ..reference.double_backward import recomputed_gradients
 from ..reference.g2 import g2_lstm
 from ..reference.mogrifier import mogrifier_lstm
-from ..sweep import call_operator, flatten_rounds, split_round_weights, unflatten_rounds
+from ..sweep import call_operator, checking_devices, flatten_rounds, split_round_weights, unflatten_rounds
 
 
 # --------------------------------------------------------------------------- LSTM and G2-LSTM
@@ -168,25 +165,6 @@ def g2_noise(seq_len, batch_size, hidden_size, noise_prob):
     return torch.ops.fusedrnn.g2_noise(seq_len, batch_size, hidden_size, noise_prob, draw_seed("cpu"))
 
 
-def _checking_devices(op, fake):
-    """``fake`` behind csrc/checks.cpp's device check: a call with a meta tensor among others
-    dispatches to the fake implementation, not to the C++ kernel and its checks, and would
-    return uninitialised memory on x's device."""
-    signature = inspect.signature(fake)
-
-    @functools.wraps(fake)
-    def checked(*args, **kwargs):
-        arguments = signature.bind(*args, **kwargs).arguments
-        device = arguments["x"].device
-        for name, value in arguments.items():
-            for tensor in value if isinstance(value, (list, tuple)) else (value,):
-                if isinstance(tensor, torch.Tensor) and tensor.device != device:
-                    raise ValueError(f"fusedrnn::{op}: {name} must be on x's device {device}, got {tensor.device}")
-        return fake(*args, **kwargs)
-
-    return checked
-
-
 _registered = False
 
 
@@ -199,11 +177,11 @@ def register() -> None:
     for name, fake, backward, setup in (
             ("lstm_forward", _fake_lstm_forward, _lstm_backward, _setup_lstm),
             ("mogrifier_forward", _fake_mogrifier_forward, _mogrifier_backward, _setup_mogrifier)):
-        torch.library.register_fake(f"fusedrnn::{name}", _checking_devices(name, fake))
+        torch.library.register_fake(f"fusedrnn::{name}", checking_devices(name, fake))
         torch.library.register_autograd(f"fusedrnn::{name}", backward, setup_context=setup)
-    torch.library.register_fake("fusedrnn::lstm_backward", _checking_devices("lstm_backward", _fake_lstm_backward))
+    torch.library.register_fake("fusedrnn::lstm_backward", checking_devices("lstm_backward", _fake_lstm_backward))
     torch.library.register_fake("fusedrnn::mogrifier_backward",
-                                _checking_devices("mogrifier_backward", _fake_mogrifier_backward))
+                                checking_devices("mogrifier_backward", _fake_mogrifier_backward))
     torch.library.register_fake("fusedrnn::g2_noise", _fake_g2_noise)
     _registered = True
 

@@ -35,8 +35,8 @@ from ..noise import EPS, sample_noise
 from ..precision import autocast_off, summed_bias
 from ..reference.double_backward import recomputed_gradients
 from ..reference.g2 import g2_lstm as reference_g2_lstm
-from ..sweep import Sweep, call_operator
-from . import common, layout
+from ..sweep import Sweep, call_operator, call_validated, checking_devices
+from . import checks, common, layout
 from .common import (concat_gates, dot, exchanged_product, grid_barrier, input_guard, load_resident_slice,
                      sigmoid, split_gates, tanh)
 from .noise import logistic_noise
@@ -329,6 +329,8 @@ def _forward_op(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, nois
     """One layer, one direction; G2 options as in :func:`run`. Besides ``output, h_n, c_n`` returns
     what the backward reads: ``states (T, B, H)`` (only with lengths: without, they are ``output``),
     ``cells`` and ``gates`` (see :func:`lstm_fwd`); each is empty, ``(0,)``, when not kept."""
+    checks.check_lstm_forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed, reverse,
+                              inv_temperature, noise_prob)
     with autocast_off(x.device):
         bias = summed_bias(bias_ih, bias_hh)
         # The input projection does not depend on the recurrence: one product over T·B rows.
@@ -341,7 +343,6 @@ def _forward_op(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, nois
     return (out, h_n, c_n, *(x.new_empty(0) if tensor is None else tensor for tensor in (states, cells, gates)))
 
 
-@_forward_op.register_fake
 def _fake_forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed, reverse, inv_temperature,
                   noise_prob, hard_gates, save):
     seq_len, batch_size, hidden_size = x.shape[0], x.shape[1], weight_hh.shape[1]
@@ -365,6 +366,8 @@ def _backward_op(d_out, d_h_n, d_c_n, x, h0, c0, weight_ih, weight_hh, lengths, 
     """The reverse sweep and the weight gradients, from the forward's ``states (T, B, H)`` (its
     output when there are no lengths), ``cells`` and ``gates``. ``d_bias`` is that of ``b_ih``
     and of ``b_hh`` alike."""
+    checks.check_lstm_backward(_fake_forward, d_out, d_h_n, d_c_n, x, h0, c0, weight_ih, weight_hh, lengths, states,
+                               cells, gates, reverse)
     with autocast_off(x.device):
         dz, d_h0, d_c0 = lstm_bwd(weight_hh, gates, cells, c0, lengths, d_out, d_h_n, d_c_n, reverse=reverse,
                                   inv_temperature=inv_temperature,
@@ -378,11 +381,15 @@ def _backward_op(d_out, d_h_n, d_c_n, x, h0, c0, weight_ih, weight_hh, lengths, 
     return d_x, d_h0.to(h0.dtype), d_c0.to(c0.dtype), d_weight_ih, d_weight_hh, d_bias
 
 
-@_backward_op.register_fake
 def _fake_backward(d_out, d_h_n, d_c_n, x, h0, c0, weight_ih, weight_hh, lengths, states, cells, gates, reverse,
                    inv_temperature):
     return (d_out.new_empty(x.shape), torch.empty_like(h0), torch.empty_like(c0), d_out.new_empty(weight_ih.shape),
             d_out.new_empty(weight_hh.shape), d_out.new_empty(weight_hh.shape[0]))
+
+
+# Behind a device check: a meta tensor among others reaches the fake, past the operator's checks.
+_forward_op.register_fake(checking_devices("triton_lstm_forward", _fake_forward))
+_backward_op.register_fake(checking_devices("triton_lstm_backward", _fake_backward))
 
 
 def _setup_context(ctx, inputs, output):
@@ -401,9 +408,9 @@ def _backward(ctx, d_out, d_h_n, d_c_n, *_):
         grads = _differentiable_backward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise,
                                          seed, (d_out, d_h_n, d_c_n))
     else:
-        *grads, d_bias = torch.ops.fusedrnn.triton_lstm_backward(
-            d_out, d_h_n, d_c_n, x, h0, c0, weight_ih, weight_hh, lengths, states, cells, gates, ctx.reverse,
-            ctx.inv_temperature)
+        *grads, d_bias = call_validated(  # the forward's own saved tensors
+            torch.ops.fusedrnn.triton_lstm_backward, d_out, d_h_n, d_c_n, x, h0, c0, weight_ih, weight_hh, lengths,
+            states, cells, gates, ctx.reverse, ctx.inv_temperature)
         # Two gradients must not share storage.
         grads += [None, None] if bias_ih is None else [d_bias, d_bias.clone()]
     return (*grads, None, None, None, None, None, None, None, None)

@@ -65,8 +65,9 @@ import triton.language as tl
 from ..precision import autocast_off, summed_bias
 from ..reference.double_backward import recomputed_gradients
 from ..reference.mogrifier import mogrifier_lstm as reference_mogrifier_lstm
-from ..sweep import Sweep, call_operator, flatten_rounds, join_round_weights, split_round_weights, unflatten_rounds
-from . import common, layout
+from ..sweep import (Sweep, call_operator, call_validated, checking_devices, flatten_rounds, join_round_weights,
+                     split_round_weights, unflatten_rounds)
+from . import checks, common, layout
 from .common import dot, grid_barrier, input_guard, sigmoid, split_gates, tanh
 
 #: The most rounds the kernels unroll (the paper tunes ``r`` in 4..6).
@@ -805,6 +806,9 @@ def _forward_op(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mogrify_weigh
     the buffers the backward reads (:func:`_forward_buffers`), each empty, ``(0,)``, where there
     is none. Without ``save`` (no backward can follow, ``Sweep.needs_backward``) it keeps none,
     and the sweep two time slots instead of ``T + 1``."""
+    checks.check_mogrifier_forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mogrify_weights,
+                                   mogrify_low_rank, mogrify_right_factors, mogrify_biases, lengths, reverse,
+                                   MAX_ROUNDS)
     with autocast_off(x.device):
         weights = join_round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors)
         w_round, rank, q_bias, r_bias = _round_tensors(weights, mogrify_biases or None)
@@ -816,7 +820,6 @@ def _forward_op(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mogrify_weigh
     return out, h_n, c_n, [_or_empty(buffer if save else None, x) for buffer in buffers]
 
 
-@_forward_op.register_fake
 def _fake_forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mogrify_weights, mogrify_low_rank,
                   mogrify_right_factors, mogrify_biases, lengths, reverse, save):
     weights = join_round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors)
@@ -842,6 +845,8 @@ def _backward_op(d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, mogrify_weights, 
                  mogrify_right_factors, lengths, saved, reverse):
     """The backward sweep and every weight gradient, the rounds' as the forward takes them
     (``d_bias`` is that of ``b_ih`` and of ``b_hh`` alike, ``d_mogrify_biases`` one per round)."""
+    checks.check_mogrifier_backward(_fake_forward, d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, mogrify_weights,
+                                    mogrify_low_rank, mogrify_right_factors, lengths, saved, reverse, MAX_ROUNDS)
     with autocast_off(x.device):
         weights = join_round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors)
         w_round, rank, _, _ = _round_tensors(weights, None)
@@ -857,7 +862,6 @@ def _backward_op(d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, mogrify_weights, 
     return (*grads, list(d_weights), list(d_right_factors), d_round_biases)
 
 
-@_backward_op.register_fake
 def _fake_backward(d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, mogrify_weights, mogrify_low_rank,
                    mogrify_right_factors, lengths, saved, reverse):
     batch_size, hidden_size = x.shape[1], weight_hh.shape[1]
@@ -866,6 +870,11 @@ def _fake_backward(d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, mogrify_weights
             [x.new_empty(weight.shape) for weight in mogrify_weights],
             [x.new_empty(right.shape) for right in mogrify_right_factors],
             [x.new_empty(weight.shape[0]) for weight in mogrify_weights])
+
+
+# Behind a device check: a meta tensor among others reaches the fake, past the operator's checks.
+_forward_op.register_fake(checking_devices("triton_mogrifier_forward", _fake_forward))
+_backward_op.register_fake(checking_devices("triton_mogrifier_backward", _fake_backward))
 
 
 def _setup_context(ctx, inputs, output):
@@ -897,9 +906,9 @@ def _backward(ctx, d_out, d_h_n, d_c_n, *_):
         grads = grads[:7]
     else:
         matrices, _, right_factors = split_round_weights(weights)
-        *grads, d_bias, d_weights, d_right_factors, d_round_biases = torch.ops.fusedrnn.triton_mogrifier_backward(
-            d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, matrices, ctx.low_rank, right_factors, lengths, saved,
-            ctx.reverse)
+        *grads, d_bias, d_weights, d_right_factors, d_round_biases = call_validated(  # the forward's saved tensors
+            torch.ops.fusedrnn.triton_mogrifier_backward, d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, matrices,
+            ctx.low_rank, right_factors, lengths, saved, ctx.reverse)
         # Two gradients must not share storage.
         grads += [None, None] if bias_ih is None else [d_bias, d_bias.clone()]
     # bool[] gets no gradient; but torch.library reads an empty list as an empty tensor list.
