@@ -65,7 +65,6 @@ def _check_rounds(x, weight_hh, mogrify_weights, mogrify_low_rank, mogrify_right
         raise ValueError(f"mogrify_weights must have at most {max_rounds} rounds, got {len(mogrify_weights)}")
     weights = join_round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors)
     functional._validated_rounds(list(weights), list(mogrify_biases) or None, x, weight_hh.shape[1])
-    return weights
 
 
 def check_lstm_forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed, reverse,
@@ -79,7 +78,8 @@ def check_lstm_forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, length
             raise ValueError("noise and seed must not both be given (noise is given, or drawn from the seed)")
         meta = torch.device("meta")
         if noise is not None:
-            _check_like("noise", noise, torch.empty(seq_len, batch_size, 2, hidden_size, device=meta), x.device)
+            _check_like("noise", noise, torch.empty(seq_len, batch_size, 2, hidden_size, dtype=torch.float32,
+                                                    device=meta), x.device)
         if seed is not None:
             _check_like("seed", seed, torch.empty(1, dtype=torch.int64, device=meta), x.device)
         if not 0 < inv_temperature <= 1 / MIN_TEMPERATURE:  # NaN fails too
