@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one call of at most 6 minutes on a cold machine: the stages'
 # time limits add up to 350 s (phase 1: 110; phase 2: 70 + 45 + 40 + 30 + 10 + 30 + 15), and the
-# reports at the end take seconds. Triton compiles dominate a cold call (PERF_NOTES), so:
+# reports at the end take seconds. Triton compiles dominate a cold call, so:
 #   1. in parallel processes (each at most WARM_S): the C++/CUDA extension build, the GPU-marked
 #      tests (over 4 workers where pytest-xdist is installed), the CUDA rows of the parity suite,
 #      and a compile warm-up of everything phase 2 times (the benchmark at T = 2, whose correctness

@@ -247,7 +247,7 @@ class LSTM(_RecurrentBase):
     """Drop-in ``torch.nn.LSTM`` (SPEC §2) running on a fused backend.
 
     Same constructor, call, shapes and ``state_dict`` as ``torch.nn.LSTM``, plus
-    ``backend`` (``"auto"``, ``"triton"``, ``"cuda"``, ``"cpu"``, ``"reference"``).
+    ``backend`` (``"auto"``, ``"torch"``, ``"triton"``, ``"cuda"``, ``"cpu"``, ``"reference"``).
     ``proj_size`` is not supported.
     """
 

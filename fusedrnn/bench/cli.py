@@ -68,7 +68,7 @@ def cases(groups: Sequence[Group], names: Sequence[str], device: torch.device) -
 
 def estimate_s(c: Config, direction: str, name: str, device: torch.device) -> float:
     """A row's rough duration: ~9 calls (check, warm-up, timing) of a cost per step (host and
-    launches, PERF_NOTES' scale) plus its products, and compile times."""
+    launches, tens of µs when looped in Python) plus its products, and compile times."""
     gpu, passes = device.type == "cuda", 3 if direction == "fwdbwd" else 1
     looped = name in ("eager", "compiled", "reference") or direction == "decode"
     launch_s = (30e-6 * (1 + MOGRIFY_STEPS.default * (c.cell == "mogrifier")) if looped else 4e-6) * passes

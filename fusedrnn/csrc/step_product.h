@@ -25,9 +25,9 @@ void linear_into(at::Tensor out, const at::Tensor& input, const at::Tensor& weig
 // one thread. So on the CPU, in float32, a sweep of a few steps copies the weight once into
 // panels of 64 output columns, each a contiguous (n, 64) block of weightᵀ, and multiplies by
 // them with ATen's batch-reduce GEMM (oneDNN's micro-kernel, no dispatch), the panels split
-// among threads: 0.37 ms at that size (bench/results/cpu-panels/). Otherwise (on CUDA, other
-// dtypes, a torch without that GEMM, a CPU other than x86-64, torch.backends.mkldnn.enabled =
-// False, a sweep too short to repay the copy) through ATen as above. The environment variable
+// among threads: 0.37 ms at that size (both timed by hand; bench/results/cpu-panels/ times whole
+// sweeps). Otherwise (on CUDA, other dtypes, a torch without that GEMM, a CPU other than x86-64,
+// torch.backends.mkldnn.enabled = False, a sweep too short to repay the copy) through ATen as above. The environment variable
 // FUSEDRNN_CPU_PACKED_WEIGHTS=always or =never overrides the rule (for tests and benchmarks).
 class StepProduct {
  public:

@@ -34,8 +34,8 @@ SHORT_CALL_STEPS = 2
 SHORT_CALL_ROWS = 32
 #: So do calls of one row over at most ``ONE_ROW_STEPS`` steps of a layer at least
 #: ``ONE_ROW_WIDTH`` wide, since the ``cpu`` backend's products go through its weights in
-#: panels (``bench/results/cpu-auto/after-panels/``: 0.19-0.89× oneDNN's time there, 1 and 2
-#: threads; at 16 steps H = 1024 was even at one thread).
+#: panels (``bench/results/cpu-auto/after-panels/``: 0.11-0.75× oneDNN's time on the rows of 1 and 4
+#: steps there, 1 and 2 threads; at 16 steps H = 1024 was even at one thread).
 ONE_ROW_STEPS = 8
 ONE_ROW_WIDTH = 512
 
