@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -142,3 +144,37 @@ def test_auto_skips_a_failed_build_with_one_warning(broken_cpu_build):
     assert len(messages) == 1 and broken_cpu_build in messages[0]
     with pytest.raises(dispatch.BackendUnavailableError, match="test"):
         fusedrnn.functional.lstm(x, **weights, backend="cpu")
+
+
+def _build_directory(tmp_path, monkeypatch, name="fusedrnn_probe"):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    directory = tmp_path / name
+    directory.mkdir()
+    (directory / "build.ninja").write_text("")
+    return directory
+
+
+def test_a_lock_left_by_a_killed_build_is_removed_not_waited_on_forever(tmp_path, monkeypatch):
+    """torch's load() would wait on it without a limit: every later process would hang."""
+    directory = _build_directory(tmp_path, monkeypatch)
+    (directory / "lock").touch()
+    long_ago = time.time() - build.STALE_LOCK_S - 60
+    for entry in directory.iterdir():
+        os.utime(entry, (long_ago, long_ago))
+    with pytest.warns(RuntimeWarning, match="left by a build of fusedrnn_probe that stopped"):
+        build._wait_for_build_lock("fusedrnn_probe")
+    assert not (directory / "lock").exists()
+
+
+def test_a_live_build_is_waited_for(tmp_path, monkeypatch):
+    """A lock under which the build directory changes is another process building: wait, keep it."""
+    directory = _build_directory(tmp_path, monkeypatch)
+    (directory / "lock").touch()
+    monkeypatch.setattr(build, "LOCK_POLL_S", 0.05)
+    finished = threading.Timer(0.5, (directory / "lock").unlink)
+    finished.start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: nothing was removed
+        build._wait_for_build_lock("fusedrnn_probe")
+    assert not (directory / "lock").exists(), "returned before the other build released its lock"
+    finished.join()

@@ -10,6 +10,7 @@ later processes find it.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -55,6 +56,32 @@ def link_flags(kind: str) -> List[str]:
     return [] if kind == "cuda" else list(OPENMP_FLAGS)
 #: A load that takes longer than this is a build, and says so.
 BUILD_NOTICE_AFTER_S = 2.0
+#: torch's ``load()`` waits with no time limit on the lock file of a build in progress; a build
+#: that was killed (out of memory, a CI time limit) leaves it behind, and every later process
+#: would wait forever. A lock under which nothing in the build directory has changed for this
+#: long is such a leftover: a live build writes its object files as it goes, and its slowest
+#: step, nvcc on one ``.cu`` file, takes about a minute.
+STALE_LOCK_S = 300.0
+LOCK_POLL_S = 1.0
+
+
+def _wait_for_build_lock(name: str) -> None:
+    """Waits while another process builds library ``name``; removes its lock, with a warning,
+    if that build is dead (see :data:`STALE_LOCK_S`)."""
+    from torch.utils.cpp_extension import _get_build_directory  # where load() builds, as it computes it
+
+    directory = Path(_get_build_directory(name, verbose=False))
+    lock = directory / "lock"
+    while lock.exists():
+        with contextlib.suppress(FileNotFoundError):  # a live build adds and removes files
+            idle_s = time.time() - max(entry.stat().st_mtime for entry in os.scandir(directory))
+            if idle_s > STALE_LOCK_S:
+                warnings.warn(f"fusedrnn: removing {lock}, left by a build of {name} that stopped {idle_s:.0f} s "
+                              "ago (nothing in its directory changed since); building again", RuntimeWarning,
+                              stacklevel=2)
+                lock.unlink(missing_ok=True)
+                return
+        time.sleep(LOCK_POLL_S)
 
 
 class ExtensionBuildError(RuntimeError):
@@ -103,6 +130,7 @@ def _compile(kind: str) -> None:
     notice = threading.Timer(BUILD_NOTICE_AFTER_S, announce)
     notice.start()
     try:
+        _wait_for_build_lock(library_name(kind))
         load(
             name=library_name(kind),
             sources=[str(SOURCE_DIR / source) for source in SOURCES[kind]],
