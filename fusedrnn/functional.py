@@ -14,6 +14,7 @@ import torch
 
 from . import dispatch
 from .cells import G2, GATE_MODE, NOISE_PROB, TEMPERATURE, mogrify_round_shape
+from .precision import autocast_off
 from .sweep import RoundWeight, Sweep
 
 Tensor = torch.Tensor
@@ -98,7 +99,11 @@ def _validated_call(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
 
 
 def _run(sweep: Sweep, backend: str):
-    output, h_n, c_n = dispatch.run(backend, sweep)
+    # Every backend computes in the inputs' dtype, autocast or not: PyTorch's own LSTM kernel
+    # (the torch backend) would follow autocast and the others not. The modules cast their
+    # inputs to the autocast dtype first, as nn.LSTM does.
+    with autocast_off(sweep.device):
+        output, h_n, c_n = dispatch.run(backend, sweep)
     return output, (h_n, c_n)
 
 

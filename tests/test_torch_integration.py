@@ -5,9 +5,10 @@ import pytest
 import torch
 
 import fusedrnn
-from conftest import MODULES, assert_close, random_weights, supports
+from conftest import MODULES, assert_close, random_weights, supports, tolerance
 from fusedrnn import dispatch, functional
 from fusedrnn.sweep import join_round_weights, split_round_weights
+from fusedrnn.testing import compare, ground_truth, on_backend, random_problem
 
 #: (backend, compiler) pairs checked under torch.compile on CPU tensors. Inductor over the
 #: reference backend's Python loop compiles for minutes and tests nothing of ours that
@@ -253,6 +254,20 @@ def test_gradient_penalty_step_matches_nn_lstm():
         gradients.append({name: p.grad for name, p in model.named_parameters()})
     for name, expected in gradients[0].items():
         assert_close(f"gradient-penalty {name}", gradients[1][name], expected, 1e-10)
+
+
+@pytest.mark.parametrize("cell", list(MODULES))
+@pytest.mark.parametrize("seq_len, batch_size", [(5, 3), (40, 4)], ids=["T5-B3", "T40-B4"])
+def test_functional_computes_in_its_inputs_dtype_under_autocast(cell, seq_len, batch_size):
+    """Whichever backend auto picks for the call (PyTorch's own LSTM kernel follows autocast):
+    float32 in, float32 out, to float32's tolerance."""
+    problem = random_problem(cell, (seq_len, batch_size, 3, 64), lengths=True)
+    truth = ground_truth(problem, torch.float32, "cpu", with_grads=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pairs = compare(on_backend("auto"), truth)
+    for name, actual, expected in pairs:
+        assert actual.dtype == torch.float32, f"{name}: {actual.dtype}"
+        assert_close(f"{cell} under autocast: {name}", actual, expected, tolerance(torch.float32))
 
 
 AUTOCAST = [("cpu", torch.bfloat16)] + ([("cuda", torch.float16)] if torch.cuda.is_available() else [])
