@@ -146,6 +146,18 @@ def test_auto_skips_a_failed_build_with_one_warning(broken_cpu_build):
         fusedrnn.functional.lstm(x, **weights, backend="cpu")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_without_the_cpu_library_the_lstm_runs_on_pytorchs_kernel_not_the_reference(broken_cpu_build, dtype):
+    """The rule that keeps some calls off PyTorch's kernel compares it with the cpu backend: without
+    that, auto takes PyTorch's kernel (one call), not the reference's Python loop."""
+    sweep = fusedrnn.functional._validated_call("lstm", torch.randn(2, 1, 4, dtype=dtype),
+                                                torch.randn(16, 4, dtype=dtype), torch.randn(16, 4, dtype=dtype),
+                                                None, None, None, None, None, False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the cpu backend's one warning
+        assert dispatch.select("auto", sweep).name == "torch"
+
+
 def _build_directory(tmp_path, monkeypatch, name="fusedrnn_probe"):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     directory = tmp_path / name

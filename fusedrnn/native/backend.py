@@ -14,6 +14,7 @@ import torch
 from torch import _VF
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .. import dispatch
 from ..sweep import Sweep
 
 #: ``(device type, dtype)`` where PyTorch's kernel beats fusedrnn's backends but on short calls
@@ -40,8 +41,16 @@ ONE_ROW_STEPS = 8
 ONE_ROW_WIDTH = 512
 
 
+#: The compiled backends the rule measures PyTorch's kernel against, by device type. Where none
+#: of them runs here (no compiler, no GPU), ``auto`` would run the plain LSTM on the reference's
+#: Python loop, one operation at a time, which PyTorch's single kernel call outruns.
+OWN_BACKENDS = {"cpu": ("cpu",), "cuda": ("triton", "cuda")}
+
+
 def faster(sweep: Sweep) -> bool:
     """Whether PyTorch's kernel is the faster backend for ``sweep`` (see :data:`FASTER`)."""
+    if all(dispatch.unavailable_reason(name) for name in OWN_BACKENDS.get(sweep.device.type, ())):
+        return True
     short = sweep.seq_len <= SHORT_CALL_STEPS and sweep.batch_size <= SHORT_CALL_ROWS
     small = sweep.seq_len * sweep.batch_size * sweep.hidden_size < SMALL_CALL
     one_wide_row = sweep.batch_size == 1 and sweep.seq_len <= ONE_ROW_STEPS and sweep.hidden_size >= ONE_ROW_WIDTH
