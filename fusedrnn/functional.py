@@ -47,13 +47,14 @@ def _check_lengths(lengths, seq_len, batch_size, device):
         raise ValueError(f"lengths must have shape ({batch_size},) (one per batch row), got {tuple(lengths.shape)}")
     if lengths.device.type != "cpu" and lengths.device != torch.device(device):
         raise ValueError(f"lengths must be on the CPU or on the input's device {device}, got {lengths.device}")
-    if lengths.device.type == "cpu" and batch_size > 0:
+    if lengths.device.type == "cpu" and batch_size > 0 and not torch.compiler.is_compiling():
         low, high = int(lengths.min()), int(lengths.max())
         if low < 0 or high > seq_len:
             raise ValueError(f"lengths must lie in [0, {seq_len}] (the sequence length), got [{low}, {high}]")
-    elif lengths.is_cuda and not torch.cuda.is_current_stream_capturing():
-        # Reading device lengths on the host would wait for the GPU: the check runs on the
-        # device instead and fails the stream (a device-side assert), never computes garbage.
+    elif torch.compiler.is_compiling() or (lengths.is_cuda and not torch.cuda.is_current_stream_capturing()):
+        # Reading device lengths on the host would wait for the GPU, and a traced graph has no
+        # values to read: the check runs in the graph or on the device instead (a device-side
+        # assert fails the stream), never computes garbage.
         torch._assert_async(((lengths >= 0) & (lengths <= seq_len)).all(),
                             f"lengths must lie in [0, {seq_len}] (the sequence length)")
     return lengths.to(device=device, dtype=torch.int64, non_blocking=True)

@@ -63,6 +63,28 @@ def test_compiled_model_has_no_graph_break_and_matches_eager(cell, backend, comp
     _check_compiled_matches_eager(cell, backend, compiler, "cpu")
 
 
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("cell", list(MODULES))
+def test_compiled_model_takes_lengths_without_a_graph_break(cell, backend):
+    """The lengths' range check runs in the graph (a traced graph has no values to read on the
+    host): the same result as eager, and lengths beyond T still refused."""
+    _skip_unless_available(backend)
+    torch._dynamo.reset()
+    model = _model(cell, backend)
+    x, lengths = torch.randn(5, 3, 6), torch.tensor([5, 2, 3])
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    for name, actual, expected in zip(("output", "h_n", "c_n"), _flat(compiled(x, lengths=lengths)),
+                                      _flat(model(x, lengths=lengths))):
+        assert_close(f"{cell}/{backend} compiled with lengths: {name}", actual, expected, 1e-6)
+    with pytest.raises(RuntimeError, match=r"lengths must lie in \[0, 5\]"):
+        compiled(x, lengths=torch.tensor([6, 2, 3]))
+
+
+def _flat(result):
+    output, (h_n, c_n) = result
+    return output, h_n, c_n
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
 @pytest.mark.parametrize("cell", list(MODULES))
