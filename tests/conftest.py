@@ -49,6 +49,14 @@ def supports(backend, cell, device, dtype):
     return backend in CELL_OBJECTS[cell].backends and dtype in SUPPORT[backend].get(torch.device(device).type, ())
 
 
+def skip_unless_available(backend):
+    """Skips with the reason when this machine lacks ``backend`` (no compiler, no GPU): the
+    machine's limit, not the backend's fault. ``"auto"`` is always available."""
+    reason = None if backend == "auto" else fusedrnn.dispatch.unavailable_reason(backend)
+    if reason is not None:
+        pytest.skip(f"backend {backend!r} is unavailable here: {reason}")
+
+
 def assert_close(name, actual, expected, tol):
     error = relative_error(actual, expected)
     assert error <= tol, f"{name}: relative error {error:.3g} > tolerance {tol:.3g}"

@@ -8,7 +8,7 @@ import fusedrnn
 from fusedrnn import functional
 from fusedrnn.noise import sample_noise
 
-from conftest import assert_close, random_weights, supports
+from conftest import assert_close, random_weights, skip_unless_available, supports
 
 T, B, I, H = 6, 3, 5, 4
 
@@ -111,8 +111,7 @@ def test_g2_reference_gradcheck(gate_mode):
 
 @pytest.mark.parametrize("backend", [b for b in fusedrnn.BACKENDS if supports(b, "g2", "cpu", torch.float32)])
 def test_g2_without_noise_at_unit_temperature_is_the_lstm(backend):
-    if fusedrnn.dispatch.unavailable_reason(backend) is not None:
-        pytest.skip(fusedrnn.dispatch.unavailable_reason(backend))
+    skip_unless_available(backend)
     x, h0, c0 = _inputs(torch.float32)
     weights = {k: v.float() for k, v in random_weights("g2", I, H).items()}
     lstm = functional.lstm(x, h0=h0, c0=c0, **weights, backend=backend)

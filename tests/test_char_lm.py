@@ -20,7 +20,7 @@ import torch
 
 import fusedrnn
 
-from conftest import CELLS, DEVICES, relative_error, supports, tolerance
+from conftest import CELLS, DEVICES, relative_error, skip_unless_available, supports, tolerance
 
 _PATH = pathlib.Path(__file__).resolve().parents[1] / "examples" / "char_lm.py"
 _SPEC = importlib.util.spec_from_file_location("char_lm", _PATH)
@@ -97,9 +97,7 @@ def test_backend_losses_follow_float64_reference(backend, device, cell, corpus):
     """Same seed, same data, same Adam steps: float32 on ``backend`` against float64 on the
     reference, loss by loss, within SPEC §6's float32 tolerance. G2 trains with its noise
     off (deterministic soft gates σ(z/τ), ``gate_noise=False``): backends draw different noise."""
-    reason = fusedrnn.dispatch.unavailable_reason(backend)
-    if reason:
-        pytest.skip(f"{backend}: {reason}")
+    skip_unless_available(backend)
     config = tiny_config(cell, temperature=0.8)
     model = char_lm.build_model(config, len(corpus.vocabulary), backend=backend, device=device,
                                 gate_noise=cell != "g2")

@@ -5,7 +5,7 @@ import torch
 import fusedrnn
 from fusedrnn import dispatch, functional
 
-from conftest import DTYPES
+from conftest import DTYPES, skip_unless_available
 
 
 def test_available_backends_always_include_reference_in_auto_order():
@@ -63,8 +63,7 @@ def test_named_backend_that_is_missing_says_why(monkeypatch):
 
 @pytest.mark.parametrize("backend", ["auto", "cpu", "reference"])
 def test_an_empty_batch_runs_on_every_backend_as_nn_lstm(backend):
-    if backend != "auto" and dispatch.unavailable_reason(backend) is not None:
-        pytest.skip(dispatch.unavailable_reason(backend))
+    skip_unless_available(backend)
     reference = torch.nn.LSTM(3, 4)
     model = fusedrnn.LSTM.from_torch(reference, backend=backend)
     x = torch.randn(5, 0, 3, requires_grad=True)

@@ -11,7 +11,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fusedrnn
 
-from conftest import assert_close
+from conftest import assert_close, skip_unless_available
 
 CONFIGS = {  # nn.LSTM keyword arguments
     "1layer": dict(num_layers=1),
@@ -155,8 +155,7 @@ def test_mogrifier_parameters_and_init():
 def test_low_rank_module_passes_the_factors(backend, monkeypatch):
     """A low-rank module hands each round to the backend as its (left, right) parameters,
     never their product, and the factors get gradients; state_dict names stay as SPEC §3.2."""
-    if fusedrnn.dispatch.unavailable_reason(backend) is not None:
-        pytest.skip(fusedrnn.dispatch.unavailable_reason(backend))
+    skip_unless_available(backend)
     model = fusedrnn.MogrifierLSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True, mogrify_steps=3,
                                    mogrify_rank=2, backend=backend)
     sweeps, run = [], fusedrnn.dispatch.run

@@ -12,11 +12,10 @@ import math
 import pytest
 import torch
 
-import fusedrnn
 from fusedrnn.noise import EPS, draw_seed, philox, sample_noise, uniform
 from fusedrnn.testing import assert_same_noise, compare, ground_truth, random_problem
 
-from conftest import assert_close, tolerance
+from conftest import assert_close, skip_unless_available, tolerance
 
 CUDA = torch.cuda.is_available()
 WORD = 0xFFFFFFFF
@@ -27,17 +26,12 @@ def device_for(backend):
     return "cuda" if backend == "cuda" or (backend == "triton" and CUDA) else "cpu"
 
 
-def skip_unless_runs(backend):
-    if backend not in fusedrnn.available_backends():
-        pytest.skip(f"backend {backend!r} is unavailable here: {fusedrnn.dispatch.unavailable_reason(backend)}")
-
-
 # The CPU library's draw (the cpu backend's), against noise.py --------------------------
 
 
 @pytest.fixture(scope="module")
 def cpu_library():
-    skip_unless_runs("cpu")
+    skip_unless_available("cpu")
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -228,7 +222,7 @@ def test_one_seed_gives_one_result_on_every_backend(backend, reverse):
     """``torch.manual_seed(s)`` then a noisy G2 call that draws its own noise: outputs, final
     states, gradients and second-order gradients (``create_graph``, where the Triton sweeps
     regenerate the noise from the seed) match the float64 reference fed the regenerated noise."""
-    skip_unless_runs(backend)
+    skip_unless_available(backend)
     device = device_for(backend)
     shape = (6, 3, 8, 24)  # (T, B, I, H)
     problem = random_problem("g2", shape, lengths=True, reverse=reverse, gate_mode="noisy", temperature=0.8)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import fusedrnn
-from conftest import MODULES, assert_close, random_weights, supports, tolerance
-from fusedrnn import dispatch, functional
+from conftest import MODULES, assert_close, random_weights, skip_unless_available, supports, tolerance
+from fusedrnn import functional
 from fusedrnn.sweep import join_round_weights, split_round_weights
 from fusedrnn.testing import compare, ground_truth, on_backend, random_problem
 
@@ -17,12 +17,6 @@ from fusedrnn.testing import compare, ground_truth, on_backend, random_problem
 COMPILE_CASES = [("auto", "aot_eager"), ("cpu", "aot_eager"), ("cpu", "inductor"), ("reference", "aot_eager"),
                  ("triton", "aot_eager"), ("triton", "inductor")]
 TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _skip_unless_available(backend):
-    """Skips with the reason when this machine lacks ``backend`` (no compiler, no GPU)."""
-    if backend != "auto" and dispatch.unavailable_reason(backend) is not None:
-        pytest.skip(f"backend {backend!r}: {dispatch.unavailable_reason(backend)}")
 
 
 def _model(cell, backend, device="cpu"):
@@ -45,7 +39,7 @@ def _forward_backward(model, x):
 
 
 def _check_compiled_matches_eager(cell, backend, compiler, device):
-    _skip_unless_available(backend)
+    skip_unless_available(backend)
     torch._dynamo.reset()
     model = _model(cell, backend, device)
     x = torch.randn(5, 3, 6, device=device)
@@ -68,7 +62,7 @@ def test_compiled_model_has_no_graph_break_and_matches_eager(cell, backend, comp
 def test_compiled_model_takes_lengths_without_a_graph_break(cell, backend):
     """The lengths' range check runs in the graph (a traced graph has no values to read on the
     host): the same result as eager, and lengths beyond T still refused."""
-    _skip_unless_available(backend)
+    skip_unless_available(backend)
     torch._dynamo.reset()
     model = _model(cell, backend)
     x, lengths = torch.randn(5, 3, 6), torch.tensor([5, 2, 3])
@@ -116,8 +110,7 @@ def _op_inputs(cell, dtype=torch.float32, requires_grad=True):
 
 @pytest.mark.parametrize("cell", ["lstm", "mogrifier"])
 def test_operators_pass_opcheck(cell):
-    if dispatch.unavailable_reason("cpu") is not None:
-        pytest.skip(dispatch.unavailable_reason("cpu"))
+    skip_unless_available("cpu")
     forward = torch.ops.fusedrnn.mogrifier_forward if cell == "mogrifier" else torch.ops.fusedrnn.lstm_forward
     torch.library.opcheck(forward, _op_inputs(cell))
     torch.library.opcheck(forward, _op_inputs(cell, requires_grad=False)[:-1] + (False,))
@@ -167,7 +160,7 @@ def _triton_backward_call(cell, forward_arguments, outputs):
 def test_triton_operators_pass_opcheck(cell):
     """Each Triton sweep's forward (saving for the backward, with and without gradients, and not
     saving) and backward operator: schema, fake tensors, autograd registration, AOT dispatch."""
-    _skip_unless_available("triton")
+    skip_unless_available("triton")
     forward, arguments = _triton_forward_call(cell, requires_grad=True)
     torch.library.opcheck(forward, arguments)
     forward, arguments = _triton_forward_call(cell, requires_grad=False)
@@ -219,7 +212,7 @@ TRITON_CHECKS = [
 def test_triton_operators_refuse_what_does_not_fit(cell, kind, argument, what, bad, error, message):
     """Public in torch.ops, the Triton operators check their tensors (triton_kernels/checks.py)
     before their kernels index memory with the shapes they are handed."""
-    _skip_unless_available("triton")
+    skip_unless_available("triton")
     op, arguments = _triton_forward_call(cell, requires_grad=False)
     if kind == "backward":
         op, arguments = _triton_backward_call(cell, arguments, op(*arguments))

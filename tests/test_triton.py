@@ -27,7 +27,8 @@ from fusedrnn import cells, dispatch, functional  # noqa: E402
 from fusedrnn.sweep import Sweep  # noqa: E402
 from fusedrnn.triton_kernels import backend as triton_backend, common, layout, lstm  # noqa: E402
 
-from conftest import assert_close, assert_matches_reference, needs_interpreter, random_weights, tolerance  # noqa: E402
+from conftest import (assert_close, assert_matches_reference, needs_interpreter, random_weights,  # noqa: E402
+                      skip_unless_available, tolerance)
 from interpreter_threads import concurrent_programs  # noqa: E402
 
 CUDA = torch.cuda.is_available()
@@ -99,8 +100,7 @@ def test_declines_what_it_cannot_run(monkeypatch):
         state = torch.zeros(2, 4, dtype=dtype)
         return Sweep(cell, torch.randn(3, 2, 4, dtype=dtype), state, state, *weights)
 
-    if dispatch.unavailable_reason("triton") is not None:
-        pytest.skip(dispatch.unavailable_reason("triton"))
+    skip_unless_available("triton")
     # A cell whose definition does not list the backend is declined, not run.
     monkeypatch.setitem(cells.CELLS, "mogrifier", dataclasses.replace(cells.MOGRIFIER, backends=("reference",)))
     with pytest.raises(fusedrnn.BackendUnavailableError, match="does not implement the mogrifier cell"):
