@@ -18,7 +18,8 @@ from .precision import autocast_off
 from .sweep import RoundWeight, Sweep
 
 Tensor = torch.Tensor
-_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: The dtypes every call and module may have (each backend runs some of them).
+FLOATING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def _check_tensor(name, tensor, shape, like):
@@ -47,11 +48,12 @@ def _check_lengths(lengths, seq_len, batch_size, device):
         raise ValueError(f"lengths must have shape ({batch_size},) (one per batch row), got {tuple(lengths.shape)}")
     if lengths.device.type != "cpu" and lengths.device != torch.device(device):
         raise ValueError(f"lengths must be on the CPU or on the input's device {device}, got {lengths.device}")
-    if lengths.device.type == "cpu" and batch_size > 0 and not torch.compiler.is_compiling():
+    compiling = torch.compiler.is_compiling()
+    if lengths.device.type == "cpu" and batch_size > 0 and not compiling:
         low, high = int(lengths.min()), int(lengths.max())
         if low < 0 or high > seq_len:
             raise ValueError(f"lengths must lie in [0, {seq_len}] (the sequence length), got [{low}, {high}]")
-    elif torch.compiler.is_compiling() or (lengths.is_cuda and not torch.cuda.is_current_stream_capturing()):
+    elif compiling or (lengths.is_cuda and not torch.cuda.is_current_stream_capturing()):
         # Reading device lengths on the host would wait for the GPU, and a traced graph has no
         # values to read: the check runs in the graph or on the device instead (a device-side
         # assert fails the stream), never computes garbage.
@@ -70,7 +72,7 @@ def _validated_call(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
     if input.shape[0] == 0:
         raise ValueError(f"{input_name} must have at least one time step (T >= 1, as torch.nn.LSTM requires), "
                          "got T = 0")
-    if input.dtype not in _FLOATS:
+    if input.dtype not in FLOATING_DTYPES:
         raise TypeError(f"{input_name} must be float16, bfloat16, float32 or float64, got {input.dtype}")
     if input.shape[2] == 0:  # as torch.nn.LSTM's input_size
         raise ValueError(f"{input_name} must have at least one feature (I >= 1), got shape {tuple(input.shape)}")

@@ -63,7 +63,7 @@ class _RecurrentBase(nn.Module):
             raise ValueError(f"dropout must be a number in [0, 1], got {dropout!r}")
         if proj_size:
             raise ValueError(f"proj_size is not supported by fusedrnn yet (got proj_size={proj_size}); use 0")
-        if dtype is not None and dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        if dtype is not None and dtype not in functional.FLOATING_DTYPES:
             raise TypeError(f"dtype must be float16, bfloat16, float32 or float64 (or None), got {dtype}")
         if dropout and num_layers == 1:
             warnings.warn(f"dropout option adds dropout after all but last recurrent layer, so non-zero dropout "

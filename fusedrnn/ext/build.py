@@ -54,6 +54,8 @@ def cxx_flags(kind: str) -> List[str]:
 def link_flags(kind: str) -> List[str]:
     """The linker's flags for library ``kind``, a new list, as :func:`cxx_flags`."""
     return [] if kind == "cuda" else list(OPENMP_FLAGS)
+
+
 #: A load that takes longer than this is a build, and says so.
 BUILD_NOTICE_AFTER_S = 2.0
 #: torch's ``load()`` waits with no time limit on the lock file of a build in progress; a build

@@ -5,9 +5,9 @@ they are handed: a call whose tensors do not fit together would read and write o
 So each operator checks its tensors before it launches (the C++ operators' checks are
 ``csrc/checks.cpp``): a forward's inputs as :mod:`fusedrnn.functional` checks them (its
 validation, reused); a backward's, that each tensor has the shape, dtype and device that the
-forward returns for those inputs (its fake implementation, run on the meta device). Values are
-not read: lengths outside ``[0, T]`` only mask steps, and reading them would cost a host sync.
-Errors are ``ValueError``/``TypeError`` naming the operator and the argument. fusedrnn's own
+forward returns for those inputs (its fake implementation, run on the meta device). Lengths are
+range-checked as the functional API checks them (on a GPU by a device-side assert, no host
+sync). Errors are ``ValueError``/``TypeError`` naming the operator and the argument. fusedrnn's own
 calls, whose arguments it built and validated already, skip the checks
 (:func:`fusedrnn.sweep.call_validated`).
 """
