@@ -1,6 +1,6 @@
 """How ``auto``'s choice between PyTorch's LSTM kernel and the ``cpu`` backend
 (``fusedrnn.native.backend.faster``) fares on results files that timed both (``--backends torch
-cpu``), beside the rule it replaced (``T·B·H ≥ 1024``)::
+cpu``), beside the rule it replaced (float32 calls from ``T·B·H = 1024``, no bfloat16)::
 
     python bench/dispatch_rule.py bench/results/cpu-auto/dispatch-*.json
 
@@ -20,28 +20,29 @@ import torch
 from fusedrnn.native.backend import faster
 
 
-def takes_torch(batch_size, seq_len, hidden_size):
-    call = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32, seq_len=seq_len, batch_size=batch_size,
-                           hidden_size=hidden_size)
+def takes_torch(dtype, direction, batch_size, seq_len, hidden_size):
+    call = SimpleNamespace(device=torch.device("cpu"), dtype=getattr(torch, dtype), seq_len=seq_len,
+                           batch_size=batch_size, hidden_size=hidden_size, needs_backward=direction != "fwd")
     return faster(call)
 
 
 RULES = {"auto (native.faster)": takes_torch,
-         "T·B·H >= 1024 (before)": lambda batch_size, seq_len, hidden_size: seq_len * batch_size * hidden_size >= 1024}
+         "before (float32 from T·B·H = 1024)": lambda dtype, direction, batch_size, seq_len, hidden_size:
+         dtype == "float32" and seq_len * batch_size * hidden_size >= 1024}
 
 
 def timed_calls(path):
-    """``{(cell, direction, B, T, H): {implementation: ms}}`` over a results file's timed rows."""
+    """``{(cell, dtype, direction, B, T, H): {implementation: ms}}`` over a results file's timed rows."""
     found = {}
     for row in json.loads(Path(path).read_text())["rows"]:
         if row["median_ms"] is not None:
-            call = (row["cell"], row["direction"], row["batch_size"], row["seq_len"], row["hidden_size"])
+            call = (row["cell"], row["dtype"], row["direction"], row["batch_size"], row["seq_len"], row["hidden_size"])
             found.setdefault(call, {})[row["implementation"]] = row["median_ms"]
     return found
 
 
 def times(path):
-    """``{(direction, B, T, H): {"torch": ms, "cpu": ms}}`` over the file's LSTM calls timed on both."""
+    """``{(dtype, direction, B, T, H): {"torch": ms, "cpu": ms}}`` over the file's LSTM calls timed on both."""
     return {call[1:]: both for call, both in timed_calls(path).items()
             if call[0] == "lstm" and {"torch", "cpu"} <= both.keys()}
 
@@ -55,11 +56,11 @@ def main():
         for name, rule in RULES.items():
             slower, unused, logs = [], 0, 0.0
             for call, both in calls.items():
-                on_torch = rule(*call[1:])
+                on_torch = rule(*call)
                 chosen = both["torch"] if on_torch else both["cpu"]
                 logs += math.log(chosen / min(both.values()))
                 if not on_torch and both["cpu"] > 1.05 * both["torch"]:
-                    slower.append(f"{call[0]} B{call[1]} T{call[2]} H{call[3]} {both['cpu'] / both['torch']:.2f}x")
+                    slower.append(f"{call[1]} B{call[2]} T{call[3]} H{call[4]} {both['cpu'] / both['torch']:.2f}x")
                 unused += on_torch and both["torch"] > 1.05 * both["cpu"]
             print(f"  {name:24s} slower than nn.LSTM's kernel: {len(slower)} {slower}; faster cpu unused: {unused}; "
                   f"geometric mean {math.exp(logs / len(calls)):.3f}x")

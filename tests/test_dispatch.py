@@ -4,6 +4,7 @@ import torch
 
 import fusedrnn
 from fusedrnn import dispatch, functional
+from fusedrnn.native import backend as native_backend
 
 from conftest import DTYPES, skip_unless_available
 
@@ -74,23 +75,47 @@ def test_an_empty_batch_runs_on_every_backend_as_nn_lstm(backend):
     assert x.grad.shape == x.shape
 
 
+def _picks_pytorchs_kernel(cell, shape, dtype, training=False):
+    """Whether ``auto`` runs a ``cell`` call of ``(T, B, H)`` on nn.LSTM's kernel."""
+    seq_len, batch_size, hidden_size = shape
+    x = torch.randn(seq_len, batch_size, 3, dtype=dtype, requires_grad=training)
+    w_ih, w_hh = torch.randn(4 * hidden_size, 3, dtype=dtype), torch.randn(4 * hidden_size, hidden_size, dtype=dtype)
+    sweep = functional._validated_call(cell, x, w_ih, w_hh, None, None, None, None, None, False)
+    return dispatch.select("auto", sweep).name == "torch"
+
+
 @pytest.mark.parametrize("shape, to_onednn", [
     ((1, 1, 8), False), ((16, 1, 32), False), ((1, 1, 1024), False), ((2, 32, 256), False),
     ((2, 64, 256), True), ((3, 2, 512), True), ((8, 1, 512), False), ((9, 1, 512), True), ((8, 1, 511), True),
     ((64, 4, 64), True)],
     ids=["decode-step", "under-1024-elements", "decode-step-H1024", "2-steps-32-rows", "2-steps-64-rows",
          "3-steps", "8-steps-one-wide-row", "9-steps-one-row", "8-steps-one-narrower-row", "sequence"])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_auto_takes_pytorchs_kernel_for_float32_lstm_calls_but_small_and_short_ones(dtype, shape, to_onednn):
     """The plain LSTM's speed floor on the CPU: float32 LSTM calls run nn.LSTM's kernel
     (oneDNN), but those under T·B·H = 1024 elements, of at most 2 steps over at most 32 rows, or
     of at most 8 steps over one row of a layer at least 512 wide, where oneDNN's fixed cost per
-    call made it the slower (bench/results/cpu-auto/); other cells and dtypes run fusedrnn's own
+    call made it the slower (bench/results/cpu-auto/); other cells and float64 run fusedrnn's own
     backends."""
-    seq_len, batch_size, hidden_size = shape
-    x = torch.randn(seq_len, batch_size, 3, dtype=dtype)
-    w_ih, w_hh = torch.randn(4 * hidden_size, 3, dtype=dtype), torch.randn(4 * hidden_size, hidden_size, dtype=dtype)
     for cell in ("lstm", "g2"):
-        sweep = functional._validated_call(cell, x, w_ih, w_hh, None, None, None, None, None, False)
         expected = cell == "lstm" and dtype == torch.float32 and to_onednn
-        assert (dispatch.select("auto", sweep).name == "torch") == expected, f"{cell} {dtype} {shape}"
+        assert _picks_pytorchs_kernel(cell, shape, dtype) == expected, f"{cell} {dtype} {shape}"
+
+
+@pytest.mark.parametrize("shape, training, to_onednn", [
+    ((1, 1, 1024), False, True), ((64, 64, 64), False, True), ((64, 64, 64), True, True),
+    ((16, 1, 64), True, True), ((16, 1, 128), True, False), ((16, 4, 768), True, False),
+    ((16, 5, 1024), True, True), ((16, 4, 767), True, True)],
+    ids=["decode-step", "sequence", "training", "training-one-narrow-row", "training-one-row",
+         "training-4-wide-rows", "training-5-wide-rows", "training-4-narrower-rows"])
+@pytest.mark.parametrize("bfloat16_products", [True, False], ids=["avx512-bf16", "no-bf16-products"])
+def test_auto_takes_pytorchs_kernel_for_bfloat16_lstm_calls_but_one_or_few_wide_training_rows(
+        monkeypatch, bfloat16_products, shape, training, to_onednn):
+    """bfloat16 on a CPU with bfloat16 dot products: oneDNN multiplies in bfloat16, so every LSTM
+    call that no backward follows runs nn.LSTM's kernel; training calls of one row of a layer at
+    least 128 wide, or of at most 4 rows of one at least 768 wide, run the ``cpu`` backend, whose
+    backward was the faster there (bench/results/cpu-auto/bf16/). Without those instructions (not
+    measured), and for the other cells, fusedrnn's own backends run every call."""
+    monkeypatch.setattr(native_backend, "cpu_multiplies_bfloat16", lambda: bfloat16_products)
+    assert _picks_pytorchs_kernel("lstm", shape, torch.bfloat16, training) == (to_onednn and bfloat16_products)
+    assert not _picks_pytorchs_kernel("g2", shape, torch.bfloat16, training)

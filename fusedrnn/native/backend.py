@@ -8,6 +8,7 @@ call). Named explicitly, it runs every plain LSTM call it can.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -17,19 +18,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from .. import dispatch
 from ..sweep import Sweep
 
-#: ``(device type, dtype)`` where PyTorch's kernel beats fusedrnn's backends but on short calls
-#: (below). CPU: float32, oneDNN against the compiled ``cpu`` backend (`bench/results/cpu-auto/`).
-#: GPU: not measured yet.
-FASTER = {("cpu", torch.float32)}
-
-#: Short calls stay on fusedrnn's backends: under ``SMALL_CALL`` elements (``T·B·H``), or of at
-#: most ``SHORT_CALL_STEPS`` steps over at most ``SHORT_CALL_ROWS`` rows. oneDNN's steps are the
-#: faster, but each call pays a fixed cost that grows with ``H²`` (at T = 1, B = 1, H = 1024:
-#: 6-9 ms forward, 46-61 ms forward+backward, against 2.3 and 6-7 ms for the ``cpu`` backend).
-#: The bounds are conservative: a drop-in must never be slower than ``nn.LSTM``, so a call goes
-#: to ``cpu`` only where ``cpu`` won the runs of `bench/results/cpu-auto/` (T 1 to 100, B 1 to
-#: 256, H 32 to 1024, 1 and 2 threads; one outlier row aside, which its README shows is one;
-#: ``bench/dispatch_rule.py``).
+#: Short float32 calls stay on fusedrnn's backends: under ``SMALL_CALL`` elements (``T·B·H``), or
+#: of at most ``SHORT_CALL_STEPS`` steps over at most ``SHORT_CALL_ROWS`` rows. oneDNN's steps
+#: are the faster, but each call pays a fixed cost that grows with ``H²`` (at T = 1, B = 1,
+#: H = 1024: 6-9 ms forward, 46-61 ms forward+backward, against 2.3 and 6-7 ms for the ``cpu``
+#: backend). The bounds are conservative: a drop-in must never be slower than ``nn.LSTM``, so a
+#: call goes to ``cpu`` only where ``cpu`` won the runs of `bench/results/cpu-auto/` (T 1 to 100,
+#: B 1 to 256, H 32 to 1024, 1 and 2 threads; one outlier row aside, which its README shows is
+#: one; ``bench/dispatch_rule.py``).
 SMALL_CALL = 1024
 SHORT_CALL_STEPS = 2
 SHORT_CALL_ROWS = 32
@@ -41,6 +37,48 @@ ONE_ROW_STEPS = 8
 ONE_ROW_WIDTH = 512
 
 
+def _onednn_float32(sweep: Sweep) -> bool:
+    short = sweep.seq_len <= SHORT_CALL_STEPS and sweep.batch_size <= SHORT_CALL_ROWS
+    small = sweep.seq_len * sweep.batch_size * sweep.hidden_size < SMALL_CALL
+    one_wide_row = sweep.batch_size == 1 and sweep.seq_len <= ONE_ROW_STEPS and sweep.hidden_size >= ONE_ROW_WIDTH
+    return not (short or small or one_wide_row)
+
+
+#: bfloat16 on a CPU with bfloat16 dot products (AVX512-BF16; `bench/results/cpu-auto/bf16/`):
+#: oneDNN multiplies in bfloat16 there, the ``cpu`` backend in float32, so oneDNN's forward is
+#: about twice as fast and takes every call that no backward follows (the few one-step rows the
+#: ``cpu`` backend won were not won at both thread counts). Its backward is the slower for one
+#: row of a layer at least ``BF16_ONE_ROW_WIDTH`` wide, and for at most ``BF16_WIDE_ROWS`` rows
+#: of a layer at least ``BF16_WIDE`` wide: those training calls stay on ``cpu`` (0.23-0.98×
+#: oneDNN's time there, on a grid and held-out calls timed twice at 1 and at 2 threads; at 16
+#: rows, H = 1024, the two were even). CPUs without those instructions were not measured:
+#: ``cpu`` runs all their calls, as before.
+BF16_ONE_ROW_WIDTH = 128
+BF16_WIDE = 768
+BF16_WIDE_ROWS = 4
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_multiplies_bfloat16() -> bool:
+    """Whether this CPU has the bfloat16 dot products the bfloat16 rule was measured with."""
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # not a public API: may go
+    return probe is not None and bool(probe())
+
+
+def _onednn_bfloat16(sweep: Sweep) -> bool:
+    if not cpu_multiplies_bfloat16():
+        return False
+    if not sweep.needs_backward:
+        return True
+    one_row = sweep.batch_size == 1 and sweep.hidden_size >= BF16_ONE_ROW_WIDTH
+    few_wide_rows = sweep.batch_size <= BF16_WIDE_ROWS and sweep.hidden_size >= BF16_WIDE
+    return not (one_row or few_wide_rows)
+
+
+#: ``(device type, dtype)`` where PyTorch's kernel beats fusedrnn's backends, and the rule that
+#: says for which calls. GPU: not measured yet.
+FASTER = {("cpu", torch.float32): _onednn_float32, ("cpu", torch.bfloat16): _onednn_bfloat16}
+
 #: The compiled backends the rule measures PyTorch's kernel against, by device type. Where none
 #: of them runs here (no compiler, no GPU), ``auto`` would run the plain LSTM on the reference's
 #: Python loop, one operation at a time, which PyTorch's single kernel call outruns.
@@ -51,10 +89,8 @@ def faster(sweep: Sweep) -> bool:
     """Whether PyTorch's kernel is the faster backend for ``sweep`` (see :data:`FASTER`)."""
     if all(dispatch.unavailable_reason(name) for name in OWN_BACKENDS.get(sweep.device.type, ())):
         return True
-    short = sweep.seq_len <= SHORT_CALL_STEPS and sweep.batch_size <= SHORT_CALL_ROWS
-    small = sweep.seq_len * sweep.batch_size * sweep.hidden_size < SMALL_CALL
-    one_wide_row = sweep.batch_size == 1 and sweep.seq_len <= ONE_ROW_STEPS and sweep.hidden_size >= ONE_ROW_WIDTH
-    return (sweep.device.type, sweep.dtype) in FASTER and not (short or small or one_wide_row)
+    rule = FASTER.get((sweep.device.type, sweep.dtype))
+    return rule is not None and rule(sweep)
 
 
 #: What the kernel runs: oneDNN and ATen on the CPU have no float16 LSTM.
