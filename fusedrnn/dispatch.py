@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
+import sys
 import warnings
 from typing import Dict, List, Optional
 
@@ -133,8 +135,21 @@ def select(name: str, sweep: Sweep):
 @functools.lru_cache(maxsize=None)
 def _warn_declined(name: str, cell: str, reason: str) -> None:
     """Once per process and reason (the cache), not once per call."""
-    warnings.warn(f"fusedrnn: 'auto' falls back from the {name!r} backend for this {cell} call: {reason}",
-                  RuntimeWarning, stacklevel=5)
+    warn_caller(f"fusedrnn: 'auto' falls back from the {name!r} backend for this {cell} call: {reason}")
+
+
+#: Where fusedrnn's and torch's own code lies: frames a warning skips to reach the user's line.
+_LIBRARY_DIRS = tuple(os.path.dirname(path) + os.sep for path in (__file__, torch.__file__))
+
+
+def warn_caller(message: str) -> None:
+    """A ``RuntimeWarning`` attributed to the line that called into fusedrnn: the first frame
+    outside fusedrnn and torch (whose module and autograd layers lie between), as Python 3.12's
+    ``skip_file_prefixes`` does, however deep the call that warns."""
+    frame, stacklevel = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame, stacklevel = frame.f_back, stacklevel + 1
+    warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
 
 
 def run(name: str, sweep: Sweep):

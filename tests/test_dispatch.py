@@ -24,25 +24,31 @@ def test_auto_runs_every_cell_and_dtype_on_cpu(module, dtype):
     assert torch.isfinite(out.float()).all()
 
 
+class Declines:
+    """A backend that this machine runs but that declines every call, for ``reason``."""
+
+    def __init__(self, name, device_type, reason):
+        self.name, self.device_type, self.reason = name, device_type, reason
+
+    def unavailable(self):
+        return None
+
+    def unsupported(self, sweep, explicit):
+        return self.reason
+
+    def run(self, sweep):
+        raise AssertionError("auto must not run a backend that declined")
+
+
+def _install(monkeypatch, backend):
+    monkeypatch.setattr(dispatch, "_loaded", {**dispatch._loaded, backend.name: backend})
+    monkeypatch.setattr(dispatch, "_missing", {k: v for k, v in dispatch._missing.items() if k != backend.name})
+    monkeypatch.setattr(dispatch, "_reasons", {})
+
+
 def test_auto_skips_backends_that_decline(monkeypatch):
     reference = dispatch._load("reference")
-
-    class Declines:
-        name = "triton"
-        device_type = "cuda"
-
-        def unavailable(self):
-            return None
-
-        def unsupported(self, sweep, explicit):
-            return "never"
-
-        def run(self, sweep):
-            raise AssertionError("auto must not run a backend that declined")
-
-    monkeypatch.setattr(dispatch, "_loaded", {**dispatch._loaded, "triton": Declines()})
-    monkeypatch.setattr(dispatch, "_missing", {k: v for k, v in dispatch._missing.items() if k != "triton"})
-    monkeypatch.setattr(dispatch, "_reasons", {})
+    _install(monkeypatch, Declines("triton", "cuda", "never"))
     x, w_ih, w_hh = torch.randn(2, 1, 3), torch.randn(8, 3), torch.randn(8, 2)
     assert functional.lstm(x, w_ih, w_hh)[0].shape == (2, 1, 2)
     sweep = functional._validated_call("lstm", x, w_ih, w_hh, None, None, None, None, None, False)
@@ -73,6 +79,20 @@ def test_an_empty_batch_runs_on_every_backend_as_nn_lstm(backend):
     assert output.shape == expected.shape and h_n.shape == expected_h.shape and c_n.shape == expected_c.shape
     output.sum().backward()
     assert x.grad.shape == x.shape
+
+
+@pytest.mark.parametrize("call", ["module", "functional"])
+def test_a_fallback_warning_names_the_callers_line(monkeypatch, call):
+    """The warning points at the user's call, not at fusedrnn's or torch's internals."""
+    reason = f"declined in test_a_fallback_warning_names_the_callers_line[{call}]"  # new: warned once per reason
+    _install(monkeypatch, Declines("cpu", "cpu", reason))
+    model, x = fusedrnn.G2LSTM(3, 2), torch.randn(2, 1, 3)
+    with pytest.warns(RuntimeWarning, match="falls back from the 'cpu' backend") as record:
+        if call == "module":
+            model(x)
+        else:
+            functional.g2_lstm(x, model.weight_ih_l0, model.weight_hh_l0)
+    assert [(w.filename, reason in str(w.message)) for w in record] == [(__file__, True)]
 
 
 def _picks_pytorchs_kernel(cell, shape, dtype, training=False):

@@ -140,8 +140,9 @@ def test_auto_skips_a_failed_build_with_one_warning(broken_cpu_build):
         for _ in range(2):
             assert "cpu" not in fusedrnn.available_backends()
             fusedrnn.functional.lstm(x, **weights, backend="auto")
-    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
-    assert len(messages) == 1 and broken_cpu_build in messages[0]
+    runtime_warnings = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(runtime_warnings) == 1 and broken_cpu_build in str(runtime_warnings[0].message)
+    assert runtime_warnings[0].filename == __file__, "the warning should name the caller's line"
     with pytest.raises(dispatch.BackendUnavailableError, match="test"):
         fusedrnn.functional.lstm(x, **weights, backend="cpu")
 

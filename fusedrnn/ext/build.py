@@ -188,5 +188,6 @@ def _summary(error: Exception) -> str:
 @functools.lru_cache(maxsize=None)
 def warn_unavailable(kind: str, reason: str) -> None:
     """Warns once per process that ``"auto"`` skips backend ``kind`` because of ``reason``."""
-    warnings.warn(f"fusedrnn: the {kind!r} backend is unavailable and 'auto' skips it: {reason}",
-                  RuntimeWarning, stacklevel=3)
+    from ..dispatch import warn_caller  # here: setup.py loads this file alone, outside the package
+
+    warn_caller(f"fusedrnn: the {kind!r} backend is unavailable and 'auto' skips it: {reason}")
