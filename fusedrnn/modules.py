@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import cells, dispatch, functional
+from .native import backend as native
 from .precision import autocast_enabled, autocast_off
 
 
@@ -260,6 +261,21 @@ class LSTM(_RecurrentBase):
     def _run_direction(self, x, h0, c0, lengths, tag, reverse):
         return functional.lstm(x, *self._lstm_weights(tag, x.dtype), h0, c0, lengths=lengths, reverse=reverse,
                                backend=self.backend)
+
+    def _layers(self, input, h0, c0, lengths):
+        # A stack that PyTorch's kernel runs (the first layer's backend: they differ only in
+        # the input size, which no rule weighs) takes one call of it, as nn.LSTM does.
+        if (self.num_layers > 1 or self.bidirectional) and lengths is None:
+            weights = [weight for layer in range(self.num_layers) for suffix in self._suffixes()
+                       for weight in self._lstm_weights(f"l{layer}{suffix}", input.dtype) if weight is not None]
+            first_layer = weights[:4] if self.bias else (*weights[:2], None, None)
+            first = functional._validated_call("lstm", input, *first_layer, h0[0], c0[0], None, False)
+            if dispatch.select(self.backend, first) is native.backend:
+                dropout = self.dropout if self.training else 0.0
+                train = bool(dropout) or (torch.is_grad_enabled() and any(
+                    t.requires_grad for t in (input, h0, c0, *weights)))
+                return native.stacked_lstm(input, h0, c0, weights, self.num_layers, self.bidirectional, dropout, train)
+        return super()._layers(input, h0, c0, lengths)
 
     @classmethod
     def from_torch(cls, module: nn.LSTM, backend: str = "auto") -> "LSTM":

@@ -10,8 +10,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fusedrnn
+from fusedrnn.native import backend as native_backend
 
-from conftest import assert_close, skip_unless_available
+from conftest import assert_close, skip_unless_available, tolerance
 
 CONFIGS = {  # nn.LSTM keyword arguments
     "1layer": dict(num_layers=1),
@@ -101,6 +102,61 @@ def test_dropout_between_layers_only_in_training():
     fused.eval()
     assert torch.equal(fused(x)[0], fused(x)[0])
     assert_close("eval", fused(x)[0], fused.to_torch().eval()(x)[0], 1e-12)
+
+
+def _count_kernel_calls(monkeypatch):
+    """The calls of PyTorch's LSTM kernel the ``torch`` backend makes, counted from now on."""
+    calls = []
+
+    class CountingVF:
+        def lstm(self, *args):
+            calls.append(args)
+            return torch._VF.lstm(*args)
+
+    monkeypatch.setattr(native_backend, "_VF", CountingVF())
+    return calls
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_a_stack_on_pytorchs_kernel_runs_in_one_call_and_matches_the_reference(monkeypatch, backend):
+    """Layers and directions that PyTorch's kernel runs (named, or ``auto``'s float32 rule for a
+    call this size) go to it in one call, as nn.LSTM makes it; the result is still held to the
+    float32 bound against the float64 reference: outputs, states and every gradient."""
+    config = dict(num_layers=2, bidirectional=True, batch_first=True)
+    reference = fusedrnn.LSTM(INPUT_SIZE, 32, **config, dtype=torch.float64, backend="reference")
+    x = torch.randn(BATCH_SIZE, 64, INPUT_SIZE, dtype=torch.float64, requires_grad=True)
+    hx = tuple(torch.randn(4, BATCH_SIZE, 32, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    fused = fusedrnn.LSTM(INPUT_SIZE, 32, **config, backend=backend)
+    fused.load_state_dict(reference.state_dict())
+    calls = _count_kernel_calls(monkeypatch)
+    results = []
+    for module, inputs in ((reference, (x, *hx)), (fused, [t.detach().float().requires_grad_() for t in (x, *hx)])):
+        out, (h_n, c_n) = module(inputs[0], tuple(inputs[1:]))
+        seeds = torch.Generator().manual_seed(0)  # the same seeds in both dtypes
+        loss = sum((t * torch.randn(t.shape, dtype=torch.float64, generator=seeds).to(t.dtype)).sum()
+                   for t in (out, h_n, c_n))
+        results.append([out, h_n, c_n, *_grads(module, loss, list(inputs))])
+    assert len(calls) == 1, f"expected one call of PyTorch's kernel for the whole stack, got {len(calls)}"
+    for index, (expected, actual) in enumerate(zip(*results)):
+        assert_close(f"tensor {index}", actual, expected, tolerance(torch.float32))
+
+
+def test_a_stack_on_pytorchs_kernel_drops_out_as_nn_lstm(monkeypatch):
+    """Dropout between layers in training mode: nn.LSTM's own, the same values from the same seed."""
+    torch_lstm = nn.LSTM(INPUT_SIZE, 32, num_layers=3, dropout=0.5)
+    fused = fusedrnn.LSTM.from_torch(torch_lstm, backend="torch")
+    calls = _count_kernel_calls(monkeypatch)
+    x = torch.randn(SEQ_LEN, BATCH_SIZE, INPUT_SIZE)
+    outputs = []
+    for module in (torch_lstm, fused):
+        torch.manual_seed(3)
+        outputs.append(module(x)[0])
+    assert len(calls) == 1
+    assert torch.equal(outputs[0], outputs[1])
+    torch.manual_seed(4)
+    assert not torch.equal(fused(x)[0], outputs[1]), "training mode must apply dropout"
+    fused.eval()
+    assert torch.equal(fused(x)[0], fused(x)[0])
 
 
 def test_state_dict_round_trip_with_torch():

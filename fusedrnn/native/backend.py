@@ -142,6 +142,17 @@ class TorchBackend:
         return output, h_n, c_n
 
 
+def stacked_lstm(x, h0, c0, weights, num_layers: int, bidirectional: bool, dropout: float, train: bool):
+    """Every layer and direction of a plain LSTM stack in one call of PyTorch's kernel, as
+    ``nn.LSTM`` makes it (the modules' path when this backend runs the whole stack: one call,
+    not one per layer and direction with the reversals and concatenations between them).
+    ``x (T, B, I)``; ``h0``, ``c0 (layers · directions, B, H)``; ``weights`` in ``nn.LSTM``'s
+    order (``w_ih, w_hh[, b_ih, b_hh]`` per layer and direction); ``dropout`` between layers
+    where ``train``. Returns ``output (T, B, directions · H), h_n, c_n``."""
+    has_biases = len(weights) == 4 * num_layers * (2 if bidirectional else 1)
+    return _VF.lstm(x, (h0, c0), weights, has_biases, num_layers, dropout, train, bidirectional, False)
+
+
 def _row_reversal(lengths, seq_len):
     """``(T, B)`` time indices that reverse each row's first ``L_b`` steps and keep the rest."""
     steps = torch.arange(seq_len, device=lengths.device)[:, None]
