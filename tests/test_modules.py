@@ -23,9 +23,9 @@ CONFIGS = {  # nn.LSTM keyword arguments
 INPUT_SIZE, HIDDEN_SIZE, SEQ_LEN, BATCH_SIZE = 5, 6, 7, 4
 
 
-def _pair(**config):
+def _pair(backend="reference", **config):
     torch_lstm = nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, dtype=torch.float64, **config)
-    return torch_lstm, fusedrnn.LSTM.from_torch(torch_lstm, backend="reference")
+    return torch_lstm, fusedrnn.LSTM.from_torch(torch_lstm, backend=backend)
 
 
 def _grads(module, loss, extra):
@@ -33,10 +33,11 @@ def _grads(module, loss, extra):
     return torch.autograd.grad(loss, extra + params)
 
 
+@pytest.mark.parametrize("backend", ["reference", "torch"])  # torch: a stack in one call of its kernel
 @pytest.mark.parametrize("given_state", [False, True], ids=["no-hx", "hx"])
 @pytest.mark.parametrize("config", list(CONFIGS.values()), ids=list(CONFIGS))
-def test_lstm_matches_torch(config, given_state):
-    torch_lstm, fused = _pair(**config)
+def test_lstm_matches_torch(config, given_state, backend):
+    torch_lstm, fused = _pair(backend, **config)
     directions = 2 if config.get("bidirectional") else 1
     shape = (BATCH_SIZE, SEQ_LEN, INPUT_SIZE) if config.get("batch_first") else (SEQ_LEN, BATCH_SIZE, INPUT_SIZE)
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
