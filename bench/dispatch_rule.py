@@ -13,17 +13,15 @@ import argparse
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
-from fusedrnn.native.backend import faster
+from fusedrnn.native.backend import Call, faster
 
 
 def takes_torch(dtype, direction, batch_size, seq_len, hidden_size):
-    call = SimpleNamespace(device=torch.device("cpu"), dtype=getattr(torch, dtype), seq_len=seq_len,
-                           batch_size=batch_size, hidden_size=hidden_size, needs_backward=direction != "fwd")
-    return faster(call)
+    return faster(Call(torch.device("cpu"), getattr(torch, dtype), seq_len, batch_size, hidden_size,
+                       needs_backward=direction != "fwd"))
 
 
 RULES = {"auto (native.faster)": takes_torch,

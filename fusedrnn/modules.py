@@ -263,18 +263,19 @@ class LSTM(_RecurrentBase):
                                backend=self.backend)
 
     def _layers(self, input, h0, c0, lengths):
-        # A stack that PyTorch's kernel runs (the first layer's backend: they differ only in
-        # the input size, which no rule weighs) takes one call of it, as nn.LSTM does.
+        # A stack that PyTorch's kernel runs (decided for the first layer: the layers differ only
+        # in the input size, which no rule weighs) takes one call of it, as nn.LSTM makes.
         if (self.num_layers > 1 or self.bidirectional) and lengths is None:
-            weights = [weight for layer in range(self.num_layers) for suffix in self._suffixes()
-                       for weight in self._lstm_weights(f"l{layer}{suffix}", input.dtype) if weight is not None]
-            first_layer = weights[:4] if self.bias else (*weights[:2], None, None)
-            first = functional._validated_call("lstm", input, *first_layer, h0[0], c0[0], None, False)
-            if dispatch.select(self.backend, first) is native.backend:
+            needs_backward = torch.is_grad_enabled() and any(
+                t.requires_grad for t in (input, h0, c0, *self.parameters()))
+            first_layer = native.Call(input.device, input.dtype, input.shape[0], input.shape[1], self.hidden_size,
+                                      needs_backward)
+            if native.runs_whole_stack(self.backend, first_layer):
+                weights = [weight for layer in range(self.num_layers) for suffix in self._suffixes()
+                           for weight in self._lstm_weights(f"l{layer}{suffix}", input.dtype) if weight is not None]
                 dropout = self.dropout if self.training else 0.0
-                train = bool(dropout) or (torch.is_grad_enabled() and any(
-                    t.requires_grad for t in (input, h0, c0, *weights)))
-                return native.stacked_lstm(input, h0, c0, weights, self.num_layers, self.bidirectional, dropout, train)
+                return native.stacked_lstm(input, h0, c0, weights, self.num_layers, self.bidirectional, dropout,
+                                           train=needs_backward or bool(dropout))
         return super()._layers(input, h0, c0, lengths)
 
     @classmethod

@@ -9,7 +9,7 @@ call). Named explicitly, it runs every plain LSTM call it can.
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import _VF
@@ -140,6 +140,26 @@ class TorchBackend:
         if order is not None:
             output = output.gather(0, order[:, :, None].expand_as(output))
         return output, h_n, c_n
+
+
+class Call(NamedTuple):
+    """What the rules and :meth:`TorchBackend.unsupported` read of a call; a :class:`Sweep` has
+    the same attributes. For a decision before a call is built and validated."""
+    device: torch.device
+    dtype: torch.dtype
+    seq_len: int
+    batch_size: int
+    hidden_size: int
+    needs_backward: bool
+
+
+def runs_whole_stack(name: str, call: Call) -> bool:
+    """Whether backend ``name`` runs a module's stack of plain LSTM layers on PyTorch's kernel,
+    ``call`` describing its first layer (what :func:`dispatch.select` would answer for it,
+    without building and validating that call: at T = 1 the host time is the cost)."""
+    if name not in ("auto", "torch") or call.batch_size == 0:  # dispatch runs B = 0 on the reference
+        return False
+    return backend.unsupported(call, explicit=name == "torch") is None
 
 
 def stacked_lstm(x, h0, c0, weights, num_layers: int, bidirectional: bool, dropout: float, train: bool):
