@@ -113,8 +113,15 @@ class _RecurrentBase(nn.Module):
 
     def _lstm_weights(self, tag, dtype):
         """The LSTM parameters of layer-direction ``tag`` in ``dtype`` (they differ under autocast)."""
-        return tuple(_cast(getattr(self, f"{name}_{tag}", None), dtype)
-                     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        return tuple(_cast(self._parameter(f"{name}_{tag}"), dtype) for name in names)
+
+    def _parameter(self, name):
+        """Parameter ``name``, or ``None``. From ``_parameters`` first: ``nn.Module.__getattr__``
+        costs about a µs a name, and at T = 1 the host time is the cost. A DataParallel replica
+        keeps its parameters as plain attributes instead (its ``_parameters`` is empty)."""
+        found = self._parameters.get(name)
+        return found if found is not None else getattr(self, name, None)
 
     def _autocast_dtype(self, input):
         """The dtype ``torch.autocast`` runs this module in, as it runs ``nn.LSTM``, or ``None``."""
@@ -348,12 +355,12 @@ class MogrifierLSTM(_RecurrentBase):
         weights, biases = [], []
         for j in range(1, self.mogrify_steps + 1):
             if self.mogrify_rank is None:
-                weights.append(_cast(getattr(self, f"mogrify_weight_{tag}_r{j}"), dtype))
+                weights.append(_cast(self._parameter(f"mogrify_weight_{tag}_r{j}"), dtype))
             else:
-                weights.append((_cast(getattr(self, f"mogrify_weight_left_{tag}_r{j}"), dtype),
-                                _cast(getattr(self, f"mogrify_weight_right_{tag}_r{j}"), dtype)))
+                weights.append((_cast(self._parameter(f"mogrify_weight_left_{tag}_r{j}"), dtype),
+                                _cast(self._parameter(f"mogrify_weight_right_{tag}_r{j}"), dtype)))
             if self.mogrify_bias:
-                biases.append(_cast(getattr(self, f"mogrify_bias_{tag}_r{j}"), dtype))
+                biases.append(_cast(self._parameter(f"mogrify_bias_{tag}_r{j}"), dtype))
         return weights, (biases if self.mogrify_bias else None)
 
     def _run_direction(self, x, h0, c0, lengths, tag, reverse):

@@ -160,6 +160,27 @@ def test_a_stack_on_pytorchs_kernel_drops_out_as_nn_lstm(monkeypatch):
     assert torch.equal(fused(x)[0], fused(x)[0])
 
 
+@pytest.mark.parametrize("swap", ["functional_call", "data_parallel_replica"])
+def test_the_module_runs_the_parameters_it_is_given(swap):
+    """torch.func.functional_call swaps tensors into ``_parameters``; a DataParallel replica
+    keeps them as plain attributes with ``_parameters`` empty. Either way those tensors run."""
+    fused = fusedrnn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, dtype=torch.float64, backend="cpu")
+    given = {name: torch.randn_like(p, requires_grad=True) for name, p in fused.named_parameters()}
+    x = torch.randn(SEQ_LEN, BATCH_SIZE, INPUT_SIZE, dtype=torch.float64)
+    if swap == "functional_call":
+        out, _ = torch.func.functional_call(fused, given, (x,))
+    else:
+        replica = fused._replicate_for_data_parallel()
+        for name, tensor in given.items():
+            setattr(replica, name, tensor)
+        out, _ = replica(x)
+    expected = fusedrnn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, dtype=torch.float64, backend="reference")
+    expected.load_state_dict({name: tensor.detach() for name, tensor in given.items()})
+    assert_close("output", out, expected(x)[0], 1e-12)
+    out.sum().backward()
+    assert all(tensor.grad is not None for tensor in given.values())
+
+
 def test_state_dict_round_trip_with_torch():
     torch_lstm = nn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True)
     fused = fusedrnn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, bidirectional=True)

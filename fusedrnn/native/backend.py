@@ -38,9 +38,10 @@ ONE_ROW_WIDTH = 512
 
 
 def _onednn_float32(sweep: Sweep) -> bool:
-    short = sweep.seq_len <= SHORT_CALL_STEPS and sweep.batch_size <= SHORT_CALL_ROWS
-    small = sweep.seq_len * sweep.batch_size * sweep.hidden_size < SMALL_CALL
-    one_wide_row = sweep.batch_size == 1 and sweep.seq_len <= ONE_ROW_STEPS and sweep.hidden_size >= ONE_ROW_WIDTH
+    steps, rows, width = sweep.seq_len, sweep.batch_size, sweep.hidden_size  # each a property: read once
+    short = steps <= SHORT_CALL_STEPS and rows <= SHORT_CALL_ROWS
+    small = steps * rows * width < SMALL_CALL
+    one_wide_row = rows == 1 and steps <= ONE_ROW_STEPS and width >= ONE_ROW_WIDTH
     return not (short or small or one_wide_row)
 
 
@@ -85,11 +86,13 @@ FASTER = {("cpu", torch.float32): _onednn_float32, ("cpu", torch.bfloat16): _one
 OWN_BACKENDS = {"cpu": ("cpu",), "cuda": ("triton", "cuda")}
 
 
-def faster(sweep: Sweep) -> bool:
-    """Whether PyTorch's kernel is the faster backend for ``sweep`` (see :data:`FASTER`)."""
-    if all(dispatch.unavailable_reason(name) for name in OWN_BACKENDS.get(sweep.device.type, ())):
+def faster(sweep: Sweep, device_type: Optional[str] = None) -> bool:
+    """Whether PyTorch's kernel is the faster backend for ``sweep`` (see :data:`FASTER`);
+    ``device_type``: ``sweep.device.type``, where the caller has it (a device object a read)."""
+    device_type = sweep.device.type if device_type is None else device_type
+    if all(dispatch.unavailable_reason(name) for name in OWN_BACKENDS.get(device_type, ())):
         return True
-    rule = FASTER.get((sweep.device.type, sweep.dtype))
+    rule = FASTER.get((device_type, sweep.dtype))
     return rule is not None and rule(sweep)
 
 
@@ -108,9 +111,10 @@ class TorchBackend:
     def unsupported(self, sweep: Sweep, explicit: bool) -> Optional[str]:
         if torch.compiler.is_compiling():  # the reason torch.compile graph-breaks on nn.LSTM
             return "PyTorch's LSTM kernel does not trace into a torch.compile graph"
-        if sweep.dtype not in DTYPES.get(sweep.device.type, ()):
-            return f"PyTorch's LSTM kernel does not run {sweep.dtype} on {sweep.device.type}"
-        if not explicit and not faster(sweep):
+        device_type = sweep.device.type
+        if sweep.dtype not in DTYPES.get(device_type, ()):
+            return f"PyTorch's LSTM kernel does not run {sweep.dtype} on {device_type}"
+        if not explicit and not faster(sweep, device_type):
             return "fusedrnn's own backends are faster for this call"
         return None
 
