@@ -33,6 +33,17 @@ def _grads(module, loss, extra):
     return torch.autograd.grad(loss, extra + params)
 
 
+def _outputs_and_grads(module, x, hx, leaves):
+    """``module(x, hx)``'s output and final states, and the gradients of ``leaves`` and every
+    parameter for a loss weighting them by fixed random seeds (drawn in float64, so that every
+    dtype sees the same ones)."""
+    out, (h_n, c_n) = module(x, hx)
+    seeds = torch.Generator().manual_seed(0)
+    loss = sum((t * torch.randn(t.shape, dtype=torch.float64, generator=seeds).to(t.dtype)).sum()
+               for t in (out, h_n, c_n))
+    return [out, h_n, c_n, *_grads(module, loss, leaves)]
+
+
 @pytest.mark.parametrize("backend", ["reference", "torch"])  # torch: a stack in one call of its kernel
 @pytest.mark.parametrize("given_state", [False, True], ids=["no-hx", "hx"])
 @pytest.mark.parametrize("config", list(CONFIGS.values()), ids=list(CONFIGS))
@@ -43,12 +54,8 @@ def test_lstm_matches_torch(config, given_state, backend):
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     state_shape = (config.get("num_layers", 1) * directions, BATCH_SIZE, HIDDEN_SIZE)
     hx = tuple(torch.randn(state_shape, dtype=torch.float64, requires_grad=True) for _ in range(2))
-    results = []
-    for module in (torch_lstm, fused):
-        out, (h_n, c_n) = module(x, hx if given_state else None)
-        seeds = torch.Generator().manual_seed(0)
-        loss = sum((t * torch.randn(t.shape, dtype=t.dtype, generator=seeds)).sum() for t in (out, h_n, c_n))
-        results.append([out, h_n, c_n, *_grads(module, loss, [x, *hx] if given_state else [x])])
+    results = [_outputs_and_grads(module, x, hx if given_state else None, [x, *hx] if given_state else [x])
+               for module in (torch_lstm, fused)]
     for index, (expected, actual) in enumerate(zip(*results)):
         assert_close(f"tensor {index}", actual, expected, 1e-12)
 
@@ -130,13 +137,9 @@ def test_a_stack_on_pytorchs_kernel_runs_in_one_call_and_matches_the_reference(m
     fused = fusedrnn.LSTM(INPUT_SIZE, 32, **config, backend=backend)
     fused.load_state_dict(reference.state_dict())
     calls = _count_kernel_calls(monkeypatch)
-    results = []
-    for module, inputs in ((reference, (x, *hx)), (fused, [t.detach().float().requires_grad_() for t in (x, *hx)])):
-        out, (h_n, c_n) = module(inputs[0], tuple(inputs[1:]))
-        seeds = torch.Generator().manual_seed(0)  # the same seeds in both dtypes
-        loss = sum((t * torch.randn(t.shape, dtype=torch.float64, generator=seeds).to(t.dtype)).sum()
-                   for t in (out, h_n, c_n))
-        results.append([out, h_n, c_n, *_grads(module, loss, list(inputs))])
+    results = [_outputs_and_grads(module, inputs[0], tuple(inputs[1:]), list(inputs))
+               for module, inputs in ((reference, (x, *hx)),
+                                      (fused, [t.detach().float().requires_grad_() for t in (x, *hx)]))]
     assert len(calls) == 1, f"expected one call of PyTorch's kernel for the whole stack, got {len(calls)}"
     for index, (expected, actual) in enumerate(zip(*results)):
         assert_close(f"tensor {index}", actual, expected, tolerance(torch.float32))
