@@ -125,7 +125,7 @@ class TorchBackend:
         x, hx, train = sweep.x, (sweep.h0[None], sweep.c0[None]), sweep.needs_backward
         if sweep.lengths is None:
             x = x.flip(0) if sweep.reverse else x
-            output, h_n, c_n = _VF.lstm(x, hx, weights, sweep.bias_ih is not None, 1, 0.0, train, False, False)
+            output, h_n, c_n = stacked_lstm(x, *hx, weights, 1, False, 0.0, train)  # a stack of one layer
             return (output.flip(0) if sweep.reverse else output), h_n[0], c_n[0]
         # Rows of other lengths: a PackedSequence, as nn.LSTM takes them. Reversed, each row
         # runs its own first L_b steps backwards (SPEC §5), then goes back in place.
