@@ -1,8 +1,9 @@
 """Host time per call of ``fusedrnn.LSTM`` against ``torch.nn.LSTM`` when decoding: one time
-step per call, batch 1, the state fed back, under ``no_grad``. At this size the kernels cost
-little and the module's Python path is what a user waits for (issue: at most 1.2× nn.LSTM's).
+step per call, batch 1 by default, the state fed back, under ``no_grad``. At this size the kernels
+cost little and the module's Python path is what a user waits for (issue: at most 1.2× nn.LSTM's).
 
     python bench/module_overhead.py --json bench/results/cpu-overhead/results.json
+    python bench/module_overhead.py --dtype bfloat16 --hidden-size 64 --backends auto torch cpu
 
 Modules and rounds alternate (nn.LSTM, then each backend, per round) so that a busy machine
 slows them alike; each figure is the median over rounds of ``torch.utils.benchmark``'s median.
@@ -27,7 +28,8 @@ def decode_us(module, x, state, min_run_time):
     def step():
         nonlocal state
         _, state = module(x, state)
-    return Timer("step()", globals={"step": step}).blocked_autorange(min_run_time=min_run_time).median * 1e6
+    timer = Timer("step()", globals={"step": step}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1e6
 
 
 def main():
@@ -36,6 +38,8 @@ def main():
     parser.add_argument("--backends", nargs="+", default=["auto", "cpu"] if not torch.cuda.is_available() else
                         ["auto", "triton", "cuda"])
     parser.add_argument("--hidden-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--layers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=1)
@@ -45,14 +49,15 @@ def main():
     for name in list(filter(unavailable, args.backends)):  # as the benchmark command skips them
         print(f"# skipping {name}: {unavailable(name)}", file=sys.stderr)
         args.backends.remove(name)
-    device, size, rows = torch.device(args.device), args.hidden_size, []
+    device, size, batch, rows = torch.device(args.device), args.hidden_size, args.batch_size, []
+    factory = dict(device=device, dtype=getattr(torch, args.dtype))
     with torch.no_grad():
         for layers in args.layers:
-            baseline = torch.nn.LSTM(size, size, num_layers=layers, device=device)
+            baseline = torch.nn.LSTM(size, size, num_layers=layers, **factory)
             modules = {"nn.LSTM": baseline, **{name: fusedrnn.LSTM.from_torch(baseline, backend=name)
                                                for name in args.backends}}
-            x = torch.randn(1, 1, size, device=device)
-            state = (torch.randn(layers, 1, size, device=device), torch.randn(layers, 1, size, device=device))
+            x = torch.randn(1, batch, size, **factory)
+            state = (torch.randn(layers, batch, size, **factory), torch.randn(layers, batch, size, **factory))
             for module in modules.values():  # compiles and first-call checks stay out of the timing
                 module(x, state)
             times = {name: [] for name in modules}
@@ -62,8 +67,8 @@ def main():
             baseline_us = statistics.median(times["nn.LSTM"])
             for name, samples in times.items():
                 us = statistics.median(samples)
-                rows.append({"implementation": name, "layers": layers, "hidden_size": size, "us_per_call": us,
-                             "x_nn_lstm": us / baseline_us})
+                rows.append({"implementation": name, "layers": layers, "hidden_size": size, "batch_size": batch,
+                             "dtype": args.dtype, "us_per_call": us, "x_nn_lstm": us / baseline_us})
                 print(f"layers {layers}  {name:8s} {us:7.1f} µs per call  {us / baseline_us:.2f}× nn.LSTM's")
     if args.json:
         document = {"command": shlex.join(["python"] + sys.argv), "date": datetime.date.today().isoformat(),

@@ -123,10 +123,10 @@ class _RecurrentBase(nn.Module):
         found = self._parameters.get(name)
         return found if found is not None else getattr(self, name, None)
 
-    def _autocast_dtype(self, input):
-        """The dtype ``torch.autocast`` runs this module in, as it runs ``nn.LSTM``, or ``None``."""
-        device_type = input.device.type
-        if self.weight_hh_l0.dtype == torch.float32 and autocast_enabled(device_type):
+    def _autocast_dtype(self, device_type, weight):
+        """The dtype ``torch.autocast`` runs this module (``weight``, its first parameter) in, as
+        it runs ``nn.LSTM``, or ``None``."""
+        if weight.dtype == torch.float32 and autocast_enabled(device_type):
             return torch.get_autocast_dtype(device_type)
         return None
 
@@ -134,7 +134,7 @@ class _RecurrentBase(nn.Module):
         """Runs layer-direction ``tag`` over ``x (T, B, ·)``; returns ``output, (h_n, c_n)``."""
         raise NotImplementedError
 
-    def _check_hx(self, hx, batch_size, batched, input):
+    def _check_hx(self, hx, batch_size, batched, input, device):
         if hx is None:
             shape = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
             zeros = input.new_zeros(shape)
@@ -146,13 +146,13 @@ class _RecurrentBase(nn.Module):
         for name, state in zip(("h_0", "c_0"), hx):
             if not isinstance(state, torch.Tensor):
                 raise TypeError(f"{name} must be a torch.Tensor, got {type(state).__name__}")
-            if tuple(state.shape) != expected:
+            if state.shape != expected:
                 raise ValueError(f"{name} must have shape {expected} (num_layers * num_directions, "
                                  f"{'batch, ' if batched else ''}hidden_size), got {tuple(state.shape)}")
             if state.dtype != input.dtype:
                 raise TypeError(f"{name} must have the input's dtype {input.dtype}, got {state.dtype}")
-            if state.device != input.device:
-                raise ValueError(f"{name} must be on the input's device {input.device}, got {state.device}")
+            if state.device != device:
+                raise ValueError(f"{name} must be on the input's device {device}, got {state.device}")
             states.append(state if batched else state.unsqueeze(1))
         return tuple(states)
 
@@ -189,7 +189,8 @@ class _RecurrentBase(nn.Module):
                 input = input.transpose(0, 1)
         if input.shape[-1] != self.input_size:
             raise ValueError(f"input must have {self.input_size} features (input_size), got {input.shape[-1]}")
-        weight, autocast = self.weight_hh_l0, self._autocast_dtype(input)
+        device, weight = input.device, self._parameter("weight_hh_l0")  # each read once: T = 1 is host time
+        autocast = self._autocast_dtype(device.type, weight)
         if autocast is not None and input.is_floating_point():
             # As nn.LSTM under autocast: input, states and weights in the autocast dtype.
             input = input.to(autocast)
@@ -198,12 +199,12 @@ class _RecurrentBase(nn.Module):
                            else state for state in hx)
         elif input.dtype != weight.dtype:
             raise TypeError(f"input must have the module's dtype {weight.dtype}, got {input.dtype}")
-        if input.device != weight.device:
-            raise ValueError(f"input must be on the module's device {weight.device}, got {input.device}")
-        h0, c0 = self._check_hx(hx, input.shape[1], batched, input)
+        if device != weight.device:
+            raise ValueError(f"input must be on the module's device {weight.device}, got {device}")
+        h0, c0 = self._check_hx(hx, input.shape[1], batched, input, device)
         # Checked and moved to the device once, not per layer and direction.
-        device_lengths = functional._check_lengths(lengths, input.shape[0], input.shape[1], input.device)
-        with autocast_off(input.device):  # the sweeps compute in input.dtype
+        device_lengths = functional._check_lengths(lengths, input.shape[0], input.shape[1], device)
+        with autocast_off(device):  # the sweeps compute in input.dtype
             output, h_n, c_n = self._layers(input, h0, c0, device_lengths)
 
         if packed:
@@ -264,26 +265,36 @@ class LSTM(_RecurrentBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.reset_parameters()
+        kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if self.bias else ("weight_ih", "weight_hh")
+        #: Every layer and direction's parameter names, in nn.LSTM's order (its ``_flat_weights_names``).
+        self._stack_weight_names = [f"{kind}_l{layer}{suffix}" for layer in range(self.num_layers)
+                                    for suffix in self._suffixes() for kind in kinds]
 
     def _run_direction(self, x, h0, c0, lengths, tag, reverse):
         return functional.lstm(x, *self._lstm_weights(tag, x.dtype), h0, c0, lengths=lengths, reverse=reverse,
                                backend=self.backend)
 
     def _layers(self, input, h0, c0, lengths):
-        # A stack that PyTorch's kernel runs (decided for the first layer: the layers differ only
-        # in the input size, which no rule weighs) takes one call of it, as nn.LSTM makes.
-        if (self.num_layers > 1 or self.bidirectional) and lengths is None:
-            needs_backward = torch.is_grad_enabled() and any(
-                t.requires_grad for t in (input, h0, c0, *self.parameters()))
+        # Where PyTorch's kernel runs the first layer (the layers differ only in the input size,
+        # which no rule weighs), every layer and direction take one call of it, as nn.LSTM makes:
+        # no validation, dispatch, reversal or concatenation per layer, which at T = 1 cost more
+        # than the kernel (a one-layer bfloat16 decoding step: 1.6× nn.LSTM's time through them).
+        if lengths is None:
+            grad = torch.is_grad_enabled()
+            weights = self._stack_weights(input.dtype) if grad else None  # whether they require grad counts
+            needs_backward = grad and any(t.requires_grad for t in (input, h0, c0, *weights))
             first_layer = native.Call(input.device, input.dtype, input.shape[0], input.shape[1], self.hidden_size,
                                       needs_backward)
             if native.runs_whole_stack(self.backend, first_layer):
-                weights = [weight for layer in range(self.num_layers) for suffix in self._suffixes()
-                           for weight in self._lstm_weights(f"l{layer}{suffix}", input.dtype) if weight is not None]
+                weights = self._stack_weights(input.dtype) if weights is None else weights
                 dropout = self.dropout if self.training else 0.0
                 return native.stacked_lstm(input, h0, c0, weights, self.num_layers, self.bidirectional, dropout,
                                            train=needs_backward or bool(dropout))
         return super()._layers(input, h0, c0, lengths)
+
+    def _stack_weights(self, dtype):
+        """Every layer and direction's weights in ``nn.LSTM``'s order."""
+        return [_cast(self._parameter(name), dtype) for name in self._stack_weight_names]
 
     @classmethod
     def from_torch(cls, module: nn.LSTM, backend: str = "auto") -> "LSTM":

@@ -120,6 +120,30 @@ def test_compiler_error_is_summarised(monkeypatch):
     assert reason.startswith("building the cpu extension failed: sweep.cpp:3:1: error: expected ';'")
 
 
+def test_first_loads_from_threads_take_turns(monkeypatch):
+    """Threads that call a backend first at the same time: one builds and registers the
+    operators while the others wait, then load what it built."""
+    assert build.load_error("cpu") is None, "the cpu extension does not build here"  # its operators exist
+    building, overlaps, results = [], [], []
+
+    def slow_compile(kind):
+        building.append(kind)
+        overlaps.append(len(building))
+        time.sleep(0.2)
+        building.pop()
+
+    monkeypatch.setattr(build, "_prebuilt", lambda kind: None)
+    monkeypatch.setattr(build, "_missing_tools", lambda kind: None)
+    monkeypatch.setattr(build, "_compile", slow_compile)
+    threads = [threading.Thread(target=lambda: results.append(build.load_error.__wrapped__("cpu"))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [None] * 3
+    assert overlaps == [1] * 3, f"builds overlapped: {overlaps}"
+
+
 @pytest.fixture
 def broken_cpu_build(monkeypatch):
     """The "cpu" backend as on a machine where its build failed."""

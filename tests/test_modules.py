@@ -125,24 +125,30 @@ def _count_kernel_calls(monkeypatch):
     return calls
 
 
+@pytest.mark.parametrize("config", [dict(num_layers=1), dict(num_layers=2, bidirectional=True, batch_first=True)],
+                         ids=["one_layer", "stack"])
 @pytest.mark.parametrize("backend", ["torch", "auto"])
-def test_a_stack_on_pytorchs_kernel_runs_in_one_call_and_matches_the_reference(monkeypatch, backend):
+def test_layers_on_pytorchs_kernel_run_in_one_call_and_match_the_reference(monkeypatch, backend, config):
     """Layers and directions that PyTorch's kernel runs (named, or ``auto``'s float32 rule for a
-    call this size) go to it in one call, as nn.LSTM makes it; the result is still held to the
-    float32 bound against the float64 reference: outputs, states and every gradient."""
-    config = dict(num_layers=2, bidirectional=True, batch_first=True)
+    call this size) go to it in one call, as nn.LSTM makes it, with no validation and dispatch
+    per layer; the result is still held to the float32 bound against the float64 reference:
+    outputs, states and every gradient."""
     reference = fusedrnn.LSTM(INPUT_SIZE, 32, **config, dtype=torch.float64, backend="reference")
-    x = torch.randn(BATCH_SIZE, 64, INPUT_SIZE, dtype=torch.float64, requires_grad=True)
-    hx = tuple(torch.randn(4, BATCH_SIZE, 32, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    x = torch.randn(64, BATCH_SIZE, INPUT_SIZE, dtype=torch.float64)
+    x = (x.transpose(0, 1) if reference.batch_first else x).requires_grad_()
+    states = config["num_layers"] * reference.num_directions
+    hx = tuple(torch.randn(states, BATCH_SIZE, 32, dtype=torch.float64, requires_grad=True) for _ in range(2))
     fused = fusedrnn.LSTM(INPUT_SIZE, 32, **config, backend=backend)
     fused.load_state_dict(reference.state_dict())
-    calls = _count_kernel_calls(monkeypatch)
-    results = [_outputs_and_grads(module, inputs[0], tuple(inputs[1:]), list(inputs))
-               for module, inputs in ((reference, (x, *hx)),
-                                      (fused, [t.detach().float().requires_grad_() for t in (x, *hx)]))]
-    assert len(calls) == 1, f"expected one call of PyTorch's kernel for the whole stack, got {len(calls)}"
-    for index, (expected, actual) in enumerate(zip(*results)):
-        assert_close(f"tensor {index}", actual, expected, tolerance(torch.float32))
+    expected = _outputs_and_grads(reference, x, hx, [x, *hx])
+    inputs = [t.detach().float().requires_grad_() for t in (x, *hx)]
+    calls, dispatched, dispatch_run = _count_kernel_calls(monkeypatch), [], fusedrnn.dispatch.run
+    monkeypatch.setattr(fusedrnn.dispatch, "run", lambda *args: dispatched.append(args) or dispatch_run(*args))
+    actual = _outputs_and_grads(fused, inputs[0], tuple(inputs[1:]), inputs)
+    assert len(calls) == 1, f"expected one call of PyTorch's kernel for the whole module, got {len(calls)}"
+    assert not dispatched, f"expected no dispatch per layer, got {len(dispatched)}"
+    for index, (wanted, got) in enumerate(zip(expected, actual)):
+        assert_close(f"tensor {index}", got, wanted, tolerance(torch.float32))
 
 
 def test_a_stack_on_pytorchs_kernel_drops_out_as_nn_lstm(monkeypatch):
@@ -163,11 +169,13 @@ def test_a_stack_on_pytorchs_kernel_drops_out_as_nn_lstm(monkeypatch):
     assert torch.equal(fused(x)[0], fused(x)[0])
 
 
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
 @pytest.mark.parametrize("swap", ["functional_call", "data_parallel_replica"])
-def test_the_module_runs_the_parameters_it_is_given(swap):
+def test_the_module_runs_the_parameters_it_is_given(swap, backend):
     """torch.func.functional_call swaps tensors into ``_parameters``; a DataParallel replica
-    keeps them as plain attributes with ``_parameters`` empty. Either way those tensors run."""
-    fused = fusedrnn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, dtype=torch.float64, backend="cpu")
+    keeps them as plain attributes with ``_parameters`` empty. Either way those tensors run,
+    one sweep per layer or the whole stack in one call of PyTorch's kernel."""
+    fused = fusedrnn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, dtype=torch.float64, backend=backend)
     given = {name: torch.randn_like(p, requires_grad=True) for name, p in fused.named_parameters()}
     x = torch.randn(SEQ_LEN, BATCH_SIZE, INPUT_SIZE, dtype=torch.float64)
     if swap == "functional_call":
@@ -179,9 +187,12 @@ def test_the_module_runs_the_parameters_it_is_given(swap):
         out, _ = replica(x)
     expected = fusedrnn.LSTM(INPUT_SIZE, HIDDEN_SIZE, num_layers=2, dtype=torch.float64, backend="reference")
     expected.load_state_dict({name: tensor.detach() for name, tensor in given.items()})
-    assert_close("output", out, expected(x)[0], 1e-12)
-    out.sum().backward()
-    assert all(tensor.grad is not None for tensor in given.values())
+    expected_out = expected(x)[0]
+    assert_close("output", out, expected_out, 1e-12)
+    seed = torch.randn_like(out)
+    grads = torch.autograd.grad(out, list(given.values()), seed)
+    for name, actual, wanted in zip(given, grads, torch.autograd.grad(expected_out, list(expected.parameters()), seed)):
+        assert_close(f"gradient of {name}", actual, wanted, 1e-12)
 
 
 def test_state_dict_round_trip_with_torch():

@@ -150,12 +150,23 @@ def _compile(kind: str) -> None:
               flush=True)
 
 
+#: First loads from several threads take turns: one builds and registers the operators, then the
+#: others load its build and find them registered (registering twice raises). Reentrant: the
+#: CUDA library loads the CPU one first.
+_LOAD_LOCK = threading.RLock()
+
+
 @functools.lru_cache(maxsize=None)
 def load_error(kind: str) -> Optional[str]:
     """Loads library ``kind`` (``"cpu"`` or ``"cuda"``), building it if needed.
 
     Returns why it cannot be loaded, or ``None`` once its operators are registered.
     """
+    with _LOAD_LOCK:
+        return _load(kind)
+
+
+def _load(kind: str) -> Optional[str]:
     if kind == "cuda":
         error = load_error("cpu")  # the CPU library defines the operator schemas
         if error is not None:
