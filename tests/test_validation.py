@@ -141,10 +141,12 @@ def test_module_constructor_rejects(case):
     (torch.randn(T, B, I), (torch.randn(1, B, H),), TypeError, r"hx must be a tuple \(h_0, c_0\)"),
     (torch.randn(T, B, I), (torch.randn(1, B, H), torch.randn(1, B, H, dtype=torch.float64)), TypeError,
      "c_0 must have the input's dtype"),
+    (torch.randn(0, B, I), None, ValueError, "input must have at least one time step"),
 ])
-def test_module_call_rejects(input, hx, error, message):
+@pytest.mark.parametrize("backend", ["auto", "torch"])  # torch: the module calls PyTorch's kernel itself
+def test_module_call_rejects(input, hx, error, message, backend):
     with pytest.raises(error, match=message):
-        fusedrnn.LSTM(I, H)(input, hx)
+        fusedrnn.LSTM(I, H, backend=backend)(input, hx)
 
 
 @pytest.mark.parametrize("state, message", [
