@@ -22,15 +22,20 @@ Tensor = torch.Tensor
 FLOATING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def _check_tensor(name, tensor, shape, like):
+def _check_tensor(name, tensor, shape, like, *index):
+    """``tensor`` has ``shape`` (a tuple) and ``like``'s dtype and device; ``name[index]`` in the
+    messages (formatted only for one: at T = 1 the host time is the cost)."""
+    if isinstance(tensor, Tensor) and tensor.shape == shape and tensor.dtype == like.dtype \
+            and tensor.device == like.device:
+        return
+    name += "".join(f"[{i}]" for i in index)
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if tuple(tensor.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(tensor.shape)}")
+    if tensor.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
     if tensor.dtype != like.dtype:
         raise TypeError(f"{name} must have the input's dtype {like.dtype}, got {tensor.dtype}")
-    if tensor.device != like.device:
-        raise ValueError(f"{name} must be on the input's device {like.device}, got {tensor.device}")
+    raise ValueError(f"{name} must be on the input's device {like.device}, got {tensor.device}")
 
 
 def _check_lengths(lengths, seq_len, batch_size, device):
@@ -70,8 +75,9 @@ def check_steps(input: Tensor, name: str = "input") -> None:
 
 
 def _validated_call(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse, *,
-                    input_name="input", **options):
-    """The checked call as a :class:`Sweep` (``input_name``: what the caller calls ``input``)."""
+                    input_name="input", rounds=None, **options):
+    """The checked call as a :class:`Sweep` (``input_name``: what the caller calls ``input``;
+    ``rounds``: the Mogrifier's ``(mogrify_weights, mogrify_biases)``)."""
     if not isinstance(input, Tensor):
         raise TypeError(f"{input_name} must be a torch.Tensor, got {type(input).__name__}")
     if input.dim() != 3:
@@ -103,6 +109,8 @@ def _validated_call(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
     _check_tensor("h0", h0, state_shape, input)
     _check_tensor("c0", c0, state_shape, input)
     lengths = _check_lengths(lengths, seq_len, batch_size, input.device)
+    if rounds is not None:
+        options["mogrify_weights"], options["mogrify_biases"] = _validated_rounds(*rounds, input, hidden_size)
     return Sweep(cell, input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, **options)
 
 
@@ -167,9 +175,8 @@ def mogrifier_lstm(
             ``j``, or ``None``.
     Other arguments and the return value as :func:`lstm`.
     """
-    sweep = _validated_call("lstm", input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse)
-    weights, biases = _validated_rounds(mogrify_weights, mogrify_biases, input, sweep.hidden_size)
-    sweep = dataclasses.replace(sweep, cell="mogrifier", mogrify_weights=weights, mogrify_biases=biases)
+    sweep = _validated_call("mogrifier", input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0, lengths, reverse,
+                            rounds=(mogrify_weights, mogrify_biases))
     return _run(sweep, backend)
 
 
@@ -191,11 +198,11 @@ def _validated_rounds(mogrify_weights, mogrify_biases, input, hidden_size):
             if left.dim() != 2 or left.shape[1] == 0:
                 raise ValueError(f"mogrify_weights[{j - 1}][0] must have shape ({shape[0]}, rank) with rank >= 1, "
                                  f"got {tuple(left.shape)}")
-            _check_tensor(f"mogrify_weights[{j - 1}][0]", left, (shape[0], left.shape[1]), input)
-            _check_tensor(f"mogrify_weights[{j - 1}][1]", right, (left.shape[1], shape[1]), input)
+            _check_tensor("mogrify_weights", left, (shape[0], left.shape[1]), input, j - 1, 0)
+            _check_tensor("mogrify_weights", right, (left.shape[1], shape[1]), input, j - 1, 1)
             weights.append((left, right))
         else:
-            _check_tensor(f"mogrify_weights[{j - 1}]", weight, shape, input)
+            _check_tensor("mogrify_weights", weight, shape, input, j - 1)
             weights.append(weight)
     if mogrify_biases is not None:
         if not isinstance(mogrify_biases, (list, tuple)):
@@ -203,8 +210,7 @@ def _validated_rounds(mogrify_weights, mogrify_biases, input, hidden_size):
         if len(mogrify_biases) != len(weights):
             raise ValueError(f"mogrify_biases must have one bias per round ({len(weights)}), got {len(mogrify_biases)}")
         for j, bias in enumerate(mogrify_biases, start=1):
-            _check_tensor(f"mogrify_biases[{j - 1}]", bias, mogrify_round_shape(j, input_size, hidden_size)[:1],
-                          input)
+            _check_tensor("mogrify_biases", bias, mogrify_round_shape(j, input_size, hidden_size)[:1], input, j - 1)
         mogrify_biases = tuple(mogrify_biases)
     return tuple(weights), mogrify_biases
 
