@@ -67,7 +67,7 @@ def _check_lengths(lengths, seq_len, batch_size, device):
     return lengths.to(device=device, dtype=torch.int64, non_blocking=True)
 
 
-def check_steps(input: Tensor, name: str = "input") -> None:
+def _check_steps(input: Tensor, name: str = "input") -> None:
     """``input (T, B, I)`` has a step: the modules check it too, before a call of PyTorch's kernel
     (which raises a RuntimeError without one)."""
     if input.shape[0] == 0:
@@ -82,7 +82,7 @@ def _validated_call(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
         raise TypeError(f"{input_name} must be a torch.Tensor, got {type(input).__name__}")
     if input.dim() != 3:
         raise ValueError(f"{input_name} must have 3 dimensions (T, B, I), got shape {tuple(input.shape)}")
-    check_steps(input, input_name)
+    _check_steps(input, input_name)
     if input.dtype not in FLOATING_DTYPES:
         raise TypeError(f"{input_name} must be float16, bfloat16, float32 or float64, got {input.dtype}")
     if input.shape[2] == 0:  # as torch.nn.LSTM's input_size

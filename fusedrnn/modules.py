@@ -189,7 +189,7 @@ class _RecurrentBase(nn.Module):
                 input = input.transpose(0, 1)
         if input.shape[-1] != self.input_size:
             raise ValueError(f"input must have {self.input_size} features (input_size), got {input.shape[-1]}")
-        functional.check_steps(input)
+        functional._check_steps(input)
         device, weight = input.device, self._parameter("weight_hh_l0")  # each read once: T = 1 is host time
         autocast = self._autocast_dtype(device.type, weight)
         if autocast is not None and input.is_floating_point():
