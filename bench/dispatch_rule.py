@@ -20,8 +20,8 @@ from fusedrnn.native.backend import Call, faster
 
 
 def takes_torch(dtype, direction, batch_size, seq_len, hidden_size):
-    return faster(Call(torch.device("cpu"), getattr(torch, dtype), seq_len, batch_size, hidden_size,
-                       needs_backward=direction != "fwd"))
+    return faster(Call("cpu", getattr(torch, dtype), seq_len, batch_size, hidden_size,
+                       needs_backward=direction != "fwd"), "cpu")
 
 
 RULES = {"auto (native.faster)": takes_torch,

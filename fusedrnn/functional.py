@@ -85,7 +85,8 @@ def _validated_call(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
     _check_steps(input, input_name)
     if input.dtype not in FLOATING_DTYPES:
         raise TypeError(f"{input_name} must be float16, bfloat16, float32 or float64, got {input.dtype}")
-    if input.shape[2] == 0:  # as torch.nn.LSTM's input_size
+    seq_len, batch_size, input_size = input.shape
+    if input_size == 0:  # as torch.nn.LSTM's input_size
         raise ValueError(f"{input_name} must have at least one feature (I >= 1), got shape {tuple(input.shape)}")
     if not isinstance(weight_hh, Tensor):
         raise TypeError(f"weight_hh must be a torch.Tensor, got {type(weight_hh).__name__}")
@@ -94,7 +95,6 @@ def _validated_call(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
                          f"got {tuple(weight_hh.shape)}")
     if not isinstance(reverse, bool):
         raise TypeError(f"reverse must be a bool, got {type(reverse).__name__}")
-    seq_len, batch_size, input_size = input.shape
     hidden_size = weight_hh.shape[1]
     _check_tensor("weight_hh", weight_hh, (4 * hidden_size, hidden_size), input)
     _check_tensor("weight_ih", weight_ih, (4 * hidden_size, input_size), input)
@@ -108,7 +108,8 @@ def _validated_call(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
     c0 = input.new_zeros(state_shape) if c0 is None else c0
     _check_tensor("h0", h0, state_shape, input)
     _check_tensor("c0", c0, state_shape, input)
-    lengths = _check_lengths(lengths, seq_len, batch_size, input.device)
+    if lengths is not None:  # else no input.device to build: at T = 1 the host time is the cost
+        lengths = _check_lengths(lengths, seq_len, batch_size, input.device)
     if rounds is not None:
         options["mogrify_weights"], options["mogrify_biases"] = _validated_rounds(*rounds, input, hidden_size)
     return Sweep(cell, input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, **options)
@@ -118,7 +119,7 @@ def _run(sweep: Sweep, backend: str):
     # Every backend computes in the inputs' dtype, autocast or not: PyTorch's own LSTM kernel
     # (the torch backend) would follow autocast and the others not. The modules cast their
     # inputs to the autocast dtype first, as nn.LSTM does.
-    with autocast_off(sweep.device):
+    with autocast_off(sweep.x):
         output, h_n, c_n = dispatch.run(backend, sweep)
     return output, (h_n, c_n)
 

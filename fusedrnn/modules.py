@@ -205,7 +205,7 @@ class _RecurrentBase(nn.Module):
         h0, c0 = self._check_hx(hx, input.shape[1], batched, input, device)
         # Checked and moved to the device once, not per layer and direction.
         device_lengths = functional._check_lengths(lengths, input.shape[0], input.shape[1], device)
-        with autocast_off(device):  # the sweeps compute in input.dtype
+        with autocast_off(input):  # the sweeps compute in input.dtype
             output, h_n, c_n = self._layers(input, h0, c0, device_lengths)
 
         if packed:
@@ -284,8 +284,8 @@ class LSTM(_RecurrentBase):
             grad = torch.is_grad_enabled()
             weights = self._stack_weights(input.dtype) if grad else None  # whether they require grad counts
             needs_backward = grad and any(t.requires_grad for t in (input, h0, c0, *weights))
-            first_layer = native.Call(input.device, input.dtype, input.shape[0], input.shape[1], self.hidden_size,
-                                      needs_backward)
+            first_layer = native.Call(input.device.type, input.dtype, input.shape[0], input.shape[1],
+                                      self.hidden_size, needs_backward)
             if native.runs_whole_stack(self.backend, first_layer):
                 weights = self._stack_weights(input.dtype) if weights is None else weights
                 dropout = self.dropout if self.training else 0.0

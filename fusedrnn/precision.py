@@ -26,18 +26,24 @@ def summed_bias(bias_ih: Optional[torch.Tensor], bias_hh: Optional[torch.Tensor]
 def autocast_enabled(device_type: str) -> bool:
     """Whether ``torch.autocast`` is on for ``device_type`` (never for one it does not know, such
     as ``meta``, where asking raises)."""
-    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+    return (torch._C._is_any_autocast_enabled()  # first the one cheap question: T = 1 is host time
+            and torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type))
 
 
-def autocast_off(device: torch.device):
-    """A context in which autocast leaves ``device``'s operations alone. The sweeps compute in
+def autocast_off(tensor: torch.Tensor):
+    """A context in which autocast leaves the operations on ``tensor``'s device alone (a tensor,
+    not its device: no ``torch.device`` is built unless autocast is on). The sweeps compute in
     their inputs' dtype (the modules cast under autocast before they call them), so the modules'
     layers and the operators' bodies and backwards run without it, whatever autocast the caller
     (or the ``backward()`` call) has on, as ``torch.amp.custom_fwd/custom_bwd`` would. No context
     to enter when autocast is off: at T = 1 the host time is the cost."""
-    if autocast_enabled(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
+    if torch._C._is_any_autocast_enabled() and autocast_enabled(tensor.device.type):
+        return torch.autocast(tensor.device.type, enabled=False)
+    return _NO_CONTEXT
+
+
+#: Reusable: ``nullcontext`` keeps no state.
+_NO_CONTEXT = contextlib.nullcontext()
 
 
 def tolerance(dtype: torch.dtype, device="cpu") -> float:

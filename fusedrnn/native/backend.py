@@ -86,14 +86,12 @@ FASTER = {("cpu", torch.float32): _onednn_float32, ("cpu", torch.bfloat16): _one
 OWN_BACKENDS = {"cpu": ("cpu",), "cuda": ("triton", "cuda")}
 
 
-def faster(sweep: Sweep, device_type: Optional[str] = None) -> bool:
-    """Whether PyTorch's kernel is the faster backend for ``sweep`` (see :data:`FASTER`);
-    ``device_type``: ``sweep.device.type``, where the caller has it (a device object a read)."""
-    device_type = sweep.device.type if device_type is None else device_type
-    if all(dispatch.unavailable_reason(name) for name in OWN_BACKENDS.get(device_type, ())):
-        return True
+def faster(sweep: Sweep, device_type: str) -> bool:
+    """Whether PyTorch's kernel is the faster backend for ``sweep`` on ``device_type`` (see :data:`FASTER`)."""
     rule = FASTER.get((device_type, sweep.dtype))
-    return rule is not None and rule(sweep)
+    if rule is not None and rule(sweep):
+        return True
+    return all(dispatch.unavailable_reason(name) for name in OWN_BACKENDS.get(device_type, ()))
 
 
 #: What the kernel runs: oneDNN and ATen on the CPU have no float16 LSTM.
@@ -111,7 +109,7 @@ class TorchBackend:
     def unsupported(self, sweep: Sweep, explicit: bool) -> Optional[str]:
         if torch.compiler.is_compiling():  # the reason torch.compile graph-breaks on nn.LSTM
             return "PyTorch's LSTM kernel does not trace into a torch.compile graph"
-        device_type = sweep.device.type
+        device_type = sweep.device_type
         if sweep.dtype not in DTYPES.get(device_type, ()):
             return f"PyTorch's LSTM kernel does not run {sweep.dtype} on {device_type}"
         if not explicit and not faster(sweep, device_type):
@@ -149,7 +147,7 @@ class TorchBackend:
 class Call(NamedTuple):
     """What the rules and :meth:`TorchBackend.unsupported` read of a call; a :class:`Sweep` has
     the same attributes. For a decision before a call is built and validated."""
-    device: torch.device
+    device_type: str
     dtype: torch.dtype
     seq_len: int
     batch_size: int

@@ -331,7 +331,7 @@ def _forward_op(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, nois
     ``cells`` and ``gates`` (see :func:`lstm_fwd`); each is empty, ``(0,)``, when not kept."""
     checks.check_lstm_forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, noise, seed, reverse,
                               inv_temperature, noise_prob)
-    with autocast_off(x.device):
+    with autocast_off(x):
         bias = summed_bias(bias_ih, bias_hh)
         # The input projection does not depend on the recurrence: one product over T·B rows.
         gx = F.linear(x, weight_ih, None if bias is None else bias.to(x.dtype))
@@ -368,7 +368,7 @@ def _backward_op(d_out, d_h_n, d_c_n, x, h0, c0, weight_ih, weight_hh, lengths, 
     and of ``b_hh`` alike."""
     checks.check_lstm_backward(_fake_forward, d_out, d_h_n, d_c_n, x, h0, c0, weight_ih, weight_hh, lengths, states,
                                cells, gates, reverse)
-    with autocast_off(x.device):
+    with autocast_off(x):
         dz, d_h0, d_c0 = lstm_bwd(weight_hh, gates, cells, c0, lengths, d_out, d_h_n, d_c_n, reverse=reverse,
                                   inv_temperature=inv_temperature,
                                   config=config_for(weight_hh.shape[1], x.shape[1], x.dtype, x.device))
@@ -431,7 +431,7 @@ def _differentiable_backward(ctx, x, h0, c0, weight_ih, weight_hh, bias_ih, bias
                                  temperature=1.0 / ctx.inv_temperature, gate_mode=gate_mode, noise=noise,
                                  lengths=lengths, reverse=ctx.reverse)
 
-    with autocast_off(x.device):
+    with autocast_off(x):
         return recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh], grads)
 
 

@@ -809,7 +809,7 @@ def _forward_op(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mogrify_weigh
     checks.check_mogrifier_forward(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, mogrify_weights,
                                    mogrify_low_rank, mogrify_right_factors, mogrify_biases, lengths, reverse,
                                    MAX_ROUNDS)
-    with autocast_off(x.device):
+    with autocast_off(x):
         weights = join_round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors)
         w_round, rank, q_bias, r_bias = _round_tensors(weights, mogrify_biases or None)
         out, h_n, c_n, buffers = mogrifier_fwd(
@@ -847,7 +847,7 @@ def _backward_op(d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, mogrify_weights, 
     (``d_bias`` is that of ``b_ih`` and of ``b_hh`` alike, ``d_mogrify_biases`` one per round)."""
     checks.check_mogrifier_backward(_fake_forward, d_out, d_h_n, d_c_n, x, weight_ih, weight_hh, mogrify_weights,
                                     mogrify_low_rank, mogrify_right_factors, lengths, saved, reverse, MAX_ROUNDS)
-    with autocast_off(x.device):
+    with autocast_off(x):
         weights = join_round_weights(mogrify_weights, mogrify_low_rank, mogrify_right_factors)
         w_round, rank, _, _ = _round_tensors(weights, None)
         *grads, d_rounds, d_round_biases = mogrifier_bwd(
@@ -898,7 +898,7 @@ def _backward(ctx, d_out, d_h_n, d_c_n, *_):
                                             reverse=ctx.reverse)
 
         round_tensors, _ = flatten_rounds(weights, biases)
-        with autocast_off(x.device):
+        with autocast_off(x):
             grads = recomputed_gradients(run, [x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *round_tensors],
                                          (d_out, d_h_n, d_c_n))
         d_rounds, d_round_biases, _ = unflatten_rounds(grads[7:], ctx.low_rank, ctx.has_round_bias)
