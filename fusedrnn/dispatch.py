@@ -79,6 +79,12 @@ def unavailable_reason(name: str) -> Optional[str]:
     """Why backend ``name`` cannot run on this machine, or ``None`` if it can (asked once per
     process: every call of ``"auto"`` asks it of each backend in turn)."""
     check_name(name)
+    return _unavailable(name)
+
+
+@torch.compiler.assume_constant_result
+def _unavailable(name: str) -> Optional[str]:
+    """:func:`unavailable_reason` for a name known to be a backend's (``"auto"`` asks it of each)."""
     if name not in _reasons:
         backend = _load(name)
         _reasons[name] = _missing[name] if backend is None else backend.unavailable()
@@ -115,15 +121,15 @@ def select(name: str, sweep: Sweep):
         raise BackendUnavailableError(f"backend {name!r} cannot run this {sweep.cell} call: {reason}")
     if name == "auto":
         for candidate in BACKENDS:
-            if candidate in implemented_by and unavailable_reason(candidate) is None:
+            if candidate in implemented_by and _unavailable(candidate) is None:
                 backend = _loaded[candidate]
                 reason = backend.unsupported(sweep, explicit=False)
                 if reason is None:
                     return backend
-                if backend.device_type == sweep.device.type:
+                if backend.device_type == sweep.device_type:
                     _warn_declined(backend.name, sweep.cell, reason)
         raise BackendUnavailableError(f"no backend can run this {sweep.cell} call")
-    reason = unavailable_reason(name)
+    reason = _unavailable(name)
     if reason is None:
         backend = _loaded[name]
         reason = backend.unsupported(sweep, explicit=True)

@@ -33,8 +33,8 @@ class ExtensionBackend:
         return reason
 
     def unsupported(self, sweep: Sweep, explicit: bool) -> Optional[str]:
-        if sweep.device.type != self.device_type:
-            return f"it runs {self.device_type} tensors, got {sweep.device.type}"
+        if sweep.device_type != self.device_type:
+            return f"it runs {self.device_type} tensors, got {sweep.device_type}"
         if sweep.dtype not in self.compute_dtypes:
             return f"it does not run {sweep.dtype}"
         return None
@@ -62,7 +62,7 @@ class ExtensionBackend:
             noise = sweep.noise
             if sweep.noisy and noise is None:
                 arguments = (sweep.seq_len, sweep.batch_size, sweep.hidden_size, sweep.noise_prob)
-                on_cpu = sweep.device.type == "cpu"
+                on_cpu = sweep.device_type == "cpu"
                 noise = ops.g2_noise(*arguments) if on_cpu else sample_noise(*arguments, device=sweep.device)
             noise = noise.contiguous() if sweep.noisy else None
             out = ops.lstm_sweep(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, sweep.reverse,
