@@ -56,8 +56,9 @@ def test_only_float32_is_packed():
     assert packs("lstm", 8, 2, 8, train=True, dtype=torch.float64) == 0
 
 
-@pytest.mark.parametrize("mode, seq_len, expected", [("always", 1, 2), ("never", 32, 0)])
+@pytest.mark.parametrize("mode, seq_len, expected", [("always", 1, 3), ("never", 32, 0)])
 def test_the_environment_overrides_the_rule(monkeypatch, mode, seq_len, expected):
+    """``always``: W_ih (the input projection, one block here), W_hh, and W_hhᵀ in the backward."""
     monkeypatch.setenv("FUSEDRNN_CPU_PACKED_WEIGHTS", mode)
     assert packs("lstm", seq_len, 1, 8, train=True) == expected * PANELS
 
@@ -87,3 +88,22 @@ def test_panels_split_among_threads_match(cell):
             assert_close(f"cpu/{cell} on 2 threads: {name}", actual, expected, tolerance(torch.float32, "cpu"))
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "g2"])
+@pytest.mark.parametrize("train", [False, True], ids=["forward", "training"])
+@pytest.mark.parametrize("lengths, reverse", [(False, False), (True, True)], ids=["plain", "reverse-lengths"])
+def test_the_input_projection_runs_block_by_block(cell, train, lengths, reverse):
+    """Past 256 KB of pre-activations the forward projects the input a block of steps at a time,
+    as the sweep reaches each block (csrc/sweep.cpp, ``projection_block``): B 16, H 128 take
+    32 KB a step, so 21 steps are blocks of 8, 8 and 5, the last entered from its end in reverse,
+    into a ring of 8 steps without a backward to come. Results and gradients match."""
+    truth = ground_truth(random_problem(cell, (21, 16, 128, 128), lengths=lengths, reverse=reverse), torch.float32)
+    truth = truth if train else truth.forward_only()
+    for name, actual, expected in compare(on_backend("cpu"), truth):
+        assert_close(f"cpu/{cell} in blocks of 8 steps: {name}", actual, expected, tolerance(torch.float32, "cpu"))
+
+
+def test_many_blocks_multiply_by_panels_of_the_input_weight():
+    """From 4 blocks, W_ih goes into panels too (the rule of the per-step products), with W_hh."""
+    assert packs("lstm", 32, 16, 128) == 2 * PANELS

@@ -25,7 +25,7 @@ using BoolList = c10::List<bool>;
 // LSTM and G2-LSTM forward. Returns output (T, B, H), h_n, c_n, and for the backward:
 // gates (T, B, 4H) acc (activations i, f, g, o), cells (T, B, H) acc (c after each step,
 // frozen rows carried), h_prev (T, B, H) (the h each step read). Without `save` (no
-// backward to come) cells and h_prev are scratch: a ring of 2 slots, not T.
+// backward to come) cells and h_prev are scratch: a ring of 2 slots, not T; gates is (0, B, 4H).
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const Kernels& kernels, const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& weight_ih,
     const Tensor& weight_hh, const std::optional<Tensor>& bias, const std::optional<Tensor>& lengths,

@@ -40,7 +40,7 @@ def _fake_lstm_forward(x, h0, c0, weight_ih, weight_hh, bias, lengths, noise, re
     seq_len, batch_size, hidden_size = x.shape[0], x.shape[1], weight_hh.shape[1]
     accumulation, slots = accumulation_dtype(x.dtype), seq_len if save else 2
     return (x.new_empty(seq_len, batch_size, hidden_size), torch.empty_like(h0), c0.new_empty(c0.shape, dtype=x.dtype),
-            x.new_empty(seq_len, batch_size, 4 * hidden_size, dtype=accumulation),
+            x.new_empty(seq_len if save else 0, batch_size, 4 * hidden_size, dtype=accumulation),
             x.new_empty(slots, batch_size, hidden_size, dtype=accumulation), x.new_empty(slots, batch_size, hidden_size))
 
 
