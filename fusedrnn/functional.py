@@ -15,7 +15,7 @@ import torch
 from . import dispatch
 from .cells import G2, GATE_MODE, NOISE_PROB, TEMPERATURE, mogrify_round_shape
 from .precision import autocast_off
-from .sweep import RoundWeight, Sweep
+from .sweep import RoundWeight, Sweep, same_device
 
 Tensor = torch.Tensor
 #: The dtypes every call and module may have (each backend runs some of them).
@@ -26,7 +26,7 @@ def _check_tensor(name, tensor, shape, like, *index):
     """``tensor`` has ``shape`` (a tuple) and ``like``'s dtype and device; ``name[index]`` in the
     messages (formatted only for one: at T = 1 the host time is the cost)."""
     if isinstance(tensor, Tensor) and tensor.shape == shape and tensor.dtype == like.dtype \
-            and tensor.device == like.device:
+            and same_device(tensor, like):
         return
     name += "".join(f"[{i}]" for i in index)
     if not isinstance(tensor, Tensor):
@@ -256,7 +256,7 @@ def g2_lstm(
             raise TypeError(f"noise must be a floating-point torch.Tensor, got {got}")
         if tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape} (T, B, 2, H), got {tuple(noise.shape)}")
-        if noise.device != input.device:
+        if not same_device(noise, input):
             raise ValueError(f"noise must be on the input's device {input.device}, got {noise.device}")
         if noise.requires_grad:  # a sample, not a parameter: no backend but the reference would differentiate it
             raise ValueError("noise must not require grad (no gradient flows to the G2 noise); pass noise.detach()")

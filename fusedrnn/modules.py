@@ -16,6 +16,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from . import cells, dispatch, functional
 from .native import backend as native
 from .precision import autocast_enabled, autocast_off
+from .sweep import device_type_of, same_device
 
 
 def _cast(tensor, dtype):
@@ -134,7 +135,7 @@ class _RecurrentBase(nn.Module):
         """Runs layer-direction ``tag`` over ``x (T, B, ·)``; returns ``output, (h_n, c_n)``."""
         raise NotImplementedError
 
-    def _check_hx(self, hx, batch_size, batched, input, device):
+    def _check_hx(self, hx, batch_size, batched, input):
         if hx is None:
             shape = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
             zeros = input.new_zeros(shape)
@@ -151,8 +152,8 @@ class _RecurrentBase(nn.Module):
                                  f"{'batch, ' if batched else ''}hidden_size), got {tuple(state.shape)}")
             if state.dtype != input.dtype:
                 raise TypeError(f"{name} must have the input's dtype {input.dtype}, got {state.dtype}")
-            if state.device != device:
-                raise ValueError(f"{name} must be on the input's device {device}, got {state.device}")
+            if not same_device(state, input):
+                raise ValueError(f"{name} must be on the input's device {input.device}, got {state.device}")
             states.append(state if batched else state.unsqueeze(1))
         return tuple(states)
 
@@ -190,8 +191,8 @@ class _RecurrentBase(nn.Module):
         if input.shape[-1] != self.input_size:
             raise ValueError(f"input must have {self.input_size} features (input_size), got {input.shape[-1]}")
         functional._check_steps(input)
-        device, weight = input.device, self._parameter("weight_hh_l0")  # each read once: T = 1 is host time
-        autocast = self._autocast_dtype(device.type, weight)
+        weight = self._parameter("weight_hh_l0")  # read once: T = 1 is host time
+        autocast = self._autocast_dtype(device_type_of(input), weight)
         if autocast is not None and input.is_floating_point():
             # As nn.LSTM under autocast: input, states and weights in the autocast dtype.
             input = input.to(autocast)
@@ -200,11 +201,12 @@ class _RecurrentBase(nn.Module):
                            else state for state in hx)
         elif input.dtype != weight.dtype:
             raise TypeError(f"input must have the module's dtype {weight.dtype}, got {input.dtype}")
-        if device != weight.device:
-            raise ValueError(f"input must be on the module's device {weight.device}, got {device}")
-        h0, c0 = self._check_hx(hx, input.shape[1], batched, input, device)
+        if not same_device(input, weight):
+            raise ValueError(f"input must be on the module's device {weight.device}, got {input.device}")
+        h0, c0 = self._check_hx(hx, input.shape[1], batched, input)
         # Checked and moved to the device once, not per layer and direction.
-        device_lengths = functional._check_lengths(lengths, input.shape[0], input.shape[1], device)
+        device_lengths = None if lengths is None else functional._check_lengths(
+            lengths, input.shape[0], input.shape[1], input.device)
         with autocast_off(input):  # the sweeps compute in input.dtype
             output, h_n, c_n = self._layers(input, h0, c0, device_lengths)
 
@@ -284,7 +286,7 @@ class LSTM(_RecurrentBase):
             grad = torch.is_grad_enabled()
             weights = self._stack_weights(input.dtype) if grad else None  # whether they require grad counts
             needs_backward = grad and any(t.requires_grad for t in (input, h0, c0, *weights))
-            first_layer = native.Call(input.device.type, input.dtype, input.shape[0], input.shape[1],
+            first_layer = native.Call(device_type_of(input), input.dtype, input.shape[0], input.shape[1],
                                       self.hidden_size, needs_backward)
             if native.runs_whole_stack(self.backend, first_layer):
                 weights = self._stack_weights(input.dtype) if weights is None else weights
