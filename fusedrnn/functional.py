@@ -38,9 +38,12 @@ def _check_tensor(name, tensor, shape, like, *index):
     raise ValueError(f"{name} must be on the input's device {like.device}, got {tensor.device}")
 
 
-def _check_lengths(lengths, seq_len, batch_size, device):
+def _check_lengths(lengths, input: Tensor):
+    """``lengths`` of ``input (T, B, ·)``'s rows, checked and on its device as int64, or ``None``
+    (no ``input.device`` built then: at T = 1 the host time is the cost)."""
     if lengths is None:
         return None
+    seq_len, batch_size, device = input.shape[0], input.shape[1], input.device
     if not isinstance(lengths, Tensor):
         try:
             lengths = torch.as_tensor(lengths)
@@ -51,7 +54,7 @@ def _check_lengths(lengths, seq_len, batch_size, device):
         raise TypeError(f"lengths must be an integer tensor, got {lengths.dtype}")
     if tuple(lengths.shape) != (batch_size,):
         raise ValueError(f"lengths must have shape ({batch_size},) (one per batch row), got {tuple(lengths.shape)}")
-    if lengths.device.type != "cpu" and lengths.device != torch.device(device):
+    if lengths.device.type != "cpu" and lengths.device != device:
         raise ValueError(f"lengths must be on the CPU or on the input's device {device}, got {lengths.device}")
     compiling = torch.compiler.is_compiling()
     if lengths.device.type == "cpu" and batch_size > 0 and not compiling:
@@ -108,8 +111,7 @@ def _validated_call(cell, input, weight_ih, weight_hh, bias_ih, bias_hh, h0, c0,
     c0 = input.new_zeros(state_shape) if c0 is None else c0
     _check_tensor("h0", h0, state_shape, input)
     _check_tensor("c0", c0, state_shape, input)
-    if lengths is not None:  # else no input.device to build: at T = 1 the host time is the cost
-        lengths = _check_lengths(lengths, seq_len, batch_size, input.device)
+    lengths = _check_lengths(lengths, input)
     if rounds is not None:
         options["mogrify_weights"], options["mogrify_biases"] = _validated_rounds(*rounds, input, hidden_size)
     return Sweep(cell, input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, reverse, **options)

@@ -205,8 +205,7 @@ class _RecurrentBase(nn.Module):
             raise ValueError(f"input must be on the module's device {weight.device}, got {input.device}")
         h0, c0 = self._check_hx(hx, input.shape[1], batched, input)
         # Checked and moved to the device once, not per layer and direction.
-        device_lengths = None if lengths is None else functional._check_lengths(
-            lengths, input.shape[0], input.shape[1], input.device)
+        device_lengths = functional._check_lengths(lengths, input)
         with autocast_off(input):  # the sweeps compute in input.dtype
             output, h_n, c_n = self._layers(input, h0, c0, device_lengths)
 
