@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one call of at most 6 minutes on a cold machine: the stages'
-# time limits add up to 350 s (phase 1: 110; phase 2: 70 + 45 + 40 + 30 + 10 + 30 + 15), and the
-# reports at the end take seconds. Triton compiles dominate a cold call, so:
+# time limits add up to 355 s (phase 1: 105; phase 2: 85 + 40 + 35 + 20 + 25 + 20 + 25), and the
+# reports at the end take seconds. The limits are what the first run on an H200 (2026-11-30,
+# bench/results/h200/) needed, or all that fits: its GPU tests got through 66 of 186 in phase 1.
+# Triton compiles dominate a cold call, so:
 #   1. in parallel processes (each at most WARM_S): the C++/CUDA extension build, the GPU-marked
 #      tests (over 4 workers where pytest-xdist is installed), the CUDA rows of the parity suite,
 #      and a compile warm-up of everything phase 2 times (the benchmark at T = 2, whose correctness
 #      gate compiles the same layouts; a process per shape), filling the disk caches;
 #   2. alone, most telling first: LSTM and G2 against cuDNN (nn.LSTM) at SHAPES in every dtype;
-#      the cuda backend and the eager loop in bfloat16; the Mogrifier at MOGRIFIER_SHAPES; what a
-#      Mogrifier round and rank H/8 cost at VARIANT_SHAPES (bench/mogrifier_variants.py); decoding
-#      one step per call; torch.compile's loop at COMPILED_SHAPES; the modules' host time per
-#      one-step call against nn.LSTM's (bench/module_overhead.py, H = 512).
+#      the LSTM on the cuda backend and the eager loop in bfloat16; the Mogrifier at
+#      MOGRIFIER_SHAPES, then on the cuda backend in a process of its own (it crashed the first
+#      run's Mogrifier stage with no row); what a Mogrifier round and rank H/8 cost at
+#      VARIANT_SHAPES (bench/mogrifier_variants.py); decoding one step per call; the modules'
+#      host time per one-step call against nn.LSTM's (bench/module_overhead.py, H = 512).
 # A stage that reaches its limit gets SIGINT: pytest still writes its XML and summary, and the
 # benchmark's JSON holds every configuration it finished (its report says how many of how many).
 # Logs, JUnit XML, JSON, Markdown tables and a chart go under $OUT (default bench/results/gpu);
 # status.txt lists every stage's exit code (124: stopped at its limit). ONLY="bench mogrifier"
-# runs just those stages (a rerun); ONLY=layouts, not in the default run, times every candidate
+# runs just those stages (a rerun); ONLY=compiled, not in the default run, times torch.compile's
+# loop at COMPILED_SHAPES (measured in the first H200 run); ONLY=layouts, likewise, times every candidate
 # layout of the LSTM sweep at LAYOUT_SHAPES in LAYOUT_DTYPES and of the Mogrifier's at
 # MOGRIFIER_SHAPES (bfloat16) (bench/layouts.py), within the same limits. From the repository root:
 #   bash bench/gpu_run.sh
@@ -23,11 +27,12 @@
 #   SHAPES=4x8x16x16 MOGRIFIER_SHAPES=4x8x16x16 DECODE_SHAPES=1x4x16x16 OUT=/tmp/x bash bench/gpu_run.sh
 set -uo pipefail
 OUT=${OUT:-bench/results/gpu}
-WARM_S=${WARM_S:-110}
-STAGES=${ONLY:-build tests parity bench baselines mogrifier variants decode compiled overhead}
+WARM_S=${WARM_S:-105}
+STAGES=${ONLY:-build tests parity bench baselines mogrifier variants decode overhead}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET
+export PYTHONFAULTHANDLER=1  # a crash in compiled code leaves the Python stack in its log
 
 # The LSTM issue's grid (B x T x I x H); torch.compile's stage: the first shape at T <= 128.
 SHAPES=${SHAPES:-"16x512x256x256 64x256x512x512 64x256x1024x1024 256x256x1024x1024 16x1024x768x768 8x1024x128x128"}
@@ -40,12 +45,12 @@ COMPILED_SHAPES=${COMPILED_SHAPES:-$(echo "${SHAPES%% *}" | awk -Fx '{printf "%s
 at_t2() { for s in "$@"; do echo "$s" | awk -Fx '{printf "%sx2x%sx%s ", $1, $3, $4}'; done; }
 BENCH=(python -m fusedrnn.bench --no-progress)
 LSTM=(--cells lstm g2 --directions fwd fwdbwd)
-MOGRIFIER=(--cells mogrifier --dtypes bfloat16 --directions fwd fwdbwd --backends auto triton cuda eager)
+MOGRIFIER=(--cells mogrifier --dtypes bfloat16 --directions fwd fwdbwd)
 DECODE=(--cells lstm --dtypes float16 float32 --directions decode --backends auto triton cuda nn.LSTM eager)
 COMPILED=(--dtypes bfloat16 --directions fwd fwdbwd --backends auto nn.LSTM eager compiled)
 OVERHEAD=(bench/module_overhead.py --hidden-size 512 --backends auto triton cuda)
 VARIANTS=(bench/mogrifier_variants.py --dtypes bfloat16)
-XDIST=$(python -c "import xdist" 2> /dev/null && echo "-n 4")
+XDIST=$(python -c "import xdist" 2> /dev/null && echo "-n 6")
 
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 python -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" \
@@ -75,6 +80,7 @@ run variants-warmup "$WARM_S" python "${VARIANTS[@]}" --shapes $(at_t2 $VARIANT_
 run decode-warmup "$WARM_S" "${BENCH[@]}" "${DECODE[@]}" --shapes $(at_t2 $DECODE_SHAPES) --backends auto triton &
 run compiled-warmup "$WARM_S" "${BENCH[@]}" "${COMPILED[@]}" --shapes $(at_t2 $COMPILED_SHAPES) --backends compiled &
 run overhead-warmup "$WARM_S" python "${OVERHEAD[@]}" --rounds 1 &
+run mogrifier-cuda-warmup "$WARM_S" "${BENCH[@]}" "${MOGRIFIER[@]}" --shapes $(at_t2 $MOGRIFIER_SHAPES) --backends cuda &
 for shape in $LAYOUT_SHAPES; do
     run "layouts-warmup-$shape" "$WARM_S" python bench/layouts.py --shapes $(at_t2 "$shape") --dtypes $LAYOUT_DTYPES &
 done
@@ -84,18 +90,21 @@ done
 wait
 echo "phase 1: $((SECONDS - start)) s" | tee -a "$OUT/status.txt"
 
-run bench 70 "${BENCH[@]}" "${LSTM[@]}" --shapes $SHAPES --backends auto triton nn.LSTM --json "$OUT/results.json"
-run baselines 45 "${BENCH[@]}" "${LSTM[@]}" --shapes $SHAPES --dtypes bfloat16 --backends auto cuda eager \
-    --json "$OUT/baselines.json"
-run mogrifier 40 "${BENCH[@]}" "${MOGRIFIER[@]}" --shapes $MOGRIFIER_SHAPES --json "$OUT/mogrifier.json"
-run variants 30 python "${VARIANTS[@]}" --shapes $VARIANT_SHAPES --json "$OUT/variants.json"
-run decode 10 "${BENCH[@]}" "${DECODE[@]}" --shapes $DECODE_SHAPES --json "$OUT/decode.json"
+run bench 85 "${BENCH[@]}" "${LSTM[@]}" --shapes $SHAPES --backends auto triton nn.LSTM --json "$OUT/results.json"
+run baselines 40 "${BENCH[@]}" --cells lstm --directions fwd fwdbwd --shapes $SHAPES --dtypes bfloat16 \
+    --backends auto cuda eager --json "$OUT/baselines.json"
+run mogrifier 35 "${BENCH[@]}" "${MOGRIFIER[@]}" --shapes $MOGRIFIER_SHAPES --backends auto triton eager \
+    --json "$OUT/mogrifier.json"
+run mogrifier-cuda 20 "${BENCH[@]}" "${MOGRIFIER[@]}" --shapes $MOGRIFIER_SHAPES --backends cuda \
+    --json "$OUT/mogrifier-cuda.json"
+run variants 25 python "${VARIANTS[@]}" --shapes $VARIANT_SHAPES --json "$OUT/variants.json"
+run decode 20 "${BENCH[@]}" "${DECODE[@]}" --shapes $DECODE_SHAPES --json "$OUT/decode.json"
 run compiled 30 "${BENCH[@]}" "${COMPILED[@]}" --shapes $COMPILED_SHAPES --json "$OUT/compiled.json"
-run overhead 15 python "${OVERHEAD[@]}" --rounds 5 --json "$OUT/module-overhead.json"
+run overhead 25 python "${OVERHEAD[@]}" --rounds 3 --json "$OUT/module-overhead.json"
 run layouts 170 python bench/layouts.py --shapes $LAYOUT_SHAPES --dtypes $LAYOUT_DTYPES --json "$OUT/layouts.json"
 run layouts-mogrifier 50 python bench/layouts.py --cells mogrifier --shapes $MOGRIFIER_SHAPES \
     --json "$OUT/layouts-mogrifier.json"
-for json in results baselines mogrifier variants decode compiled layouts layouts-mogrifier; do  # also a stopped stage's rows
+for json in results baselines mogrifier mogrifier-cuda variants decode compiled layouts layouts-mogrifier; do  # also a stopped stage's rows
     [ -f "$OUT/$json.json" ] && python -m fusedrnn.bench --report "$OUT/$json.json" --plot "$OUT/$json.png" > "$OUT/$json.md"
 done
 echo "total: $((SECONDS - start)) s" | tee -a "$OUT/status.txt"

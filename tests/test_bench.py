@@ -348,9 +348,11 @@ def test_flashrnn_adapter_computes_the_lstm():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_torch_lstm_baseline_is_flattened(dtype):
-    """An un-flattened nn.LSTM warns and runs slower (issue 15: 5.18 ms against 3.37 on an H200)."""
+    """An un-flattened nn.LSTM warns and runs slower (issue 15: 5.18 ms against 3.37 on an H200).
+    Not bfloat16: PyTorch's ``flatten_parameters`` leaves those weights apart (cuDNN's
+    ``is_acceptable``), so the baseline warns there as every bfloat16 ``nn.LSTM`` does."""
     config = Config("lstm", 4, 8, 16, 16, dtype)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -1,4 +1,8 @@
 """One dispatch point: "auto" always finds a backend; a named one runs or says why not."""
+import json
+import warnings
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -139,3 +143,72 @@ def test_auto_takes_pytorchs_kernel_for_bfloat16_lstm_calls_but_one_or_few_wide_
     monkeypatch.setattr(native_backend, "cpu_multiplies_bfloat16", lambda: bfloat16_products)
     assert _picks_pytorchs_kernel("lstm", shape, torch.bfloat16, training) == (to_onednn and bfloat16_products)
     assert not _picks_pytorchs_kernel("g2", shape, torch.bfloat16, training)
+
+
+H200_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "h200" / "results.json"
+
+
+def _cuda_rule(dtype, seq_len, batch_size, hidden_size, training):
+    call = native_backend.Call("cuda", dtype, seq_len, batch_size, hidden_size, needs_backward=training)
+    return native_backend.FASTER[("cuda", dtype)](call)
+
+
+def _h200_lstm_calls():
+    """``(dtype, direction, T, B, H, triton ms, nn.LSTM ms)`` of every plain-LSTM call the H200 run timed on both."""
+    times = {}
+    for row in json.loads(H200_RESULTS.read_text())["rows"]:
+        if row["cell"] == "lstm" and row["median_ms"] is not None:
+            call = (row["dtype"], row["direction"], row["seq_len"], row["batch_size"], row["hidden_size"])
+            times.setdefault(call, {})[row["implementation"]] = row["median_ms"]
+    return [(*call, both["triton"], both["nn.LSTM"]) for call, both in times.items() if {"triton", "nn.LSTM"} <= both.keys()]
+
+
+def test_the_gpu_rule_never_leaves_a_call_on_the_slower_kernel_of_the_h200_run():
+    """The speed floor on a GPU: on every plain-LSTM call of the committed H200 run, ``auto``
+    takes cuDNN wherever it was the faster (by more than 5 %, the run's noise), so that a drop-in
+    is never slower than ``nn.LSTM``; and it keeps the Triton sweep where that was more than 1.5×
+    faster, so that the rule is not "always cuDNN"."""
+    calls = _h200_lstm_calls()
+    assert len(calls) == 36, "the H200 run's 6 shapes × 3 dtypes × 2 directions"
+    for dtype, direction, seq_len, batch_size, hidden_size, triton_ms, cudnn_ms in calls:
+        takes_cudnn = _cuda_rule(getattr(torch, dtype), seq_len, batch_size, hidden_size, direction == "fwdbwd")
+        where = (f"{dtype} {direction} T{seq_len} B{batch_size} H{hidden_size}: triton {triton_ms:.3f} ms, "
+                 f"cuDNN {cudnn_ms:.3f} ms")
+        if triton_ms > 1.05 * cudnn_ms:
+            assert takes_cudnn, f"auto would be slower than nn.LSTM at {where}"
+        if cudnn_ms > 1.5 * triton_ms:
+            assert not takes_cudnn, f"auto would give up a faster Triton sweep at {where}"
+
+
+@pytest.mark.parametrize("dtype, shape, training, to_cudnn", [
+    (torch.float16, (512, 16, 256), False, True), (torch.float16, (256, 64, 512), True, True),
+    (torch.bfloat16, (512, 16, 256), True, False), (torch.bfloat16, (256, 128, 1024), True, False),
+    (torch.bfloat16, (256, 129, 1024), False, True), (torch.bfloat16, (16, 16, 256), True, True),
+    (torch.float32, (256, 64, 512), False, False), (torch.float32, (256, 64, 1024), False, True),
+    (torch.float32, (512, 16, 256), True, False), (torch.float32, (1024, 8, 128), True, True),
+    (torch.float32, (512, 16, 255), True, True), (torch.float32, (17, 1, 256), True, False),
+    (torch.float32, (16, 1, 256), True, True), (torch.float64, (512, 16, 256), True, False)],
+    ids=["float16-forward", "float16-training", "bf16-16-rows", "bf16-128-rows", "bf16-129-rows", "bf16-16-steps",
+         "f32-forward-64x512", "f32-forward-64x1024", "f32-training-16x256", "f32-training-8x128",
+         "f32-training-16x255", "f32-17-steps", "f32-16-steps", "float64"])
+def test_the_gpu_rule_by_case(dtype, shape, training, to_cudnn):
+    """On a GPU, cuDNN takes every float16 call, bfloat16 calls of more than 128 rows, float32
+    forward calls from B·H = 64·1024 and float32 training calls but those of at most 16 rows at
+    least 256 wide, and every call of at most 16 steps; float64 stays on fusedrnn's backends."""
+    rule = native_backend.FASTER.get(("cuda", dtype))
+    call = native_backend.Call("cuda", dtype, *shape, needs_backward=training)
+    assert (rule is not None and rule(call)) == to_cudnn
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_auto_on_cudnn_does_not_tell_the_user_to_flatten(dtype):
+    """cuDNN warns when a call's weights are not in one buffer, which fusedrnn's parameters never
+    are; auto's float16 calls and bfloat16 calls of many rows run there, with no such warning."""
+    model = fusedrnn.LSTM(32, 32, device="cuda", dtype=dtype)
+    x = torch.randn(24, 256, 32, device="cuda", dtype=dtype)
+    with warnings.catch_warnings(record=True) as caught:  # the filters as they are, the registries cleared
+        model(x)[0].sum().backward()
+    assert dispatch.select("auto", functional._validated_call(
+        "lstm", x, model.weight_ih_l0, model.weight_hh_l0, None, None, None, None, None, False)).name == "torch"
+    assert [str(w.message) for w in caught if "contiguous chunk" in str(w.message)] == []

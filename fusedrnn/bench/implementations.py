@@ -102,7 +102,10 @@ def eager(problem: Problem, compile: bool = False):
 
 
 def torch_lstm(problem: Problem):
-    """``torch.nn.LSTM`` (cuDNN on CUDA), flattened after the weights are copied in."""
+    """``torch.nn.LSTM`` (cuDNN on CUDA), flattened after the weights are copied in: as fast as
+    PyTorch makes it. Not in bfloat16, which ``flatten_parameters`` leaves as it is (cuDNN's
+    ``is_acceptable`` takes float16, float32 and float64), so cuDNN copies the weights into one
+    buffer at every call, with a warning, as it does for every user of a bfloat16 ``nn.LSTM``."""
     module = nn.LSTM(problem.x.shape[2], problem.h0.shape[1], device=problem.x.device, dtype=problem.x.dtype)
     parameters = _load([getattr(module, name + "_l0") for name in LSTM_WEIGHTS], problem)
     module.flatten_parameters()

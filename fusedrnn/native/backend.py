@@ -9,6 +9,8 @@ call). Named explicitly, it runs every plain LSTM call it can.
 from __future__ import annotations
 
 import functools
+import re
+import warnings
 from typing import NamedTuple, Optional
 
 import torch
@@ -17,6 +19,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .. import dispatch
 from ..sweep import Sweep
+
+# fusedrnn's modules keep each weight a parameter of its own, not a view of the one buffer cuDNN
+# takes (what nn.LSTM.flatten_parameters makes, and never in bfloat16), so cuDNN copies them into
+# one at every call and warns, telling an nn.LSTM user to flatten: nothing a fusedrnn user can do.
+# The copy is one pass over the weights: 16 MB at H 1024 in float16, some 8 µs at an H200's copy
+# bandwidth (not timed apart).
+warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk",
+                        category=UserWarning, module=re.escape(__name__) + r"\Z")
 
 #: Short float32 calls stay on fusedrnn's backends: under ``SMALL_CALL`` elements (``T·B·H``), or
 #: of at most ``SHORT_CALL_STEPS`` steps over at most ``SHORT_CALL_ROWS`` rows. oneDNN's steps
@@ -76,9 +86,50 @@ def _onednn_bfloat16(sweep: Sweep) -> bool:
     return not (one_row or few_wide_rows)
 
 
+#: On a GPU, from the first run on an H200 (`bench/results/h200/`: cuDNN 9.19, TF32 allowed, the
+#: Triton sweeps on triton 3.6; ratios of one run). cuDNN's float16 is the faster at 10 of the 12
+#: points of the benchmark grid (forward+backward 1.07-2.62× faster; the Triton forward wins two
+#: by 9 % and 13 %), so it takes every float16 call. Its bfloat16 is 1.6-10× slower up to B = 64,
+#: faster at B = 256 (0.88× and 0.84× its time); it takes calls of more than ``CUDA_BF16_ROWS``
+#: rows (not measured between: by log-linear interpolation the two cross near B = 180). In
+#: float32 (TF32 on its side, not yet on ours) it takes forward calls of at least
+#: ``CUDA_F32_FORWARD_ELEMENTS`` = B·H (the Triton forward 1.19× and 1.97× its time at 64 × 1024
+#: and 256 × 1024, 0.32-0.96× below) and training calls but those of at most
+#: ``CUDA_F32_NARROW_ROWS`` rows at least ``CUDA_F32_WIDE`` wide (0.32× and 0.81× its time there;
+#: 1.07-2.77× at B ≥ 64, 2.09× at B 8, H 128, where cuDNN's own float32 is fast).
+#: And every call of at most ``CUDA_SHORT_CALL_STEPS`` steps: a one-step module call costs
+#: 228 µs of host time on the Triton path against 79 through nn.LSTM's (H 512,
+#: `bench/results/h200/overhead.log`), which the Triton sweep's faster steps repay only over
+#: about that many steps (bfloat16, B 16, H 256: 2.1 against 15.7 µs a step).
+CUDA_SHORT_CALL_STEPS = 16
+CUDA_BF16_ROWS = 128
+CUDA_F32_FORWARD_ELEMENTS = 64 * 1024
+CUDA_F32_NARROW_ROWS = 16
+CUDA_F32_WIDE = 256
+
+
+def _cudnn_float16(sweep: Sweep) -> bool:
+    return True
+
+
+def _cudnn_bfloat16(sweep: Sweep) -> bool:
+    return sweep.seq_len <= CUDA_SHORT_CALL_STEPS or sweep.batch_size > CUDA_BF16_ROWS
+
+
+def _cudnn_float32(sweep: Sweep) -> bool:
+    rows, width = sweep.batch_size, sweep.hidden_size
+    if sweep.seq_len <= CUDA_SHORT_CALL_STEPS:
+        return True
+    if sweep.needs_backward:
+        return not (rows <= CUDA_F32_NARROW_ROWS and width >= CUDA_F32_WIDE)
+    return rows * width >= CUDA_F32_FORWARD_ELEMENTS
+
+
 #: ``(device type, dtype)`` where PyTorch's kernel beats fusedrnn's backends, and the rule that
-#: says for which calls. GPU: not measured yet.
-FASTER = {("cpu", torch.float32): _onednn_float32, ("cpu", torch.bfloat16): _onednn_bfloat16}
+#: says for which calls.
+FASTER = {("cpu", torch.float32): _onednn_float32, ("cpu", torch.bfloat16): _onednn_bfloat16,
+          ("cuda", torch.float16): _cudnn_float16, ("cuda", torch.bfloat16): _cudnn_bfloat16,
+          ("cuda", torch.float32): _cudnn_float32}
 
 #: The compiled backends the rule measures PyTorch's kernel against, by device type. Where none
 #: of them runs here (no compiler, no GPU), ``auto`` would run the plain LSTM on the reference's
