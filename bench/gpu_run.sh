@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one call of at most 6 minutes on a cold machine: the stages'
-# time limits add up to 355 s (phase 1: 105; phase 2: 85 + 40 + 35 + 20 + 25 + 20 + 25), and the
+# time limits add up to 355 s (phase 1: 105; phase 2: 85 + 45 + 35 + 20 + 25 + 20 + 20), and the
 # reports at the end take seconds. The limits are what the first run on an H200 (2026-11-30,
 # bench/results/h200/) needed, or all that fits: its GPU tests got through 66 of 186 in phase 1.
 # Triton compiles dominate a cold call, so:
 #   1. in parallel processes (each at most WARM_S): the C++/CUDA extension build, the GPU-marked
-#      tests (over 4 workers where pytest-xdist is installed), the CUDA rows of the parity suite,
+#      tests (over 6 workers where pytest-xdist is installed), the CUDA rows of the parity suite,
 #      and a compile warm-up of everything phase 2 times (the benchmark at T = 2, whose correctness
 #      gate compiles the same layouts; a process per shape), filling the disk caches;
 #   2. alone, most telling first: LSTM and G2 against cuDNN (nn.LSTM) at SHAPES in every dtype;
@@ -91,7 +91,7 @@ wait
 echo "phase 1: $((SECONDS - start)) s" | tee -a "$OUT/status.txt"
 
 run bench 85 "${BENCH[@]}" "${LSTM[@]}" --shapes $SHAPES --backends auto triton nn.LSTM --json "$OUT/results.json"
-run baselines 40 "${BENCH[@]}" --cells lstm --directions fwd fwdbwd --shapes $SHAPES --dtypes bfloat16 \
+run baselines 45 "${BENCH[@]}" --cells lstm --directions fwd fwdbwd --shapes $SHAPES --dtypes bfloat16 \
     --backends auto cuda eager --json "$OUT/baselines.json"
 run mogrifier 35 "${BENCH[@]}" "${MOGRIFIER[@]}" --shapes $MOGRIFIER_SHAPES --backends auto triton eager \
     --json "$OUT/mogrifier.json"
@@ -100,7 +100,7 @@ run mogrifier-cuda 20 "${BENCH[@]}" "${MOGRIFIER[@]}" --shapes $MOGRIFIER_SHAPES
 run variants 25 python "${VARIANTS[@]}" --shapes $VARIANT_SHAPES --json "$OUT/variants.json"
 run decode 20 "${BENCH[@]}" "${DECODE[@]}" --shapes $DECODE_SHAPES --json "$OUT/decode.json"
 run compiled 30 "${BENCH[@]}" "${COMPILED[@]}" --shapes $COMPILED_SHAPES --json "$OUT/compiled.json"
-run overhead 25 python "${OVERHEAD[@]}" --rounds 3 --json "$OUT/module-overhead.json"
+run overhead 20 python "${OVERHEAD[@]}" --rounds 3 --json "$OUT/module-overhead.json"
 run layouts 170 python bench/layouts.py --shapes $LAYOUT_SHAPES --dtypes $LAYOUT_DTYPES --json "$OUT/layouts.json"
 run layouts-mogrifier 50 python bench/layouts.py --cells mogrifier --shapes $MOGRIFIER_SHAPES \
     --json "$OUT/layouts-mogrifier.json"
