@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in one call of at most 6 minutes on a cold machine: the stages'
-# time limits add up to 355 s (phase 1: 105; phase 2: 85 + 45 + 35 + 20 + 25 + 20 + 20), and the
+# time limits add up to 355 s (phase 1: 100; phase 2: 85 + 45 + 35 + 20 + 25 + 20 + 25), and the
 # reports at the end take seconds. The limits are what the first run on an H200 (2026-11-30,
 # bench/results/h200/) needed, or all that fits: its GPU tests got through 66 of 186 in phase 1.
 # Triton compiles dominate a cold call, so:
@@ -13,7 +13,8 @@
 #      MOGRIFIER_SHAPES, then on the cuda backend in a process of its own (it crashed the first
 #      run's Mogrifier stage with no row); what a Mogrifier round and rank H/8 cost at
 #      VARIANT_SHAPES (bench/mogrifier_variants.py); decoding one step per call; the modules'
-#      host time per one-step call against nn.LSTM's (bench/module_overhead.py, H = 512).
+#      host time per one-step call against nn.LSTM's, and where it goes (bench/module_overhead.py,
+#      H = 512, with torch.profiler's tables).
 # A stage that reaches its limit gets SIGINT: pytest still writes its XML and summary, and the
 # benchmark's JSON holds every configuration it finished (its report says how many of how many).
 # Logs, JUnit XML, JSON, Markdown tables and a chart go under $OUT (default bench/results/gpu);
@@ -27,7 +28,7 @@
 #   SHAPES=4x8x16x16 MOGRIFIER_SHAPES=4x8x16x16 DECODE_SHAPES=1x4x16x16 OUT=/tmp/x bash bench/gpu_run.sh
 set -uo pipefail
 OUT=${OUT:-bench/results/gpu}
-WARM_S=${WARM_S:-105}
+WARM_S=${WARM_S:-100}
 STAGES=${ONLY:-build tests parity bench baselines mogrifier variants decode overhead}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -100,7 +101,8 @@ run mogrifier-cuda 20 "${BENCH[@]}" "${MOGRIFIER[@]}" --shapes $MOGRIFIER_SHAPES
 run variants 25 python "${VARIANTS[@]}" --shapes $VARIANT_SHAPES --json "$OUT/variants.json"
 run decode 20 "${BENCH[@]}" "${DECODE[@]}" --shapes $DECODE_SHAPES --json "$OUT/decode.json"
 run compiled 30 "${BENCH[@]}" "${COMPILED[@]}" --shapes $COMPILED_SHAPES --json "$OUT/compiled.json"
-run overhead 20 python "${OVERHEAD[@]}" --rounds 3 --json "$OUT/module-overhead.json"
+run overhead 25 python "${OVERHEAD[@]}" --rounds 3 --json "$OUT/module-overhead.json" \
+    --profile "$OUT/module-overhead-profile.txt"
 run layouts 170 python bench/layouts.py --shapes $LAYOUT_SHAPES --dtypes $LAYOUT_DTYPES --json "$OUT/layouts.json"
 run layouts-mogrifier 50 python bench/layouts.py --cells mogrifier --shapes $MOGRIFIER_SHAPES \
     --json "$OUT/layouts-mogrifier.json"

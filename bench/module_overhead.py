@@ -32,6 +32,19 @@ def decode_us(module, x, state, min_run_time):
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e6
 
 
+def profile_table(module, x, state, calls=50):
+    """torch.profiler's table of ``calls`` one-step calls of ``module``, by host time."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if x.is_cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(calls):
+            _, state = module(x, state)
+        if x.is_cuda:
+            torch.cuda.synchronize()
+    return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=20)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -44,6 +57,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="write the rows, the command and the machine here")
+    parser.add_argument("--profile", help="write here, per module, torch.profiler's table of 50 calls: where the "
+                        "host time goes (operators, kernel launches)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for name in list(filter(unavailable, args.backends)):  # as the benchmark command skips them
@@ -70,6 +85,11 @@ def main():
                 rows.append({"implementation": name, "layers": layers, "hidden_size": size, "batch_size": batch,
                              "dtype": args.dtype, "us_per_call": us, "x_nn_lstm": us / baseline_us})
                 print(f"layers {layers}  {name:8s} {us:7.1f} µs per call  {us / baseline_us:.2f}× nn.LSTM's")
+            if args.profile:
+                with open(args.profile, "a") as file:
+                    for name, module in modules.items():
+                        file.write(f"== {name}, {layers} layer(s), {args.dtype}, B {batch}, H {size}\n"
+                                   f"{profile_table(module, x, state)}\n")
     if args.json:
         document = {"command": shlex.join(["python"] + sys.argv), "date": datetime.date.today().isoformat(),
                     "machine": machine_info(device), "rows": rows}
