@@ -160,7 +160,8 @@ def _h200_lstm_calls():
         if row["cell"] == "lstm" and row["median_ms"] is not None:
             call = (row["dtype"], row["direction"], row["seq_len"], row["batch_size"], row["hidden_size"])
             times.setdefault(call, {})[row["implementation"]] = row["median_ms"]
-    return [(*call, both["triton"], both["nn.LSTM"]) for call, both in times.items() if {"triton", "nn.LSTM"} <= both.keys()]
+    return [(*call, both["triton"], both["nn.LSTM"]) for call, both in times.items()
+            if {"triton", "nn.LSTM"} <= both.keys()]
 
 
 def test_the_gpu_rule_never_leaves_a_call_on_the_slower_kernel_of_the_h200_run():

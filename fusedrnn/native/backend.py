@@ -92,7 +92,7 @@ def _onednn_bfloat16(sweep: Sweep) -> bool:
 #: by 9 % and 13 %), so it takes every float16 call. Its bfloat16 is 1.6-10× slower up to B = 64,
 #: faster at B = 256 (0.88× and 0.84× its time); it takes calls of more than ``CUDA_BF16_ROWS``
 #: rows (not measured between: by log-linear interpolation the two cross near B = 180). In
-#: float32 (TF32 on its side, not yet on ours) it takes forward calls of at least
+#: float32 (TF32 on both sides, as allowed) it takes forward calls of at least
 #: ``CUDA_F32_FORWARD_ELEMENTS`` = B·H (the Triton forward 1.19× and 1.97× its time at 64 × 1024
 #: and 256 × 1024, 0.32-0.96× below) and training calls but those of at most
 #: ``CUDA_F32_NARROW_ROWS`` rows at least ``CUDA_F32_WIDE`` wide (0.32× and 0.81× its time there;
