@@ -10,12 +10,12 @@ never be), those where it leaves a faster ``cpu`` unused (more than 5 %), and th
 mean of the chosen backend's time over the faster one's.
 """
 import argparse
-import json
 import math
 from pathlib import Path
 
 import torch
 
+from fusedrnn.bench.report import timed_calls
 from fusedrnn.native.backend import Call, faster
 
 
@@ -27,16 +27,6 @@ def takes_torch(dtype, direction, batch_size, seq_len, hidden_size):
 RULES = {"auto (native.faster)": takes_torch,
          "before (float32 from T·B·H = 1024)": lambda dtype, direction, batch_size, seq_len, hidden_size:
          dtype == "float32" and seq_len * batch_size * hidden_size >= 1024}
-
-
-def timed_calls(path):
-    """``{(cell, dtype, direction, B, T, H): {implementation: ms}}`` over a results file's timed rows."""
-    found = {}
-    for row in json.loads(Path(path).read_text())["rows"]:
-        if row["median_ms"] is not None:
-            call = (row["cell"], row["dtype"], row["direction"], row["batch_size"], row["seq_len"], row["hidden_size"])
-            found.setdefault(call, {})[row["implementation"]] = row["median_ms"]
-    return found
 
 
 def times(path):

@@ -15,7 +15,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from dispatch_rule import timed_calls
+from fusedrnn.bench.report import timed_calls
 
 
 def main():

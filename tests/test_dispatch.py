@@ -1,5 +1,4 @@
 """One dispatch point: "auto" always finds a backend; a named one runs or says why not."""
-import json
 import warnings
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import torch
 
 import fusedrnn
 from fusedrnn import dispatch, functional
+from fusedrnn.bench.report import timed_calls
 from fusedrnn.native import backend as native_backend
 
 from conftest import DTYPES, skip_unless_available
@@ -149,19 +149,17 @@ H200_RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "h200
 
 
 def _cuda_rule(dtype, seq_len, batch_size, hidden_size, training):
+    """Whether ``auto`` takes cuDNN for such a call on a GPU (:data:`native_backend.FASTER`)."""
+    rule = native_backend.FASTER.get(("cuda", dtype))
     call = native_backend.Call("cuda", dtype, seq_len, batch_size, hidden_size, needs_backward=training)
-    return native_backend.FASTER[("cuda", dtype)](call)
+    return rule is not None and rule(call)
 
 
 def _h200_lstm_calls():
     """``(dtype, direction, T, B, H, triton ms, nn.LSTM ms)`` of every plain-LSTM call the H200 run timed on both."""
-    times = {}
-    for row in json.loads(H200_RESULTS.read_text())["rows"]:
-        if row["cell"] == "lstm" and row["median_ms"] is not None:
-            call = (row["dtype"], row["direction"], row["seq_len"], row["batch_size"], row["hidden_size"])
-            times.setdefault(call, {})[row["implementation"]] = row["median_ms"]
-    return [(*call, both["triton"], both["nn.LSTM"]) for call, both in times.items()
-            if {"triton", "nn.LSTM"} <= both.keys()]
+    return [(dtype, direction, seq_len, batch_size, hidden_size, both["triton"], both["nn.LSTM"])
+            for (cell, dtype, direction, batch_size, seq_len, hidden_size), both in timed_calls(H200_RESULTS).items()
+            if cell == "lstm" and {"triton", "nn.LSTM"} <= both.keys()]
 
 
 def test_the_gpu_rule_never_leaves_a_call_on_the_slower_kernel_of_the_h200_run():
@@ -196,9 +194,7 @@ def test_the_gpu_rule_by_case(dtype, shape, training, to_cudnn):
     """On a GPU, cuDNN takes every float16 call, bfloat16 calls of more than 128 rows, float32
     forward calls from B·H = 64·1024 and float32 training calls but those of at most 16 rows at
     least 256 wide, and every call of at most 16 steps; float64 stays on fusedrnn's backends."""
-    rule = native_backend.FASTER.get(("cuda", dtype))
-    call = native_backend.Call("cuda", dtype, *shape, needs_backward=training)
-    assert (rule is not None and rule(call)) == to_cudnn
+    assert _cuda_rule(dtype, *shape, training) == to_cudnn
 
 
 @pytest.mark.gpu

@@ -104,6 +104,17 @@ def markdown_report(document: Dict[str, object]) -> str:
             f"`{document['command']}`\n\n" + table(document["rows"]))
 
 
+def timed_calls(path) -> Dict[tuple, Dict[str, float]]:
+    """``{(cell, dtype, direction, B, T, H): {implementation: median ms}}`` over a results file's
+    timed rows: what the scripts and tests that compare implementations call by call read."""
+    found = {}
+    for row in json.loads(Path(path).read_text())["rows"]:
+        if row["median_ms"] is not None:
+            call = (row["cell"], row["dtype"], row["direction"], row["batch_size"], row["seq_len"], row["hidden_size"])
+            found.setdefault(call, {})[row["implementation"]] = row["median_ms"]
+    return found
+
+
 def plot(document: Dict[str, object], path) -> None:
     """A results document's µs per step per configuration, a panel per cell and direction; the
     black line is nn.LSTM float16 on the same sizes (cuDNN fp16: the line to beat; without

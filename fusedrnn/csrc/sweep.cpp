@@ -98,9 +98,9 @@ Tensor rows(const Tensor& sequence) { return sequence.reshape({-1, sequence.size
 constexpr int64_t kProjectionBlockBytes = int64_t{256} << 10;
 
 int64_t projection_block(const Tensor& x, int64_t step_bytes) {
-  const int64_t seq_len = x.size(0), batch = x.size(1);
-  if (!x.device().is_cpu() || batch == 0) return std::max<int64_t>(seq_len, 1);
-  return std::clamp<int64_t>(kProjectionBlockBytes / (batch * step_bytes), 1, std::max<int64_t>(seq_len, 1));
+  const int64_t all_steps = std::max<int64_t>(x.size(0), 1), batch = x.size(1);
+  if (!x.device().is_cpu() || batch == 0) return all_steps;
+  return std::clamp<int64_t>(kProjectionBlockBytes / (batch * step_bytes), 1, all_steps);
 }
 
 // The shared forward time loop; `preactivations(t, h)` fills step t's gates with z.
