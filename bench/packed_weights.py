@@ -40,7 +40,7 @@ def main():
         if versus is not None:
             against_torch.append(versus)
         if loss > 1.05:
-            slower.append(f"{call[0]} {call[1]} B{call[2]} T{call[3]} H{call[4]} {loss:.2f}x")
+            slower.append(f"{call[0]} {call[1]} {call[2]} B{call[3]} T{call[4]} H{call[5]} {loss:.2f}x")
         print(f"| {' | '.join(map(str, call))} | " + " | ".join(f"{t:.3f}" for t in cpu.values())
               + f" | {loss:.2f} | " + (f"{versus:.2f} |" if versus is not None else "- |"))
     print(f"\n{len(calls)} calls; rule over the faster path: geometric mean {statistics.geometric_mean(losses):.3f}, "
